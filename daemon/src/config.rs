@@ -1,0 +1,603 @@
+//! The daemon's TOML configuration: types, defaults and validation.
+//!
+//! Loading collects every problem it finds (unknown keys, wrong types, out-of-range values) and
+//! reports them together, each with its key path. Secret values are never part of a message.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// MQTT ingest.
+    pub mqtt: MqttConfig,
+    /// Reading validation bounds.
+    pub decode: DecodeConfig,
+    /// Per-meter state and rolling statistics.
+    pub state: StateConfig,
+    /// Rule folder and sandbox limits.
+    pub rules: RulesConfig,
+    /// The embedded database.
+    pub store: StoreConfig,
+    /// The HTTP endpoint for health, metrics and the alert API.
+    pub http: HttpConfig,
+    /// Webhook retry policy shared by all endpoints.
+    pub delivery: DeliveryConfig,
+    /// Webhook endpoints that receive alerts.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// A secret string (password, signing key). Its `Debug` output is redacted.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// Returns the secret value. Callers must not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Returns true when no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// MQTT connection and subscription settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker URL: `mqtt://host:port` or `mqtts://host:port` for TLS.
+    pub url: String,
+    /// Client id. It must stay the same across restarts so the broker keeps the session.
+    pub client_id: String,
+    /// User name, empty for none.
+    pub username: String,
+    /// Password, empty for none.
+    pub password: Secret,
+    /// Topic filters to subscribe to.
+    pub topics: Vec<String>,
+    /// Topic layout with `{region}` and `{meter_id}` placeholders, one level each.
+    pub topic_layout: String,
+    /// Keep-alive interval in seconds.
+    pub keep_alive_secs: u64,
+    /// Largest accepted payload; larger messages are rejected as `oversized`.
+    pub max_payload_bytes: usize,
+    /// First reconnect delay in milliseconds; it doubles up to `reconnect_max_ms`.
+    pub reconnect_min_ms: u64,
+    /// Upper bound of the reconnect delay in milliseconds.
+    pub reconnect_max_ms: u64,
+    /// PEM file with the CA certificates to trust for `mqtts://`; empty uses the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub client_key_file: Option<PathBuf>,
+    /// Readings queued between the MQTT task and the pipeline before intake pauses.
+    pub queue_capacity: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "gridwatch".into(),
+            username: String::new(),
+            password: Secret::default(),
+            topics: vec!["meters/+/+/telemetry".into()],
+            topic_layout: "meters/{region}/{meter_id}/telemetry".into(),
+            keep_alive_secs: 30,
+            max_payload_bytes: 64 * 1024,
+            reconnect_min_ms: 250,
+            reconnect_max_ms: 30_000,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+/// Bounds that a reading must satisfy to be accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Earliest accepted reading time, RFC 3339.
+    pub min_timestamp: String,
+    /// How far a reading may lie ahead of the daemon's clock, in seconds.
+    pub max_future_secs: i64,
+    /// Largest plausible instantaneous power in kilowatts, either sign.
+    pub max_power_kw: f64,
+    /// Largest plausible register value in kilowatt-hours.
+    pub max_register_kwh: f64,
+    /// Largest plausible phase voltage in volts.
+    pub max_voltage_v: f64,
+    /// Largest plausible phase current in amperes.
+    pub max_current_a: f64,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            min_timestamp: "2000-01-01T00:00:00Z".into(),
+            max_future_secs: 86_400,
+            max_power_kw: 10_000.0,
+            max_register_kwh: 1e10,
+            max_voltage_v: 1_000.0,
+            max_current_a: 10_000.0,
+        }
+    }
+}
+
+/// Per-meter state settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Rolling windows, each visible to rules by name.
+    pub windows: Vec<WindowConfig>,
+    /// Intervals longer than this are gaps: their energy is not spread over the window.
+    pub max_interval_minutes: u32,
+    /// A register drop up to this size is a glitch and yields zero energy.
+    pub glitch_tolerance_kwh: f64,
+    /// A register that restarts at or below this value after a drop is a meter exchange.
+    pub exchange_max_start_kwh: f64,
+    /// First hour (UTC, inclusive) of the night period used by the night/day ratio.
+    pub night_start_hour: u8,
+    /// Last hour (UTC, exclusive) of the night period.
+    pub night_end_hour: u8,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            windows: vec![
+                WindowConfig { name: "24h".into(), hours: 24 },
+                WindowConfig { name: "7d".into(), hours: 168 },
+            ],
+            max_interval_minutes: 180,
+            glitch_tolerance_kwh: 1.0,
+            exchange_max_start_kwh: 10.0,
+            night_start_hour: 0,
+            night_end_hour: 6,
+        }
+    }
+}
+
+/// One rolling statistics window.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Name rules use to select the window, such as `7d`.
+    pub name: String,
+    /// Length in hours.
+    pub hours: u32,
+}
+
+/// Rule folder and Rhai sandbox limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Folder with one sub-folder per region and the `common` folder.
+    pub dir: PathBuf,
+    /// Name of the sub-folder whose rules and parameters apply to every region.
+    pub common_folder: String,
+    /// Operations one rule may run for one reading.
+    pub max_operations: u64,
+    /// Maximum function call depth.
+    pub max_call_levels: usize,
+    /// Maximum expression nesting depth.
+    pub max_expr_depth: usize,
+    /// Maximum string length in bytes.
+    pub max_string_bytes: usize,
+    /// Maximum array length.
+    pub max_array_len: usize,
+    /// Maximum map size.
+    pub max_map_len: usize,
+    /// Alerts one rule may raise for one reading; more are dropped and counted as an error.
+    pub max_alerts_per_reading: usize,
+    /// Quiet time after the last file change before a reload, in milliseconds.
+    pub reload_debounce_ms: u64,
+    /// Minimum time between two log lines for errors of the same rule, in seconds.
+    pub error_log_interval_secs: u64,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            dir: PathBuf::from("rules"),
+            common_folder: "common".into(),
+            max_operations: 50_000,
+            max_call_levels: 16,
+            max_expr_depth: 64,
+            max_string_bytes: 16 * 1024,
+            max_array_len: 4_096,
+            max_map_len: 256,
+            max_alerts_per_reading: 8,
+            reload_debounce_ms: 300,
+            error_log_interval_secs: 60,
+        }
+    }
+}
+
+/// Embedded database settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Path of the redb file; its folder is created when missing.
+    pub path: PathBuf,
+    /// Rejected messages kept for inspection; the oldest are evicted first.
+    pub max_rejected_kept: u64,
+    /// Payload bytes kept per rejected message.
+    pub rejected_payload_max_bytes: usize,
+    /// Longest time readings wait before their batch is committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Largest number of readings in one commit.
+    pub commit_max_readings: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data/gridwatch.redb"),
+            max_rejected_kept: 10_000,
+            rejected_payload_max_bytes: 1024,
+            commit_interval_ms: 50,
+            commit_max_readings: 5_000,
+        }
+    }
+}
+
+/// HTTP endpoint settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; loopback unless set otherwise.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+/// Webhook retry policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Delay before the first retry, in milliseconds; it doubles each attempt, with jitter.
+    pub initial_backoff_ms: u64,
+    /// Upper bound of the retry delay, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// Age after which an undelivered message moves to the dead-letter table, in seconds.
+    pub max_age_secs: u64,
+    /// Per-request timeout, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How often the outbox is scanned for due deliveries, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Longest `Retry-After` honoured, in seconds; longer values are capped.
+    pub max_retry_after_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            max_age_secs: 86_400,
+            request_timeout_ms: 10_000,
+            poll_interval_ms: 250,
+            max_retry_after_secs: 3_600,
+        }
+    }
+}
+
+/// One webhook endpoint and the alerts it receives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Receiver URL.
+    pub url: String,
+    /// Signing secret, written `whsec_<base64>`.
+    pub secret: Secret,
+    /// Regions to send; empty sends all.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Alert kinds to send; empty sends all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Lowest severity to send.
+    #[serde(default)]
+    pub min_severity: crate::alerts::Severity,
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration '{path}':\n{}", format_problems(.problems))]
+pub struct ConfigError {
+    /// The file that was read.
+    pub path: PathBuf,
+    /// One line per problem, each starting with its key path.
+    pub problems: Vec<String>,
+}
+
+fn format_problems(problems: &[String]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
+const SECTIONS: &[&str] = &["mqtt", "decode", "state", "rules", "store", "http", "delivery"];
+
+impl Config {
+    /// Reads and validates a configuration file. Relative paths inside it are resolved against
+    /// the file's folder.
+    ///
+    /// # Errors
+    /// Returns every problem at once: unreadable file, invalid TOML, unknown keys, wrong types
+    /// and out-of-range values.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problems| ConfigError { path: path.to_owned(), problems };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| fail(vec![format!("failed to read file: {e}")]))?;
+        let mut config = Config::parse(&text).map_err(fail)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text.
+    ///
+    /// # Errors
+    /// Returns one message per problem, each starting with its key path.
+    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            vec![format!("invalid TOML: {}", e.message().trim())]
+        })?;
+        let mut problems = Vec::new();
+        let mut config = Config::default();
+        for key in table.keys() {
+            if !SECTIONS.contains(&key.as_str()) && key != "webhooks" {
+                problems.push(format!(
+                    "{key}: unknown section, expected one of {}, webhooks",
+                    SECTIONS.join(", ")
+                ));
+            }
+        }
+        section(&table, "mqtt", &mut config.mqtt, &mut problems);
+        section(&table, "decode", &mut config.decode, &mut problems);
+        section(&table, "state", &mut config.state, &mut problems);
+        section(&table, "rules", &mut config.rules, &mut problems);
+        section(&table, "store", &mut config.store, &mut problems);
+        section(&table, "http", &mut config.http, &mut problems);
+        section(&table, "delivery", &mut config.delivery, &mut problems);
+        config.webhooks = webhooks(&table, &mut problems);
+        config.validate(&mut problems);
+        if problems.is_empty() { Ok(config) } else { Err(problems) }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.rules.dir);
+        resolve(&mut self.store.path);
+        for p in [
+            &mut self.mqtt.ca_file,
+            &mut self.mqtt.client_cert_file,
+            &mut self.mqtt.client_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(p);
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        self.validate_mqtt(problems);
+        self.validate_state(problems);
+        if chrono::DateTime::parse_from_rfc3339(&self.decode.min_timestamp).is_err() {
+            problems.push(format!(
+                "decode.min_timestamp: invalid value '{}', expected an RFC 3339 time",
+                self.decode.min_timestamp
+            ));
+        }
+        positive(problems, "rules.max_operations", self.rules.max_operations);
+        positive(problems, "store.commit_max_readings", self.store.commit_max_readings as u64);
+        positive(problems, "store.max_rejected_kept", self.store.max_rejected_kept);
+        positive(problems, "delivery.max_age_secs", self.delivery.max_age_secs);
+        positive(problems, "delivery.initial_backoff_ms", self.delivery.initial_backoff_ms);
+        let mut names = std::collections::HashSet::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if !names.insert(hook.name.as_str()) {
+                problems.push(format!("webhooks[{i}].name: duplicate name '{}'", hook.name));
+            }
+            if let Err(e) = reqwest::Url::parse(&hook.url) {
+                problems.push(format!("webhooks[{i}].url: invalid URL '{}': {e}", hook.url));
+            }
+            if let Err(e) = crate::delivery::signer::Signer::from_secret(hook.secret.expose()) {
+                problems.push(format!("webhooks[{i}].secret: {e}"));
+            }
+        }
+    }
+
+    fn validate_mqtt(&self, problems: &mut Vec<String>) {
+        let mqtt = &self.mqtt;
+        if let Err(e) = crate::ingest::BrokerAddress::parse(&mqtt.url) {
+            problems.push(format!("mqtt.url: {e}"));
+        }
+        if mqtt.client_id.is_empty() {
+            problems.push("mqtt.client_id: must not be empty".into());
+        }
+        if mqtt.topics.is_empty() {
+            problems.push("mqtt.topics: expected at least one topic filter".into());
+        }
+        if let Err(e) = crate::decode::TopicLayout::parse(&mqtt.topic_layout) {
+            problems.push(format!("mqtt.topic_layout: {e}"));
+        }
+        if mqtt.reconnect_min_ms == 0 || mqtt.reconnect_min_ms > mqtt.reconnect_max_ms {
+            problems.push(format!(
+                "mqtt.reconnect_min_ms: {} must be above 0 and at most reconnect_max_ms ({})",
+                mqtt.reconnect_min_ms, mqtt.reconnect_max_ms
+            ));
+        }
+        positive(problems, "mqtt.max_payload_bytes", mqtt.max_payload_bytes as u64);
+        positive(problems, "mqtt.queue_capacity", mqtt.queue_capacity as u64);
+        if mqtt.client_cert_file.is_some() != mqtt.client_key_file.is_some() {
+            problems.push(
+                "mqtt.client_cert_file: client_cert_file and client_key_file must be set together"
+                    .into(),
+            );
+        }
+    }
+
+    fn validate_state(&self, problems: &mut Vec<String>) {
+        let state = &self.state;
+        if state.windows.is_empty() {
+            problems.push("state.windows: expected at least one window".into());
+        }
+        for (i, w) in state.windows.iter().enumerate() {
+            if w.hours == 0 || w.hours > crate::state::MAX_WINDOW_HOURS {
+                problems.push(format!(
+                    "state.windows[{i}].hours: {} is out of range, expected 1 to {}",
+                    w.hours,
+                    crate::state::MAX_WINDOW_HOURS
+                ));
+            }
+        }
+        if state.night_start_hour > 23 || state.night_end_hour > 24 {
+            problems.push(format!(
+                "state.night_start_hour: night {}..{} is out of range, expected hours 0 to 24",
+                state.night_start_hour, state.night_end_hour
+            ));
+        }
+        if state.night_start_hour == state.night_end_hour {
+            problems.push("state.night_end_hour: the night period must not be empty".into());
+        }
+        positive(problems, "state.max_interval_minutes", u64::from(state.max_interval_minutes));
+    }
+
+    /// Returns the configuration with every secret replaced, for display.
+    pub fn redacted(&self) -> String {
+        format!("{self:#?}")
+    }
+}
+
+fn positive(problems: &mut Vec<String>, key: &str, value: u64) {
+    if value == 0 {
+        problems.push(format!("{key}: must be above 0"));
+    }
+}
+
+fn section<T: for<'de> Deserialize<'de>>(
+    table: &toml::Table,
+    name: &str,
+    target: &mut T,
+    problems: &mut Vec<String>,
+) {
+    let Some(value) = table.get(name) else { return };
+    match deserialize_at(value.clone(), name) {
+        Ok(parsed) => *target = parsed,
+        Err(problem) => problems.push(problem),
+    }
+}
+
+fn webhooks(table: &toml::Table, problems: &mut Vec<String>) -> Vec<WebhookConfig> {
+    let Some(value) = table.get("webhooks") else { return Vec::new() };
+    let Some(items) = value.as_array() else {
+        problems.push("webhooks: expected an array of tables ([[webhooks]])".into());
+        return Vec::new();
+    };
+    let mut hooks = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match deserialize_at(item.clone(), &format!("webhooks[{i}]")) {
+            Ok(hook) => hooks.push(hook),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    hooks
+}
+
+/// Deserializes one value and names the failing key path. Messages about secret keys omit the
+/// value, because serde's messages quote it.
+fn deserialize_at<T: for<'de> Deserialize<'de>>(value: toml::Value, prefix: &str) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." { prefix.to_owned() } else { format!("{prefix}.{inner}") };
+        let leaf = path.rsplit('.').next().unwrap_or_default();
+        if matches!(leaf, "password" | "secret") {
+            format!("{path}: invalid value, expected a string (value hidden)")
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gridwatch.toml");
+        let config = Config::load(&path).unwrap();
+        assert!(!config.webhooks.is_empty(), "the shipped config should show a webhook");
+    }
+
+    #[test]
+    fn all_problems_reported_with_paths() {
+        let text = r#"
+            colour = 1
+            [mqtt]
+            url = "ftp://x"
+            topicz = []
+            [state]
+            max_interval_minutes = 0
+            [[webhooks]]
+            name = "a"
+            url = "not a url"
+            secret = "plain-text-secret"
+        "#;
+        let problems = Config::parse(text).unwrap_err();
+        let joined = problems.join("\n");
+        assert!(joined.contains("colour: unknown section"), "{joined}");
+        assert!(joined.contains("mqtt: unknown field `topicz`"), "{joined}");
+        assert!(joined.contains("state.max_interval_minutes"), "{joined}");
+        assert!(joined.contains("webhooks[0].url"), "{joined}");
+        assert!(joined.contains("webhooks[0].secret"), "{joined}");
+        assert!(!joined.contains("plain-text-secret"), "secret echoed: {joined}");
+    }
+
+    #[test]
+    fn secret_type_error_hides_value() {
+        let text = "[mqtt]\npassword = 123456789\n";
+        let joined = Config::parse(text).unwrap_err().join("\n");
+        assert!(joined.contains("mqtt.password"), "{joined}");
+        assert!(!joined.contains("123456789"), "secret echoed: {joined}");
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let mut config = Config::default();
+        config.mqtt.password = Secret::new("hunter2");
+        assert!(!config.redacted().contains("hunter2"));
+    }
+}

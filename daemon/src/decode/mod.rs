@@ -1,0 +1,498 @@
+//! Decoding of MQTT telemetry into validated readings.
+//!
+//! The schema is documented in `docs/telemetry.md`. Decoding never panics: every payload either
+//! becomes a [`Reading`] or a [`Rejection`] that names the reason, the value and what was expected.
+
+mod topic;
+
+use serde_json::{Map, Value};
+
+use crate::config::DecodeConfig;
+
+pub use topic::{TopicLayout, TopicLayoutError};
+
+/// Largest integer that a JSON number carries exactly in an IEEE 754 double (2^53).
+const MAX_SAFE_INTEGER: u64 = 1 << 53;
+
+/// Longest accepted region or meter id, in bytes.
+const MAX_ID_BYTES: usize = 128;
+
+/// Field names the decoder reads; every other field is kept in [`Reading::extra`].
+const KNOWN_FIELDS: &[&str] = &[
+    "meter_id",
+    "ts",
+    "energy_import_kwh",
+    "energy_export_kwh",
+    "power_w",
+    "voltage_v",
+    "current_a",
+    "power_factor",
+    "events",
+    "seq",
+];
+
+/// One validated meter reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// Region taken from the topic.
+    pub region: String,
+    /// Meter id taken from the topic (or the payload when the topic has none).
+    pub meter_id: String,
+    /// Reading time in Unix milliseconds.
+    pub ts_ms: i64,
+    /// Cumulative import register in kWh.
+    pub energy_import_kwh: f64,
+    /// Cumulative export register in kWh.
+    pub energy_export_kwh: Option<f64>,
+    /// Instantaneous active power in watts.
+    pub power_w: Option<f64>,
+    /// Per-phase voltage in volts (one to three values).
+    pub voltage_v: Vec<f64>,
+    /// Per-phase current in amperes (one to three values).
+    pub current_a: Vec<f64>,
+    /// Power factor, -1 to 1.
+    pub power_factor: Option<f64>,
+    /// Meter event codes such as `cover_open` or `magnetic_field`.
+    pub events: Vec<String>,
+    /// Sequence number set by the device.
+    pub seq: Option<u64>,
+    /// Fields outside the schema, passed to rules unchanged.
+    pub extra: Map<String, Value>,
+}
+
+/// Why a message was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The payload exceeds `mqtt.max_payload_bytes`.
+    Oversized,
+    /// The topic does not match the configured layout.
+    TopicMismatch,
+    /// The payload is not valid JSON.
+    MalformedJson,
+    /// The payload contains NaN or Infinity, as a literal or a string.
+    NonFinite,
+    /// The payload is valid JSON but not an object.
+    NotAnObject,
+    /// A required field is absent.
+    MissingField,
+    /// A required field is `null`.
+    NullField,
+    /// A numeric field was sent as a string.
+    NumberAsString,
+    /// A field has the wrong JSON type.
+    WrongType,
+    /// An integer lies beyond 2^53 and cannot be represented exactly.
+    IntegerTooLarge,
+    /// A value that must not be negative is negative.
+    NegativeValue,
+    /// A value lies outside its physically plausible range.
+    OutOfRange,
+    /// The timestamp cannot be parsed.
+    InvalidTimestamp,
+    /// The timestamp lies before `decode.min_timestamp` or too far in the future.
+    TimestampOutOfRange,
+    /// The payload's meter id differs from the topic's.
+    MeterMismatch,
+}
+
+impl RejectReason {
+    /// All reasons, in declaration order, for metrics.
+    pub const ALL: [RejectReason; 15] = [
+        RejectReason::Oversized,
+        RejectReason::TopicMismatch,
+        RejectReason::MalformedJson,
+        RejectReason::NonFinite,
+        RejectReason::NotAnObject,
+        RejectReason::MissingField,
+        RejectReason::NullField,
+        RejectReason::NumberAsString,
+        RejectReason::WrongType,
+        RejectReason::IntegerTooLarge,
+        RejectReason::NegativeValue,
+        RejectReason::OutOfRange,
+        RejectReason::InvalidTimestamp,
+        RejectReason::TimestampOutOfRange,
+        RejectReason::MeterMismatch,
+    ];
+
+    /// Returns the snake_case name used in metrics, logs and the rejected table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Oversized => "oversized",
+            RejectReason::TopicMismatch => "topic_mismatch",
+            RejectReason::MalformedJson => "malformed_json",
+            RejectReason::NonFinite => "non_finite",
+            RejectReason::NotAnObject => "not_an_object",
+            RejectReason::MissingField => "missing_field",
+            RejectReason::NullField => "null_field",
+            RejectReason::NumberAsString => "number_as_string",
+            RejectReason::WrongType => "wrong_type",
+            RejectReason::IntegerTooLarge => "integer_too_large",
+            RejectReason::NegativeValue => "negative_value",
+            RejectReason::OutOfRange => "out_of_range",
+            RejectReason::InvalidTimestamp => "invalid_timestamp",
+            RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
+            RejectReason::MeterMismatch => "meter_mismatch",
+        }
+    }
+}
+
+/// A rejected message: the reason and a sentence naming the value and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct Rejection {
+    /// Machine-readable reason.
+    pub reason: RejectReason,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Rejection { reason, detail: detail.into() }
+    }
+}
+
+/// Decodes telemetry payloads against a topic layout and validation bounds.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    layout: TopicLayout,
+    bounds: DecodeConfig,
+    min_ts_ms: i64,
+    max_payload_bytes: usize,
+}
+
+impl Decoder {
+    /// Builds a decoder.
+    ///
+    /// # Errors
+    /// Returns an error when the layout or `min_timestamp` is invalid.
+    pub fn new(
+        layout: &str,
+        bounds: DecodeConfig,
+        max_payload_bytes: usize,
+    ) -> Result<Self, String> {
+        let layout = TopicLayout::parse(layout).map_err(|e| e.to_string())?;
+        let min_ts_ms = chrono::DateTime::parse_from_rfc3339(&bounds.min_timestamp)
+            .map_err(|e| format!("invalid min_timestamp '{}': {e}", bounds.min_timestamp))?
+            .timestamp_millis();
+        Ok(Decoder { layout, bounds, min_ts_ms, max_payload_bytes })
+    }
+
+    /// Decodes one message. `now_ms` is the current time in Unix milliseconds, used to reject
+    /// timestamps too far in the future.
+    ///
+    /// # Errors
+    /// Returns a [`Rejection`] for any payload or topic that does not satisfy the schema.
+    pub fn decode(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Reading, Rejection> {
+        if payload.len() > self.max_payload_bytes {
+            return Err(Rejection::new(
+                RejectReason::Oversized,
+                format!(
+                    "payload of {} bytes exceeds the limit of {} bytes",
+                    payload.len(),
+                    self.max_payload_bytes
+                ),
+            ));
+        }
+        let ids = self.layout.match_topic(topic).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::TopicMismatch,
+                format!("topic '{topic}' does not match the layout '{}'", self.layout),
+            )
+        })?;
+        let mut map = parse_object(payload)?;
+        let meter_id = self.meter_id(&mut map, ids.meter_id)?;
+        let region = ids.region.unwrap_or("default").to_owned();
+        self.fields(region, meter_id, map, now_ms)
+    }
+
+    fn meter_id(&self, map: &mut Map<String, Value>, from_topic: Option<&str>) -> Result<String, Rejection> {
+        let from_payload = match map.remove("meter_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s),
+            Some(other) => return Err(wrong_type("meter_id", &other, "a string")),
+        };
+        let id = match (from_topic, from_payload) {
+            (Some(topic), Some(payload)) if topic != payload => {
+                return Err(Rejection::new(
+                    RejectReason::MeterMismatch,
+                    format!("field 'meter_id': '{payload}' differs from '{topic}' in the topic"),
+                ));
+            }
+            (Some(topic), _) => topic.to_owned(),
+            (None, Some(payload)) => payload,
+            (None, None) => {
+                return Err(Rejection::new(
+                    RejectReason::MissingField,
+                    "field 'meter_id' is missing and the topic carries no meter id",
+                ));
+            }
+        };
+        if id.is_empty() || id.len() > MAX_ID_BYTES {
+            return Err(Rejection::new(
+                RejectReason::OutOfRange,
+                format!("field 'meter_id': expected 1 to {MAX_ID_BYTES} bytes, got {}", id.len()),
+            ));
+        }
+        Ok(id)
+    }
+
+    fn fields(
+        &self,
+        region: String,
+        meter_id: String,
+        mut map: Map<String, Value>,
+        now_ms: i64,
+    ) -> Result<Reading, Rejection> {
+        let b = &self.bounds;
+        let ts_ms = self.timestamp(map.get("ts"), now_ms)?;
+        let energy_import_kwh = required(&map, "energy_import_kwh")?;
+        check_range("energy_import_kwh", energy_import_kwh, 0.0, b.max_register_kwh)?;
+        let energy_export_kwh = number(&map, "energy_export_kwh")?;
+        if let Some(v) = energy_export_kwh {
+            check_range("energy_export_kwh", v, 0.0, b.max_register_kwh)?;
+        }
+        let power_w = number(&map, "power_w")?;
+        if let Some(v) = power_w {
+            let max_w = b.max_power_kw * 1000.0;
+            check_range("power_w", v, -max_w, max_w)?;
+        }
+        let voltage_v = phases(&map, "voltage_v", b.max_voltage_v)?;
+        let current_a = phases(&map, "current_a", b.max_current_a)?;
+        let power_factor = number(&map, "power_factor")?;
+        if let Some(v) = power_factor {
+            check_range("power_factor", v, -1.0, 1.0)?;
+        }
+        let events = events(map.get("events"))?;
+        let seq = match number_value(&map, "seq")? {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| wrong_type("seq", v, "a non-negative integer"))?),
+        };
+        for key in KNOWN_FIELDS {
+            map.remove(*key);
+        }
+        Ok(Reading {
+            region,
+            meter_id,
+            ts_ms,
+            energy_import_kwh,
+            energy_export_kwh,
+            power_w,
+            voltage_v,
+            current_a,
+            power_factor,
+            events,
+            seq,
+            extra: map,
+        })
+    }
+
+    fn timestamp(&self, value: Option<&Value>, now_ms: i64) -> Result<i64, Rejection> {
+        let ts_ms = match value {
+            None => return Err(Rejection::new(RejectReason::MissingField, "field 'ts' is missing")),
+            Some(Value::Null) => {
+                return Err(Rejection::new(RejectReason::NullField, "field 'ts' is null"));
+            }
+            Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| {
+                    Rejection::new(
+                        RejectReason::InvalidTimestamp,
+                        format!("field 'ts': '{s}' is not an RFC 3339 time ({e})"),
+                    )
+                })?
+                .timestamp_millis(),
+            Some(v @ Value::Number(n)) => {
+                check_integer("ts", n)?;
+                n.as_i64().ok_or_else(|| wrong_type("ts", v, "Unix milliseconds as an integer"))?
+            }
+            Some(other) => {
+                return Err(wrong_type("ts", other, "an RFC 3339 string or Unix milliseconds"));
+            }
+        };
+        let max_ms = now_ms.saturating_add(self.bounds.max_future_secs.saturating_mul(1000));
+        if ts_ms < self.min_ts_ms || ts_ms > max_ms {
+            return Err(Rejection::new(
+                RejectReason::TimestampOutOfRange,
+                format!(
+                    "field 'ts': {} is outside the accepted range {} to {} \
+                     (Unix seconds instead of milliseconds?)",
+                    format_ms(ts_ms),
+                    format_ms(self.min_ts_ms),
+                    format_ms(max_ms)
+                ),
+            ));
+        }
+        Ok(ts_ms)
+    }
+}
+
+fn format_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(Rejection::new(
+            RejectReason::NotAnObject,
+            format!("payload is a JSON {}, expected an object", json_type(&other)),
+        )),
+        Err(e) if contains_non_finite_literal(payload) => Err(Rejection::new(
+            RejectReason::NonFinite,
+            format!("payload contains NaN or Infinity, which JSON does not allow ({e})"),
+        )),
+        Err(e) => Err(Rejection::new(RejectReason::MalformedJson, format!("invalid JSON: {e}"))),
+    }
+}
+
+fn contains_non_finite_literal(payload: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(payload);
+    ["NaN", "Infinity", "nan", "inf"].iter().any(|t| text.contains(t))
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn wrong_type(field: &str, value: &Value, expected: &str) -> Rejection {
+    Rejection::new(
+        RejectReason::WrongType,
+        format!("field '{field}': got a JSON {}, expected {expected}", json_type(value)),
+    )
+}
+
+fn required(map: &Map<String, Value>, field: &str) -> Result<f64, Rejection> {
+    if map.get(field).is_some_and(Value::is_null) {
+        return Err(Rejection::new(RejectReason::NullField, format!("field '{field}' is null")));
+    }
+    number(map, field)?
+        .ok_or_else(|| Rejection::new(RejectReason::MissingField, format!("field '{field}' is missing")))
+}
+
+/// Returns the field's JSON number; `None` when it is absent or `null`.
+fn number_value<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&'a Value>, Rejection> {
+    match map.get(field) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(None),
+        Some(v @ Value::Number(n)) => {
+            check_integer(field, n)?;
+            Ok(Some(v))
+        }
+        Some(Value::String(s)) => Err(string_number(field, s)),
+        Some(other) => Err(wrong_type(field, other, "a JSON number")),
+    }
+}
+
+fn number(map: &Map<String, Value>, field: &str) -> Result<Option<f64>, Rejection> {
+    Ok(number_value(map, field)?.and_then(Value::as_f64))
+}
+
+fn element_number(field: &str, value: &Value) -> Result<f64, Rejection> {
+    match value {
+        Value::Number(n) => {
+            check_integer(field, n)?;
+            n.as_f64().ok_or_else(|| wrong_type(field, value, "a finite number"))
+        }
+        Value::String(s) => Err(string_number(field, s)),
+        other => Err(wrong_type(field, other, "a JSON number")),
+    }
+}
+
+fn string_number(field: &str, s: &str) -> Rejection {
+    let lower = s.trim().to_ascii_lowercase();
+    if matches!(lower.as_str(), "nan" | "inf" | "+inf" | "-inf" | "infinity" | "-infinity" | "+infinity") {
+        return Rejection::new(
+            RejectReason::NonFinite,
+            format!("field '{field}': \"{s}\" is not a finite number"),
+        );
+    }
+    let shown: String = s.chars().take(32).collect();
+    Rejection::new(
+        RejectReason::NumberAsString,
+        format!("field '{field}': got the string \"{shown}\", expected a JSON number"),
+    )
+}
+
+fn check_integer(field: &str, n: &serde_json::Number) -> Result<(), Rejection> {
+    let too_large = match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => u > MAX_SAFE_INTEGER,
+        (None, Some(i)) => i.unsigned_abs() > MAX_SAFE_INTEGER,
+        // A float: integers beyond 2^53 written without a fraction parse as u64 or i64 when they
+        // fit, and as f64 beyond that.
+        (None, None) => n.as_f64().is_some_and(|f| f.abs() > MAX_SAFE_INTEGER as f64 && f.fract() == 0.0),
+    };
+    if too_large {
+        return Err(Rejection::new(
+            RejectReason::IntegerTooLarge,
+            format!("field '{field}': {n} exceeds 2^53 and cannot be represented exactly"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(field: &str, value: f64, min: f64, max: f64) -> Result<(), Rejection> {
+    if value < 0.0 && min >= 0.0 {
+        return Err(Rejection::new(
+            RejectReason::NegativeValue,
+            format!("field '{field}': {value} is negative, expected at least {min}"),
+        ));
+    }
+    if !(min..=max).contains(&value) {
+        return Err(Rejection::new(
+            RejectReason::OutOfRange,
+            format!("field '{field}': {value} is outside the plausible range {min} to {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn phases(map: &Map<String, Value>, field: &str, max: f64) -> Result<Vec<f64>, Rejection> {
+    let values = match map.get(field) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) if (1..=3).contains(&items.len()) => items
+            .iter()
+            .map(|v| element_number(field, v))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(Value::Array(items)) => {
+            return Err(Rejection::new(
+                RejectReason::OutOfRange,
+                format!("field '{field}': {} phases, expected 1 to 3", items.len()),
+            ));
+        }
+        Some(single) => vec![element_number(field, single)?],
+    };
+    for v in &values {
+        check_range(field, *v, 0.0, max)?;
+    }
+    Ok(values)
+}
+
+fn events(value: Option<&Value>) -> Result<Vec<String>, Rejection> {
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(wrong_type("events", other, "an array of event codes")),
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_BYTES => Ok(s.clone()),
+            Value::Number(n) if n.is_u64() => Ok(n.to_string()),
+            other => Err(wrong_type("events", other, "event codes as short strings or integers")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! Signed webhook delivery.
+
+pub mod signer;

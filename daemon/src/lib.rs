@@ -1,0 +1,30 @@
+//! gridwatch finds crypto-mining farms, tampered meters and abnormal loads in smart-meter
+//! telemetry as it arrives.
+//!
+//! The modules follow the pipeline:
+//!
+//! | module | role |
+//! |---|---|
+//! | [`ingest`] | MQTT subscription, reconnects, manual acknowledgements |
+//! | [`decode`] | payload and topic validation into [`decode::Reading`] |
+//! | [`state`] | per-meter register tracking and rolling statistics |
+//! | [`rules`] | Rhai rules per region, sandboxed and hot-reloaded |
+//! | [`alerts`] | alert records, deduplication and escalation |
+//! | [`store`] | the redb database: state, alerts, outbox, rejected messages |
+//! | [`delivery`] | signed webhook delivery with retries and dead letters |
+//! | [`api`] | HTTP health, metrics and alert endpoints |
+//! | [`pipeline`] | the batch loop tying decode, state, rules and store together |
+//! | [`publish`] | replays real data sets as MQTT telemetry |
+
+pub mod alerts;
+pub mod api;
+pub mod config;
+pub mod decode;
+pub mod delivery;
+pub mod ingest;
+pub mod metrics;
+pub mod pipeline;
+pub mod publish;
+pub mod rules;
+pub mod state;
+pub mod store;

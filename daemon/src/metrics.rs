@@ -1,0 +1,117 @@
+//! Prometheus metrics shared by every stage.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric the daemon exports. Counters get the `_total` suffix when encoded.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages received from MQTT.
+    pub readings_received: Counter,
+    /// Readings decoded and applied to meter state.
+    pub readings_accepted: Counter,
+    /// Messages rejected, by `reason`.
+    pub readings_rejected: Family<Labels, Counter>,
+    /// Readings whose register step was classified, by `kind` (normal, duplicate, late, gap, ...).
+    pub register_intervals: Family<Labels, Counter>,
+    /// Rule failures, by `rule` and `error` (operations, call_depth, string_size, runtime, ...).
+    pub rule_errors: Family<Labels, Counter>,
+    /// Rule set reloads, by `outcome` (success, failure).
+    pub rule_reloads: Family<Labels, Counter>,
+    /// 1 when the active rule set is older than the files on disk because the last reload failed.
+    pub rules_stale: Gauge,
+    /// Alerts by `change` (opened, escalated, repeated).
+    pub alerts: Family<Labels, Counter>,
+    /// Webhook delivery attempts, by `webhook` and `outcome`.
+    pub webhook_deliveries: Family<Labels, Counter>,
+    /// Deliveries waiting in the outbox.
+    pub outbox_depth: Gauge,
+    /// Deliveries in the dead-letter table.
+    pub dead_letters: Gauge,
+    /// 1 while connected to the MQTT broker.
+    pub mqtt_connected: Gauge,
+    /// MQTT connection attempts that failed.
+    pub mqtt_connection_errors: Counter,
+    /// Redb commits of reading batches.
+    pub store_commits: Counter,
+    /// Meters held in memory.
+    pub meters: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gridwatch");
+        let m = Metrics {
+            registry: Registry::default(),
+            readings_received: Counter::default(),
+            readings_accepted: Counter::default(),
+            readings_rejected: Family::default(),
+            register_intervals: Family::default(),
+            rule_errors: Family::default(),
+            rule_reloads: Family::default(),
+            rules_stale: Gauge::default(),
+            alerts: Family::default(),
+            webhook_deliveries: Family::default(),
+            outbox_depth: Gauge::default(),
+            dead_letters: Gauge::default(),
+            mqtt_connected: Gauge::default(),
+            mqtt_connection_errors: Counter::default(),
+            store_commits: Counter::default(),
+            meters: Gauge::default(),
+        };
+        let r = &mut registry;
+        r.register("readings_received", "Messages received from MQTT", m.readings_received.clone());
+        r.register("readings_accepted", "Readings accepted", m.readings_accepted.clone());
+        r.register("readings_rejected", "Messages rejected, by reason", m.readings_rejected.clone());
+        r.register(
+            "register_intervals",
+            "Register steps by classification",
+            m.register_intervals.clone(),
+        );
+        r.register("rule_errors", "Rule failures, by rule and error", m.rule_errors.clone());
+        r.register("rule_reloads", "Rule set reloads, by outcome", m.rule_reloads.clone());
+        r.register("rules_stale", "1 when the last rule reload failed", m.rules_stale.clone());
+        r.register("alerts", "Alert firings, by change", m.alerts.clone());
+        r.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by webhook and outcome",
+            m.webhook_deliveries.clone(),
+        );
+        r.register("outbox_depth", "Deliveries waiting in the outbox", m.outbox_depth.clone());
+        r.register("dead_letters", "Deliveries in the dead-letter table", m.dead_letters.clone());
+        r.register("mqtt_connected", "1 while connected to the broker", m.mqtt_connected.clone());
+        r.register(
+            "mqtt_connection_errors",
+            "Failed MQTT connection attempts",
+            m.mqtt_connection_errors.clone(),
+        );
+        r.register("store_commits", "Commits of reading batches", m.store_commits.clone());
+        r.register("meters", "Meters held in memory", m.meters.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Encodes every metric in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Increments a one-label counter family.
+    pub fn inc(family: &Family<Labels, Counter>, label: &'static str, value: &str) {
+        family.get_or_create(&vec![(label, value.to_owned())]).inc();
+    }
+}

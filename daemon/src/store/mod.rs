@@ -1,0 +1,100 @@
+//! The embedded redb database: meter state, alerts, the webhook outbox, dead letters and
+//! rejected messages.
+
+pub mod outbox;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, TableDefinition};
+
+/// Meter state by `region/meter_id`, postcard-encoded [`crate::state::MeterState`].
+pub const METERS: TableDefinition<&str, &[u8]> = TableDefinition::new("meters");
+/// Alerts by id (ULID as u128), JSON-encoded [`crate::alerts::Alert`].
+pub const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
+/// Open alert id by `region/meter_id/kind`.
+pub const OPEN_ALERTS: TableDefinition<&str, u128> = TableDefinition::new("open_alerts");
+/// Rejected messages by sequence number, JSON-encoded [`RejectedMessage`].
+pub const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected");
+
+/// A failure of the embedded database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("failed to open alert store '{path}': {source}")]
+    Open {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The database's folder could not be created.
+    #[error("failed to create folder '{path}': {source}")]
+    CreateDir {
+        /// Folder path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A transaction failed.
+    #[error("alert store transaction failed: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    /// A table could not be opened.
+    #[error("alert store table failed: {0}")]
+    Table(#[from] redb::TableError),
+    /// Reading or writing failed.
+    #[error("alert store I/O failed: {0}")]
+    Storage(#[from] redb::StorageError),
+    /// A commit failed.
+    #[error("alert store commit failed: {0}")]
+    Commit(#[from] redb::CommitError),
+    /// A stored record could not be decoded.
+    #[error("invalid record in table '{table}': {detail}")]
+    Corrupt {
+        /// Table name.
+        table: &'static str,
+        /// Decoder message.
+        detail: String,
+    },
+}
+
+/// Handle to the open database.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens or creates the database file and its tables.
+    ///
+    /// # Errors
+    /// Returns an error when the folder cannot be created or the file cannot be opened, for
+    /// example because another process holds it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+        }
+        let db = Database::create(path)
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        let store = Store { db };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    fn create_tables(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(METERS)?;
+        txn.open_table(ALERTS)?;
+        txn.open_table(OPEN_ALERTS)?;
+        txn.open_table(REJECTED)?;
+        outbox::create_tables(&txn)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Returns the underlying database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+}
