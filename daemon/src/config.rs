@@ -244,9 +244,8 @@ pub struct StoreConfig {
     pub max_rejected_kept: u64,
     /// Payload bytes kept per rejected message.
     pub rejected_payload_max_bytes: usize,
-    /// Longest time readings wait before their batch is committed, in milliseconds.
-    pub commit_interval_ms: u64,
-    /// Largest number of readings in one commit.
+    /// Largest number of readings in one commit. A batch is committed as soon as no further
+    /// message is waiting, so batches grow with load and stay small when traffic is light.
     pub commit_max_readings: usize,
 }
 
@@ -256,7 +255,6 @@ impl Default for StoreConfig {
             path: PathBuf::from("data/gridwatch.redb"),
             max_rejected_kept: 10_000,
             rejected_payload_max_bytes: 1024,
-            commit_interval_ms: 50,
             commit_max_readings: 5_000,
         }
     }

@@ -15,11 +15,16 @@
 //! | [`api`] | HTTP health, metrics and alert endpoints |
 //! | [`pipeline`] | the batch loop tying decode, state, rules and store together |
 //! | [`publish`] | replays real data sets as MQTT telemetry |
+//! | [`app`] | start-up wiring of the daemon |
+//! | `demo` | embedded broker, daemon, publisher and receiver in one command |
 
 pub mod alerts;
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod decode;
+#[cfg(feature = "embedded-broker")]
+pub mod demo;
 pub mod delivery;
 pub mod ingest;
 pub mod metrics;

@@ -1,1 +1,128 @@
-fn main() {}
+//! The `gridwatch` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gridwatch::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "gridwatch", version, about = "Finds mining farms, tampered meters and abnormal loads in smart-meter telemetry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the daemon.
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = "config/gridwatch.toml")]
+        config: PathBuf,
+    },
+    /// Validates the configuration and compiles every rule; exits with 1 on any error.
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = "config/gridwatch.toml")]
+        config: PathBuf,
+    },
+    /// Streams a real data set as MQTT telemetry.
+    Publish(gridwatch::publish::PublishArgs),
+    /// Runs broker, daemon, publisher and webhook receiver together on bundled data.
+    #[cfg(feature = "embedded-broker")]
+    Demo(gridwatch::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Run { config } => runtime.block_on(run(config)),
+        Command::Check { config } => check(&config),
+        Command::Publish(args) => match runtime.block_on(gridwatch::publish::run(args)) {
+            Ok(summary) => {
+                println!("published {} readings", summary.total_readings());
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
+        #[cfg(feature = "embedded-broker")]
+        Command::Demo(args) => match runtime.block_on(gridwatch::demo::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(&*error),
+        },
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn fail(error: &dyn std::error::Error) -> ExitCode {
+    let mut message = format!("error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    eprintln!("{message}");
+    ExitCode::FAILURE
+}
+
+async fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(error) => return fail(&error),
+    };
+    let shutdown = async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match terminate.as_mut() {
+                    Some(signal) => { signal.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    };
+    match gridwatch::app::run(config, shutdown, |_| {}).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is::<gridwatch::app::StoreUnavailable>() => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(gridwatch::app::EXIT_STORE_UNAVAILABLE as u8)
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => return fail(&error),
+    };
+    let problems = gridwatch::rules::check(&config.rules);
+    if problems.is_empty() {
+        println!("{}: configuration and rules are valid", path.display());
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("error: {} rule problem(s):", problems.len());
+    for problem in problems {
+        eprintln!("  {problem}");
+    }
+    ExitCode::FAILURE
+}

@@ -1,1 +1,97 @@
-//! api
+//! HTTP endpoint: health, Prometheus metrics and read-only alert and rejection listings.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Largest page the listing endpoints return.
+const MAX_LIMIT: usize = 1_000;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The database.
+    pub store: Arc<Store>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/alerts", get(alerts))
+        .route("/api/rejected", get(rejected))
+        .with_state(state)
+}
+
+/// Binds `addr` and serves until `shutdown` completes. Returns the bound address through
+/// `bound` so callers may pass port 0.
+///
+/// # Errors
+/// Returns an error when the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves the router on a bound listener until `shutdown` resolves.
+///
+/// # Errors
+/// Returns an error when serving fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = state.metrics.encode();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    limit: Option<usize>,
+}
+
+async fn alerts(State(state): State<ApiState>, Query(page): Query<Page>) -> Response {
+    let limit = page.limit.unwrap_or(100).min(MAX_LIMIT);
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.list_alerts(limit)).await {
+        Ok(Ok(alerts)) => Json(alerts).into_response(),
+        Ok(Err(error)) => internal_error(&error.to_string()),
+        Err(error) => internal_error(&error.to_string()),
+    }
+}
+
+async fn rejected(State(state): State<ApiState>, Query(page): Query<Page>) -> Response {
+    let limit = page.limit.unwrap_or(100).min(MAX_LIMIT);
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.list_rejected(limit)).await {
+        Ok(Ok(rows)) => Json(rows).into_response(),
+        Ok(Err(error)) => internal_error(&error.to_string()),
+        Err(error) => internal_error(&error.to_string()),
+    }
+}
+
+fn internal_error(message: &str) -> Response {
+    tracing::error!(error = message, "API request failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, format!("{message}\n")).into_response()
+}

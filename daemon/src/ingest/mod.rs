@@ -36,3 +36,239 @@ impl BrokerAddress {
         Ok(BrokerAddress { host: host.trim_matches(['[', ']']).to_owned(), port, tls })
     }
 }
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions, Publish, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::MqttConfig;
+use crate::metrics::Metrics;
+
+/// Transport limit on incoming packets, above the payload limit so that oversized payloads up to
+/// this size arrive and are rejected and kept; larger packets make rumqttc drop the connection.
+// NOTE: a packet above this limit is redelivered after every reconnect under a persistent
+// session, so set the broker's own `message_size_limit` below it.
+fn transport_limit(max_payload_bytes: usize) -> usize {
+    max_payload_bytes.saturating_mul(4).max(1 << 20)
+}
+
+/// A message received from the broker, waiting to be processed and acknowledged.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The MQTT publish; its packet id is needed for the acknowledgement.
+    pub publish: Publish,
+    /// Time of receipt, Unix milliseconds.
+    pub received_ms: i64,
+}
+
+impl Message {
+    /// Wraps a payload for offline processing (benchmarks, replay).
+    pub fn offline(topic: &str, payload: impl Into<Vec<u8>>, received_ms: i64) -> Message {
+        Message { publish: Publish::new(topic, QoS::AtMostOnce, payload), received_ms }
+    }
+}
+
+/// A failure to set up the MQTT client.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The broker URL is invalid.
+    #[error("{0}")]
+    Url(String),
+    /// A TLS file could not be read.
+    #[error("failed to read TLS file '{path}': {source}")]
+    TlsFile {
+        /// File path.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS was requested without a CA file.
+    #[error("mqtt.ca_file is required for mqtts:// URLs")]
+    MissingCa,
+}
+
+/// Builds the client options: persistent session, manual acknowledgements, limits.
+///
+/// # Errors
+/// Returns an error when the URL is invalid or a TLS file cannot be read.
+pub fn options(config: &MqttConfig) -> Result<MqttOptions, IngestError> {
+    let address = BrokerAddress::parse(&config.url).map_err(IngestError::Url)?;
+    let mut options = MqttOptions::new(&config.client_id, &address.host, address.port);
+    options
+        .set_keep_alive(Duration::from_secs(config.keep_alive_secs.max(5)))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_request_channel_capacity(config.queue_capacity.max(16))
+        .set_max_packet_size(transport_limit(config.max_payload_bytes), 1 << 20);
+    if !config.username.is_empty() {
+        options.set_credentials(&config.username, config.password.expose());
+    }
+    if address.tls {
+        options.set_transport(Transport::Tls(tls(config)?));
+    }
+    Ok(options)
+}
+
+fn tls(config: &MqttConfig) -> Result<TlsConfiguration, IngestError> {
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).map_err(|source| IngestError::TlsFile { path: path.clone(), source })
+    };
+    let ca = read(config.ca_file.as_ref().ok_or(IngestError::MissingCa)?)?;
+    let client_auth = match (&config.client_cert_file, &config.client_key_file) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(TlsConfiguration::Simple { ca, alpn: None, client_auth })
+}
+
+/// Connects, subscribes and forwards messages until `shutdown` turns true.
+///
+/// Messages go to `messages`, a bounded queue: when the pipeline falls behind, polling pauses
+/// and the broker holds the backlog. Acknowledgements arrive on `acks` once a message's effects
+/// are committed. The event loop task does nothing else, so slow rules or storage never delay
+/// keep-alives.
+pub async fn run(
+    config: MqttConfig,
+    options: MqttOptions,
+    messages: mpsc::Sender<Message>,
+    mut acks: mpsc::UnboundedReceiver<Publish>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (client, mut events) = AsyncClient::new(options, config.queue_capacity.max(16));
+    let ack_client = client.clone();
+    let ack_task = tokio::spawn(async move {
+        while let Some(publish) = acks.recv().await {
+            if let Err(error) = ack_client.ack(&publish).await {
+                tracing::debug!(%error, "failed to queue acknowledgement");
+            }
+        }
+    });
+    let mut backoff = Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            event = events.poll() => {
+                if !handle_event(event, &client, &config, &messages, &metrics, &mut backoff).await {
+                    break;
+                }
+            }
+        }
+    }
+    metrics.mqtt_connected.set(0);
+    let _ = client.disconnect().await;
+    drain_disconnect(&mut events).await;
+    ack_task.abort();
+}
+
+async fn drain_disconnect(events: &mut EventLoop) {
+    let deadline = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return,
+            event = events.poll() => if event.is_err() { return },
+        }
+    }
+}
+
+/// Handles one event-loop result; returns false when the pipeline has gone away.
+async fn handle_event(
+    event: Result<Event, rumqttc::ConnectionError>,
+    client: &AsyncClient,
+    config: &MqttConfig,
+    messages: &mpsc::Sender<Message>,
+    metrics: &Metrics,
+    backoff: &mut Backoff,
+) -> bool {
+    match event {
+        Ok(Event::Incoming(Incoming::Publish(publish))) => {
+            metrics.readings_received.inc();
+            let received_ms = chrono::Utc::now().timestamp_millis();
+            return messages.send(Message { publish, received_ms }).await.is_ok();
+        }
+        Ok(Event::Incoming(Incoming::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
+            backoff.reset();
+            metrics.mqtt_connected.set(1);
+            tracing::info!(url = %config.url, session_present = ack.session_present, "connected to broker");
+            if !ack.session_present {
+                subscribe(client, config).await;
+            }
+        }
+        Ok(_) => {}
+        Err(error) => {
+            metrics.mqtt_connected.set(0);
+            metrics.mqtt_connection_errors.inc();
+            let delay = backoff.next_delay();
+            tracing::warn!(url = %config.url, %error, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
+            tokio::time::sleep(delay).await;
+        }
+    }
+    true
+}
+
+async fn subscribe(client: &AsyncClient, config: &MqttConfig) {
+    for topic in &config.topics {
+        match client.subscribe(topic, QoS::AtLeastOnce).await {
+            Ok(()) => tracing::info!(%topic, "subscribed"),
+            Err(error) => tracing::error!(%topic, %error, "failed to subscribe"),
+        }
+    }
+}
+
+/// Capped exponential backoff for reconnects.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min_ms: u64,
+    max_ms: u64,
+    current_ms: u64,
+}
+
+impl Backoff {
+    /// Starts at `min_ms` and doubles up to `max_ms`.
+    pub fn new(min_ms: u64, max_ms: u64) -> Backoff {
+        Backoff { min_ms, max_ms, current_ms: min_ms }
+    }
+
+    /// Returns the next delay and doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.current_ms;
+        self.current_ms = (self.current_ms.saturating_mul(2)).min(self.max_ms);
+        Duration::from_millis(delay)
+    }
+
+    /// Goes back to the first delay after a successful connection.
+    pub fn reset(&mut self) {
+        self.current_ms = self.min_ms;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_cap_and_resets() {
+        let mut b = Backoff::new(100, 500);
+        let delays: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(delays, vec![100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+
+    #[test]
+    fn broker_url_forms() {
+        let a = BrokerAddress::parse("mqtts://broker.example:8884").unwrap();
+        assert_eq!((a.host.as_str(), a.port, a.tls), ("broker.example", 8884, true));
+        let b = BrokerAddress::parse("mqtt://127.0.0.1").unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.tls), ("127.0.0.1", 1883, false));
+        assert!(BrokerAddress::parse("http://x:1").is_err());
+        assert!(BrokerAddress::parse("mqtt://x:notaport").is_err());
+    }
+}

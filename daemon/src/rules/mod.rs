@@ -1,1 +1,246 @@
-//! rules
+//! Rhai rules per region: loading, sandboxed evaluation and hot reload.
+//!
+//! The rules folder has one sub-folder per region and one common folder (`common` unless
+//! `rules.common_folder` says otherwise):
+//!
+//! ```text
+//! rules/
+//!   common/params.toml    parameter defaults for every region
+//!   common/mining.rhai    runs for readings of every region
+//!   north/params.toml     overrides single parameters for region `north`
+//!   north/voltage.rhai    runs for readings of region `north` only
+//! ```
+//!
+//! Every file is compiled off the reading path, once per region so that `param("name")` calls
+//! with a literal name become constants. A reload builds the whole new set and swaps it in only
+//! if every file compiles; otherwise the previous set stays active. The rule author's API is
+//! described in `docs/rules.md`.
+//!
+//! | file | role |
+//! |---|---|
+//! | `load.rs` | folder discovery and compilation of a [`RuleEngine`]'s set |
+//! | `params.rs` | `params.toml` parsing and per-region merging |
+//! | `api.rs` | the Rhai types, functions and sandbox limits |
+//! | `convert.rs` | JSON and Rhai value conversion |
+//! | `run.rs` | rule calls, error classes and rate-limited error logs |
+//! | `watch.rs` | file watching and reload on change |
+
+mod api;
+mod convert;
+mod load;
+mod params;
+mod run;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tracing::{error, info};
+
+use crate::alerts::AlertDraft;
+use crate::config::RulesConfig;
+use crate::decode::Reading;
+use crate::metrics::Metrics;
+use crate::state::MeterSnapshot;
+
+use load::RuleSet;
+use run::ErrorLog;
+
+pub use run::RuleErrorClass;
+pub use watch::RuleWatcher;
+
+/// One problem found while loading the rules folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleProblem {
+    /// File or folder with the problem, joined to the configured rules folder.
+    pub path: PathBuf,
+    /// Line number, starting at 1, when known.
+    pub line: Option<usize>,
+    /// Column number, starting at 1, when known.
+    pub column: Option<usize>,
+    /// What is wrong, as a lowercase fragment.
+    pub message: String,
+}
+
+impl fmt::Display for RuleProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Errors of the rules subsystem.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleSetError {
+    /// The rules folder is missing or at least one of its files does not compile.
+    #[error("invalid rule set in '{}':\n{}", dir.display(), format_problems(problems))]
+    Invalid {
+        /// The configured rules folder.
+        dir: PathBuf,
+        /// Every problem found, in file order.
+        problems: Vec<RuleProblem>,
+    },
+    /// The file watcher could not be started.
+    #[error("failed to watch rules folder '{}': {source}", path.display())]
+    Watch {
+        /// The folder that could not be watched.
+        path: PathBuf,
+        /// The watcher's error.
+        #[source]
+        source: notify::Error,
+    },
+}
+
+fn format_problems(problems: &[RuleProblem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
+/// The active rule set and what it needs to run and reload it.
+pub struct RuleEngine {
+    config: RulesConfig,
+    metrics: Arc<Metrics>,
+    active: ArcSwap<RuleSet>,
+    /// Serializes reloads so that generations increase in the order sets are built.
+    reload_lock: Mutex<()>,
+    error_log: ErrorLog,
+}
+
+impl RuleEngine {
+    /// Compiles every rule file and parameter file under `config.dir`.
+    ///
+    /// # Errors
+    /// Returns [`RuleSetError::Invalid`] with every problem found, each with its file and, where
+    /// known, line and column.
+    pub fn load(config: RulesConfig, metrics: Arc<Metrics>) -> Result<RuleEngine, RuleSetError> {
+        let set = RuleSet::compile(&config, 1).map_err(|problems| RuleSetError::Invalid {
+            dir: config.dir.clone(),
+            problems,
+        })?;
+        info!(
+            files = set.files,
+            regions = set.region_count(),
+            generation = set.generation,
+            "rule set loaded"
+        );
+
+        metrics.rules_stale.set(0);
+        let error_log = ErrorLog::new(config.error_log_interval_secs);
+        Ok(RuleEngine {
+            config,
+            metrics,
+            active: ArcSwap::from_pointee(set),
+            reload_lock: Mutex::new(()),
+            error_log,
+        })
+    }
+
+    /// Runs the common rules and the rules of the reading's region, in file-name order, and
+    /// returns the alerts they raised.
+    ///
+    /// A rule that fails or hits a sandbox limit is counted in `rule_errors{rule, error}` and
+    /// logged at most once per `error_log_interval_secs`. The other rules still run, and the
+    /// alerts the failing rule raised before it failed are kept.
+    pub fn evaluate(&self, reading: &Reading, meter: &MeterSnapshot) -> Vec<AlertDraft> {
+        let set = self.active.load();
+        let region = set.rules_for(&reading.region);
+        run::evaluate(self, region, reading, meter)
+    }
+
+    /// Recompiles the whole rules folder and swaps the new set in only if all of it compiles.
+    ///
+    /// On failure the previous set stays active, every problem is logged with its file and
+    /// line, `rule_reloads{outcome="failure"}` is counted and `rules_stale` is set to 1. A
+    /// missing rules folder is a failure, not an empty set.
+    ///
+    /// # Errors
+    /// Returns [`RuleSetError::Invalid`] with every problem found.
+    pub fn reload(&self) -> Result<(), RuleSetError> {
+        // A poisoned lock only means an earlier reload panicked; the set itself is still valid.
+        let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.active.load().generation + 1;
+        match RuleSet::compile(&self.config, generation) {
+            Ok(set) => {
+                info!(files = set.files, regions = set.region_count(), generation, "rules reloaded");
+                self.active.store(Arc::new(set));
+                Metrics::inc(&self.metrics.rule_reloads, "outcome", "success");
+                self.metrics.rules_stale.set(0);
+                Ok(())
+            }
+            Err(problems) => {
+                self.report_failed_reload(&problems);
+                Err(RuleSetError::Invalid { dir: self.config.dir.clone(), problems })
+            }
+        }
+    }
+
+    fn report_failed_reload(&self, problems: &[RuleProblem]) {
+        for problem in problems {
+            error!(
+                rule = %problem.path.display(),
+                line = problem.line,
+                error = %problem.message,
+                "invalid rule file"
+            );
+        }
+        error!(
+            problems = problems.len(),
+            generation = self.generation(),
+            "rule reload failed; the previous rule set stays active"
+        );
+        Metrics::inc(&self.metrics.rule_reloads, "outcome", "failure");
+        self.metrics.rules_stale.set(1);
+    }
+
+    /// Watches the rules folder and reloads on change, once the files have been quiet for
+    /// `reload_debounce_ms`. Dropping the returned handle stops watching.
+    ///
+    /// # Errors
+    /// Returns [`RuleSetError::Watch`] when the watcher cannot be started or the rules folder or
+    /// its parent cannot be watched.
+    pub fn watch(self: &Arc<Self>) -> Result<RuleWatcher, RuleSetError> {
+        RuleWatcher::start(self)
+    }
+
+    /// Returns the number of rule files in the active set.
+    pub fn file_count(&self) -> usize {
+        self.active.load().files
+    }
+
+    /// Returns the number of region folders in the active set, not counting the common folder.
+    pub fn region_count(&self) -> usize {
+        self.active.load().region_count()
+    }
+
+    /// Returns the generation of the active set: 1 after [`RuleEngine::load`], plus one for
+    /// every successful reload.
+    pub fn generation(&self) -> u64 {
+        self.active.load().generation
+    }
+
+    /// Returns the configuration the engine was loaded with.
+    pub fn config(&self) -> &RulesConfig {
+        &self.config
+    }
+}
+
+/// Compiles the rules folder without running anything, for `gridwatch check`.
+///
+/// Returns every problem as `path:line:col: message` (or `path: message` when the problem has
+/// no position); an empty list means the folder would load.
+pub fn check(config: &RulesConfig) -> Vec<String> {
+    match RuleSet::compile(config, 0) {
+        Ok(_) => Vec::new(),
+        Err(problems) => problems.iter().map(ToString::to_string).collect(),
+    }
+}

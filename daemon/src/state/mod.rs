@@ -8,8 +8,11 @@ mod register;
 
 use serde::{Deserialize, Serialize};
 
-pub use history::{HourlyHistory, WindowStats};
-pub use register::{Interval, IntervalKind, RegisterTracker};
+pub use history::{HourlyHistory, NightHours, WindowStats};
+pub use register::{Interval, IntervalKind, RegisterLimits, RegisterTracker};
+
+use crate::config::StateConfig;
+use crate::decode::Reading;
 
 /// Longest rolling window in hours (28 days).
 pub const MAX_WINDOW_HOURS: u32 = 24 * 28;
@@ -40,3 +43,122 @@ impl MeterSnapshot {
         self.windows.iter().find(|(n, _)| n == name).map(|(_, w)| w)
     }
 }
+
+/// What is kept of a meter's newest reading.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LastReading {
+    /// Reading time, Unix milliseconds.
+    pub ts_ms: i64,
+    /// Import register, kWh.
+    pub energy_import_kwh: f64,
+    /// Export register, kWh.
+    pub energy_export_kwh: Option<f64>,
+    /// Instantaneous power, W.
+    pub power_w: Option<f64>,
+    /// Device sequence number.
+    pub seq: Option<u64>,
+}
+
+/// Most recent reversal timestamps kept per meter.
+const MAX_REVERSALS_KEPT: usize = 32;
+
+/// Everything kept per meter, persisted in redb.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeterState {
+    /// Register baseline.
+    pub register: RegisterTracker,
+    /// Hourly energy buckets.
+    pub history: HourlyHistory,
+    /// Newest reading by timestamp.
+    pub last: Option<LastReading>,
+    /// Readings accepted.
+    pub readings: u64,
+    /// Times of recent register reversals, oldest first.
+    reversals: Vec<i64>,
+}
+
+/// The rules that turn readings into meter state, built once from configuration.
+#[derive(Debug, Clone)]
+pub struct StateModel {
+    limits: RegisterLimits,
+    windows: Vec<(String, u32)>,
+    capacity_hours: u32,
+    night: NightHours,
+}
+
+impl StateModel {
+    /// Builds the model from the state settings and the largest plausible power in kW.
+    pub fn new(config: &StateConfig, max_power_kw: f64) -> StateModel {
+        let windows: Vec<(String, u32)> =
+            config.windows.iter().map(|w| (w.name.clone(), w.hours)).collect();
+        let capacity_hours = windows.iter().map(|w| w.1).max().unwrap_or(24);
+        StateModel {
+            limits: RegisterLimits {
+                max_interval_ms: i64::from(config.max_interval_minutes) * 60_000,
+                glitch_tolerance_kwh: config.glitch_tolerance_kwh,
+                exchange_max_start_kwh: config.exchange_max_start_kwh,
+                max_power_kw,
+            },
+            windows,
+            capacity_hours,
+            night: NightHours { start: config.night_start_hour, end: config.night_end_hour },
+        }
+    }
+
+    /// Creates the state of a meter never seen before.
+    pub fn new_state(&self) -> MeterState {
+        MeterState { history: HourlyHistory::new(self.capacity_hours), ..MeterState::default() }
+    }
+
+    /// Applies a reading to a meter's state and returns the interval it closes.
+    pub fn apply(&self, state: &mut MeterState, reading: &Reading) -> Interval {
+        if state.history.capacity() != self.capacity_hours as usize {
+            // The longest window changed since the state was stored: start the history afresh.
+            state.history = HourlyHistory::new(self.capacity_hours);
+        }
+        let interval = state.register.update(reading.ts_ms, reading.energy_import_kwh, &self.limits);
+        let duration = interval.end_ms - interval.start_ms;
+        if interval.kind.counts_in_history() && duration <= self.limits.max_interval_ms {
+            state.history.add(interval.start_ms, interval.end_ms, interval.energy_kwh);
+        }
+        if interval.kind.is_reversal() {
+            if state.reversals.len() == MAX_REVERSALS_KEPT {
+                state.reversals.remove(0);
+            }
+            state.reversals.push(reading.ts_ms);
+        }
+        if state.last.is_none_or(|last| reading.ts_ms >= last.ts_ms) {
+            state.last = Some(LastReading {
+                ts_ms: reading.ts_ms,
+                energy_import_kwh: reading.energy_import_kwh,
+                energy_export_kwh: reading.energy_export_kwh,
+                power_w: reading.power_w,
+                seq: reading.seq,
+            });
+        }
+        state.readings += 1;
+        interval
+    }
+
+    /// Builds the read-only view handed to rules.
+    pub fn snapshot(&self, state: &MeterState, reading: &Reading, interval: Interval) -> MeterSnapshot {
+        let newest = state.last.map_or(reading.ts_ms, |l| l.ts_ms);
+        let since = newest - i64::from(self.capacity_hours) * 3_600_000;
+        MeterSnapshot {
+            region: reading.region.clone(),
+            meter_id: reading.meter_id.clone(),
+            register_kwh: state.register.register_kwh().unwrap_or(reading.energy_import_kwh),
+            interval,
+            windows: self
+                .windows
+                .iter()
+                .map(|(name, hours)| (name.clone(), state.history.stats(*hours, self.night)))
+                .collect(),
+            register_reversals: state.reversals.iter().filter(|&&t| t > since).count() as u32,
+            readings: state.readings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,11 +1,20 @@
 //! The embedded redb database: meter state, alerts, the webhook outbox, dead letters and
 //! rejected messages.
 
+mod alerts;
 pub mod outbox;
+mod rejected;
+
+pub use alerts::{AlertWrite, open_alert_key};
+pub use rejected::RejectedMessage;
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::alerts::{Alert, AlertChange};
+use crate::config::WebhookConfig;
+use crate::state::MeterState;
 
 /// Meter state by `region/meter_id`, postcard-encoded [`crate::state::MeterState`].
 pub const METERS: TableDefinition<&str, &[u8]> = TableDefinition::new("meters");
@@ -97,4 +106,74 @@ impl Store {
     pub fn db(&self) -> &Database {
         &self.db
     }
+
+    /// Loads a meter's stored state.
+    ///
+    /// # Errors
+    /// Returns an error when the read fails or the record cannot be decoded.
+    pub fn load_meter(&self, key: &str) -> Result<Option<MeterState>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(METERS)?;
+        let Some(bytes) = table.get(key)? else { return Ok(None) };
+        postcard::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { table: "meters", detail: format!("{key}: {e}") })
+    }
+
+    /// Writes one batch in a single transaction: meter states, alerts with their outbox rows,
+    /// and rejected messages. Returns the alerts as stored and what changed for each.
+    ///
+    /// # Errors
+    /// Returns an error when the transaction fails; nothing of the batch is then stored.
+    pub fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<Vec<(Alert, AlertChange)>, StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meters = txn.open_table(METERS)?;
+            let mut buf = Vec::new();
+            for (key, state) in batch.meters {
+                buf.clear();
+                let bytes = postcard::to_extend(state, std::mem::take(&mut buf)).map_err(|e| {
+                    StoreError::Corrupt { table: "meters", detail: format!("{key}: {e}") }
+                })?;
+                meters.insert(key.as_str(), bytes.as_slice())?;
+                buf = bytes;
+            }
+        }
+        let changes = alerts::write_alerts(&txn, batch.alerts, batch.webhooks, batch.now_ms)?;
+        rejected::write(&txn, batch.rejected, batch.max_rejected_kept)?;
+        txn.commit()?;
+        Ok(changes)
+    }
+
+    /// Lists stored alerts, newest first.
+    ///
+    /// # Errors
+    /// Returns an error when the read fails.
+    pub fn list_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        alerts::list(&self.db, limit)
+    }
+
+    /// Lists rejected messages, newest first.
+    ///
+    /// # Errors
+    /// Returns an error when the read fails.
+    pub fn list_rejected(&self, limit: usize) -> Result<Vec<RejectedMessage>, StoreError> {
+        rejected::list(&self.db, limit)
+    }
+}
+
+/// Everything one batch of readings writes.
+pub struct BatchWrite<'a> {
+    /// Meter states changed by the batch, by `region/meter_id`.
+    pub meters: Vec<(&'a String, &'a MeterState)>,
+    /// Alerts raised by rules.
+    pub alerts: Vec<AlertWrite>,
+    /// Messages rejected by the decoder.
+    pub rejected: Vec<RejectedMessage>,
+    /// Webhook endpoints to plan deliveries for.
+    pub webhooks: &'a [WebhookConfig],
+    /// Rejected messages kept; older ones are evicted.
+    pub max_rejected_kept: u64,
+    /// Commit time, Unix milliseconds.
+    pub now_ms: i64,
 }

@@ -1,0 +1,111 @@
+//! Start-up wiring: opens the store, loads rules, starts delivery, the HTTP endpoint, the MQTT
+//! ingest task and the pipeline thread, and stops them in order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::decode::Decoder;
+use crate::delivery::Deliverer;
+use crate::ingest;
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::rules::RuleEngine;
+use crate::state::StateModel;
+use crate::store::Store;
+
+/// Exit status when the store cannot be opened, for example because another process holds it.
+pub const EXIT_STORE_UNAVAILABLE: i32 = 3;
+
+/// A failure that keeps the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StoreUnavailable(#[from] pub crate::store::StoreError);
+
+/// Runs the daemon until `shutdown` resolves. `on_listening` receives the HTTP address once bound.
+///
+/// # Errors
+/// Returns an error when a component cannot start; a [`StoreUnavailable`] error when the
+/// database cannot be opened.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(Store::open(&config.store.path).map_err(StoreUnavailable)?);
+    let rules = Arc::new(
+        RuleEngine::load(config.rules.clone(), metrics.clone())
+            .context("failed to load rules")?,
+    );
+    let _watcher = rules.watch().context("failed to watch the rules folder")?;
+    let decoder = Decoder::new(
+        &config.mqtt.topic_layout,
+        config.decode.clone(),
+        config.mqtt.max_payload_bytes,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let model = StateModel::new(&config.state, config.decode.max_power_kw);
+    let deliverer = Arc::new(Deliverer::spawn(
+        store.clone(),
+        config.delivery.clone(),
+        config.webhooks.clone(),
+        metrics.clone(),
+    ));
+
+    let listener = api::bind(config.http.listen)
+        .await
+        .with_context(|| format!("failed to bind HTTP endpoint {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    tracing::info!(addr = %http_addr, "HTTP endpoint listening");
+    on_listening(http_addr);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let api_state = ApiState { store: store.clone(), metrics: metrics.clone() };
+    let mut api_stop = stop_rx.clone();
+    let api_task = tokio::spawn(api::serve(listener, api_state, async move {
+        let _ = api_stop.wait_for(|stop| *stop).await;
+    }));
+
+    let options = ingest::options(&config.mqtt)?;
+    let (message_tx, message_rx) = mpsc::channel(config.mqtt.queue_capacity);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let mut pipeline = Pipeline::new(
+        decoder,
+        model,
+        rules.clone(),
+        store.clone(),
+        metrics.clone(),
+        PipelineSettings::from_config(&config),
+    );
+    let notify = deliverer.clone();
+    pipeline.on_commit(move || notify.notify());
+    let pipeline_thread = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || pipeline.run(message_rx, Some(ack_tx)))?;
+    let ingest_task = tokio::spawn(ingest::run(
+        config.mqtt.clone(),
+        options,
+        message_tx,
+        ack_rx,
+        metrics.clone(),
+        stop_rx,
+    ));
+    tracing::info!(client_id = %config.mqtt.client_id, url = %config.mqtt.url, "gridwatch started");
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = ingest_task.await;
+    let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
+    if let Ok(deliverer) = Arc::try_unwrap(deliverer) {
+        deliverer.shutdown().await;
+    }
+    let _ = api_task.await;
+    tracing::info!("gridwatch stopped");
+    Ok(())
+}

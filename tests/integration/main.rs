@@ -1,0 +1,6 @@
+//! Integration tests against real components: Mosquitto, the daemon binary, an HTTP webhook
+//! receiver and a redb file.
+
+mod support;
+mod bad_input;
+mod mining;

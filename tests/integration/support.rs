@@ -1,0 +1,221 @@
+//! Real components for the integration tests: a Mosquitto broker and the daemon binary, each
+//! started on free loopback ports and stopped on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Returns a loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Async variant of [`wait_for`].
+pub async fn wait_for_async<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !condition().await {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Mosquitto broker on a free loopback port.
+pub struct Mosquitto {
+    child: Child,
+    /// Broker port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto and waits until it accepts connections.
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 max_inflight_messages 1000\nmax_queued_messages 1000000\n"
+            ),
+        )
+        .unwrap();
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto is not installed: apt-get install -y mosquitto");
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to start mosquitto");
+        wait_for("mosquitto to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Mosquitto { child, port, _dir: dir }
+    }
+
+    /// Returns the broker URL.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `gridwatch run` binary with a generated configuration.
+pub struct Daemon {
+    child: Child,
+    /// Base URL of its HTTP endpoint.
+    pub http: String,
+    /// Its working folder (config, store, copied rules).
+    pub dir: PathBuf,
+}
+
+/// Returns the repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+impl Daemon {
+    /// Writes `config` (TOML without the `[http]` and `[store]` sections, which this adds) into
+    /// `dir` and starts the daemon there.
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        let http_port = free_port();
+        let full = format!(
+            "{config}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[store]\npath = \"gridwatch.redb\"\n"
+        );
+        let path = dir.join("gridwatch.toml");
+        std::fs::write(&path, full).unwrap();
+        let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("failed to start gridwatch");
+        let daemon = Daemon { child, http: format!("http://127.0.0.1:{http_port}"), dir: dir.to_owned() };
+        let url = format!("{}/healthz", daemon.http);
+        wait_for("gridwatch /healthz", Duration::from_secs(30), || {
+            reqwest::blocking_get_ok(&url)
+        });
+        daemon
+    }
+
+    /// Returns the daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal blocking GET used while waiting for start-up.
+mod reqwest {
+    use std::io::{Read, Write};
+
+    pub fn blocking_get_ok(url: &str) -> bool {
+        let rest = url.trim_start_matches("http://");
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let Ok(mut stream) = std::net::TcpStream::connect(host) else { return false };
+        let request = format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+    }
+}
+
+/// Fetches a JSON document from the daemon.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    ::reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// Fetches the daemon's metrics text.
+pub async fn get_text(url: &str) -> String {
+    ::reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// Returns the value of a metric line such as `gridwatch_readings_rejected_total{reason="x"}`.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.trim().parse().ok())
+}
+
+/// Publishes messages at QoS 1 and waits for every acknowledgement.
+pub async fn publish_all(url_port: u16, messages: Vec<(String, Vec<u8>)>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+    let mut options = MqttOptions::new(format!("test-pub-{}", free_port()), "127.0.0.1", url_port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(options, messages.len().max(10) + 10);
+    let total = messages.len();
+    for (topic, payload) in messages {
+        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < total {
+        match tokio::time::timeout(std::time::Duration::from_secs(20), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => panic!("publisher connection failed: {error}"),
+            Err(_) => panic!("timed out waiting for PubAcks ({acked} of {total})"),
+        }
+    }
+    let _ = client.disconnect().await;
+}
+
+/// Waits until the daemon has processed every message the broker delivered: the received count
+/// equals accepted plus rejected and has not changed for one second.
+pub async fn wait_until_processed(daemon: &Daemon) {
+    let url = format!("{}/metrics", daemon.http);
+    let mut previous = -1.0;
+    let start = Instant::now();
+    loop {
+        let text = get_text(&url).await;
+        let received = metric(&text, "gridwatch_readings_received_total").unwrap_or(0.0);
+        let accepted = metric(&text, "gridwatch_readings_accepted_total").unwrap_or(0.0);
+        let rejected: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("gridwatch_readings_rejected_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if received > 0.0 && received == accepted + rejected && received == previous {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "readings still in flight: {text}");
+        previous = received;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
