@@ -577,7 +577,7 @@ mod tests {
         let problems = Config::parse(text).unwrap_err();
         let joined = problems.join("\n");
         assert!(joined.contains("colour: unknown section"), "{joined}");
-        assert!(joined.contains("mqtt: unknown field `topicz`"), "{joined}");
+        assert!(joined.contains("mqtt.topicz: unknown field"), "{joined}");
         assert!(joined.contains("state.max_interval_minutes"), "{joined}");
         assert!(joined.contains("webhooks[0].url"), "{joined}");
         assert!(joined.contains("webhooks[0].secret"), "{joined}");

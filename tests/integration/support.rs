@@ -159,7 +159,8 @@ mod reqwest {
 
 /// Fetches a JSON document from the daemon.
 pub async fn get_json(url: &str) -> serde_json::Value {
-    ::reqwest::get(url).await.unwrap().json().await.unwrap()
+    let text = ::reqwest::get(url).await.unwrap().text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("invalid JSON from {url}: {e}: {text}"))
 }
 
 /// Fetches the daemon's metrics text.

@@ -1,7 +1,7 @@
 //! A webhook receiver that verifies each request's signature and records what arrived.
 //!
 //! The demo command runs it to print one line per verified alert, and tests run it to script the
-//! responses that the delivery worker sees: for example 503, 503 and then 200, or 429 with a
+//! responses that the delivery worker gets: for example 503, 503 and then 200, or 429 with a
 //! `Retry-After` header.
 
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
 
-use super::signer::{DEFAULT_TOLERANCE_SECS, SecretError, Signer};
+use super::signer::{DEFAULT_TOLERANCE_SECS, SecretError, Signer, VerifyError};
 
 /// Time [`Receiver::shutdown`] waits for open connections before closing them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -48,7 +48,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A response with only a status code.
+    /// Builds a response with only a status code.
     pub fn status(status: u16) -> Reply {
         Reply {
             status,
@@ -56,7 +56,7 @@ impl Reply {
         }
     }
 
-    /// A response with a status code and a `Retry-After` header.
+    /// Builds a response with a status code and a `Retry-After` header.
     pub fn retry_after(status: u16, value: impl Into<String>) -> Reply {
         Reply {
             status,
@@ -65,7 +65,7 @@ impl Reply {
     }
 }
 
-/// How the receiver answers and reports requests.
+/// Scripted responses and output settings of a receiver.
 #[derive(Debug, Clone)]
 pub struct Behaviour {
     replies: Vec<Reply>,
@@ -74,13 +74,13 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// Answers every verified request with 200.
+    /// Returns 200 for every verified request.
     pub fn accept() -> Behaviour {
         Behaviour::replies(vec![Reply::status(200)])
     }
 
-    /// Answers verified requests with `replies` in order, then repeats the last one. An empty
-    /// list answers 200.
+    /// Returns `replies` for verified requests in order, then repeats the last one. An empty
+    /// list returns 200.
     pub fn replies(replies: Vec<Reply>) -> Behaviour {
         Behaviour {
             replies,
@@ -124,7 +124,7 @@ pub struct ReceivedDelivery {
     pub json: Option<Value>,
     /// True when the signature and timestamp verified.
     pub signature_valid: bool,
-    /// Why verification failed.
+    /// Verification error, or `None` when the request verified.
     pub verify_error: Option<String>,
     /// Status code the receiver answered with.
     pub status: u16,
@@ -303,9 +303,10 @@ fn verify(
     signature: Option<&str>,
     body: &[u8],
 ) -> Result<(), String> {
-    let id = id.ok_or("missing header 'webhook-id'")?;
-    let timestamp = timestamp.ok_or("missing header 'webhook-timestamp'")?;
-    let signature = signature.ok_or("missing header 'webhook-signature'")?;
+    let missing = |name| VerifyError::MissingHeader(name).to_string();
+    let id = id.ok_or_else(|| missing("webhook-id"))?;
+    let timestamp = timestamp.ok_or_else(|| missing("webhook-timestamp"))?;
+    let signature = signature.ok_or_else(|| missing("webhook-signature"))?;
     let now_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

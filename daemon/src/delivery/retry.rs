@@ -1,5 +1,5 @@
-//! What happens after an attempt: backoff with full jitter, `Retry-After` and the dead-letter
-//! deadline. Every function takes the current time as an argument.
+//! The retry policy after an attempt: backoff with full jitter, `Retry-After` and the
+//! dead-letter deadline. Functions that depend on time take the current time as an argument.
 
 use std::time::{Duration, SystemTime};
 
@@ -8,15 +8,15 @@ use rand::Rng;
 use crate::config::DeliveryConfig;
 use crate::store::outbox::Delivery;
 
-/// How one HTTP attempt ended.
+/// Outcome of one HTTP attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
-    /// The receiver answered with a 2xx status.
+    /// The receiver returned a 2xx status.
     Delivered {
         /// HTTP status code.
         status: u16,
     },
-    /// The receiver answered with another status.
+    /// The receiver returned another status.
     Rejected {
         /// HTTP status code.
         status: u16,
@@ -30,7 +30,7 @@ pub enum AttemptResult {
     },
 }
 
-/// What to do with a delivery after an attempt.
+/// Next step for a delivery after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Delete it from the outbox.
@@ -39,12 +39,12 @@ pub enum Decision {
     Retry {
         /// Next attempt time, Unix milliseconds.
         next_attempt_ms: i64,
-        /// Why this attempt failed.
+        /// Error of this attempt.
         error: String,
     },
     /// Move it to the dead-letter table.
     DeadLetter {
-        /// Why the last attempt failed.
+        /// Error of the last attempt.
         error: String,
     },
 }

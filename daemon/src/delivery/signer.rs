@@ -20,7 +20,7 @@ pub const SECRET_PREFIX: &str = "whsec_";
 /// Version identifier of an HMAC-SHA256 signature.
 pub const SIGNATURE_VERSION: &str = "v1";
 
-/// Smallest accepted key, in bytes. The specification asks for at least 24 random bytes.
+/// Smallest accepted key, in bytes. The specification requires at least 24 random bytes.
 pub const MIN_KEY_BYTES: usize = 24;
 
 /// Replay tolerance that the reference libraries use, in seconds.
@@ -33,12 +33,15 @@ pub enum SecretError {
     #[error("invalid webhook secret (value hidden): expected the form whsec_<base64>")]
     MissingPrefix,
     /// The part after `whsec_` is not standard base64.
-    #[error("invalid webhook secret (value hidden): the part after whsec_ is not standard base64")]
+    #[error(
+        "invalid webhook secret (value hidden): expected whsec_<base64>, but the part after \
+         whsec_ is not standard base64"
+    )]
     InvalidBase64,
     /// The decoded key is too short.
     #[error(
-        "invalid webhook secret (value hidden): the key is {bytes} bytes, expected at least \
-         {MIN_KEY_BYTES} random bytes after base64 decoding"
+        "invalid webhook secret (value hidden): the key is {bytes} bytes, expected \
+         whsec_<base64> of at least {MIN_KEY_BYTES} random bytes"
     )]
     TooShort {
         /// Decoded key length in bytes.

@@ -24,7 +24,7 @@ use crate::store::outbox::{self, DeadLetterFilter, Delivery, DueEntry};
 /// Secret of the Standard Webhooks reference test vector (see `signer_matches_reference_vector`).
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
-/// Longest wait for a condition before a test fails.
+/// Maximum wait for a condition before a test fails.
 const WAIT: Duration = Duration::from_secs(10);
 
 fn now_secs() -> i64 {
@@ -100,7 +100,7 @@ fn enqueue(store: &Store, alert: &Alert, change: AlertChange, hooks: &[WebhookCo
     deliveries.len()
 }
 
-/// Polls `condition` until it holds or [`WAIT`] passes, and returns whether it held.
+/// Polls `condition` until it is true or [`WAIT`] passes, and returns whether it became true.
 async fn wait_until<F, Fut>(mut condition: F) -> bool
 where
     F: FnMut() -> Fut,
@@ -222,7 +222,7 @@ fn from_secret_rejects_other_forms_without_echo() {
         assert_eq!(error, expected, "secret form {expected:?}");
         let message = error.to_string();
         assert!(
-            message.contains("whsec_"),
+            message.contains("whsec_<base64>"),
             "message does not name the form: {message}"
         );
         let value = secret.trim_start_matches("whsec_");

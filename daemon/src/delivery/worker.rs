@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redb::Database;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use tokio::sync::{Notify, watch};
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::{Id, JoinError, JoinSet};
 
 use super::retry::{self, AttemptResult, Decision};
 use super::signer::Signer;
@@ -63,7 +63,7 @@ impl Deliverer {
     /// Stops taking new deliveries, waits for requests in flight (each bounded by
     /// `request_timeout_ms`), records their outcomes and ends the task.
     pub async fn shutdown(self) {
-        // The task may already have ended, and then nobody receives the signal.
+        // The send fails when the task has already ended, which is fine.
         let _ = self.stop.send(true);
         if let Err(error) = self.task.await {
             tracing::error!(%error, "webhook delivery task failed");
@@ -71,7 +71,7 @@ impl Deliverer {
     }
 }
 
-/// Where and how to send one webhook's deliveries.
+/// URL and signer of one webhook.
 struct Endpoint {
     url: String,
     signer: Signer,
@@ -90,7 +90,8 @@ struct Worker {
     client: Result<reqwest::Client, String>,
     metrics: Arc<Metrics>,
     notify: Arc<Notify>,
-    in_flight: HashSet<u64>,
+    /// Sequence numbers of the deliveries being sent, by attempt task.
+    in_flight: HashMap<Id, u64>,
     last_store_error_log: Option<Instant>,
 }
 
@@ -121,7 +122,7 @@ impl Worker {
             client,
             metrics,
             notify,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             last_store_error_log: None,
         }
     }
@@ -137,12 +138,12 @@ impl Worker {
                 _ = stop.changed() => break,
                 _ = self.notify.notified() => {}
                 _ = tokio::time::sleep(poll_interval) => {}
-                Some(joined) = attempts.join_next() => self.record(joined).await,
+                Some(joined) = attempts.join_next_with_id() => self.record(joined).await,
             }
         }
 
         tracing::info!(in_flight = attempts.len(), "webhook delivery stopping");
-        while let Some(joined) = attempts.join_next().await {
+        while let Some(joined) = attempts.join_next_with_id().await {
             self.record(joined).await;
         }
         self.refresh_gauges().await;
@@ -155,7 +156,7 @@ impl Worker {
         if free == 0 {
             return;
         }
-        let exclude = self.in_flight.clone();
+        let exclude: HashSet<u64> = self.in_flight.values().copied().collect();
         let now_ms = now_ms();
         let due = self
             .with_db(move |db| outbox::due(db, now_ms, free, &exclude))
@@ -191,27 +192,27 @@ impl Worker {
             }
         };
 
-        self.in_flight.insert(pending.seq);
+        let seq = pending.seq;
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        attempts.spawn(async move {
+        let task = attempts.spawn(async move {
             let result = send(&client, &endpoint, &pending, timeout).await;
             Finished { pending, result }
         });
+        self.in_flight.insert(task.id(), seq);
     }
 
-    async fn record(&mut self, joined: Result<Finished, JoinError>) {
+    async fn record(&mut self, joined: Result<(Id, Finished), JoinError>) {
         match joined {
-            Ok(finished) => {
-                let seq = finished.pending.seq;
+            Ok((task, finished)) => {
+                // The outcome is stored before the delivery is released, so the next scan cannot
+                // start it again.
                 self.apply(finished).await;
-                self.in_flight.remove(&seq);
+                self.in_flight.remove(&task);
             }
             Err(error) => {
-                // The sequence number is lost with the task, so every attempt is released. An
-                // attempt still running for a released delivery may be started a second time,
-                // which receivers tolerate because `webhook-id` stays the same.
-                tracing::error!(%error, "webhook attempt task failed");
-                self.in_flight.clear();
+                // The outbox is unchanged, so the delivery is attempted again on a later pass.
+                let seq = self.in_flight.remove(&error.id());
+                tracing::error!(seq, %error, "webhook attempt task failed");
             }
         }
     }
@@ -338,8 +339,8 @@ impl Worker {
         }
     }
 
-    /// Logs a failed store operation, at most once per [`STORE_ERROR_LOG_INTERVAL`]. The
-    /// outbox is unchanged, so the next pass retries the operation.
+    /// Logs a failed store operation, at most once per [`STORE_ERROR_LOG_INTERVAL`]. A failed
+    /// write leaves the outbox unchanged, so a later pass attempts the delivery again.
     fn check<T>(&mut self, operation: &str, result: Result<T, String>) -> Option<T> {
         let error = match result {
             Ok(value) => return Some(value),

@@ -11,7 +11,7 @@ use flate2::read::GzDecoder;
 
 use super::PublishError;
 
-/// File names of the eemeter UK samples; sample `n` becomes meter `uk-n`.
+/// File names of the eemeter UK samples. Sample `n` becomes meter `uk-n`.
 const EEMETER_FILES: [&str; 3] = [
     "uk-electricity-hdd-only-hourly-sample-0.csv.gz",
     "uk-electricity-hdd-only-hourly-sample-1.csv.gz",
@@ -61,10 +61,10 @@ impl DatasetKind {
     pub(crate) fn location_hint(self) -> String {
         match self {
             DatasetKind::EemeterUk => "the files are bundled in datasets/eemeter-uk of the \
-                                       gridwatch repository; pass that folder with --data-dir"
+                                       gridwatch repository, so pass that folder with --data-dir"
                 .to_owned(),
             DatasetKind::Umass => format!(
-                "the UMass microgrid data set is not bundled with gridwatch; pass the folder \
+                "the UMass microgrid data set is not bundled with gridwatch, so pass the folder \
                  that contains {UMASS_FILE} with --data-dir"
             ),
         }
@@ -105,10 +105,10 @@ impl MeterSeries {
     }
 }
 
-/// Which meters [`load_dataset`] keeps.
+/// Meter selection for [`load_dataset`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeterFilter {
-    /// Meter ids to keep; empty keeps every meter.
+    /// Meter ids to keep. Empty keeps every meter.
     pub meters: Vec<String>,
 }
 

@@ -40,8 +40,8 @@ pub struct PublishArgs {
     #[arg(long, value_enum)]
     pub dataset: DatasetKind,
 
-    /// Folder containing the data set's files [default for eemeter-uk: datasets/eemeter-uk;
-    /// umass has no default because it is not bundled].
+    /// Folder containing the data set's files. Default for eemeter-uk: datasets/eemeter-uk. The
+    /// umass data set is not bundled, so it has no default.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
@@ -53,8 +53,8 @@ pub struct PublishArgs {
     #[arg(long, default_value = "south")]
     pub region: String,
 
-    /// Data time per wall-clock time (3600 replays one hour of data per second); 0 publishes as
-    /// fast as the broker acknowledges.
+    /// Data time per wall-clock time: 3600 replays one hour of data per second, and 0 publishes
+    /// as fast as the broker acknowledges.
     #[arg(long, default_value_t = 3600.0, value_name = "FACTOR")]
     pub speedup: f64,
 
@@ -66,7 +66,7 @@ pub struct PublishArgs {
     #[arg(long, value_parser = parse_time, value_name = "TIME")]
     pub to: Option<DateTime<Utc>>,
 
-    /// Meter ids to publish, comma-separated (uk-0,uk-2 or b1002,b1005); default all.
+    /// Meter ids to publish, comma-separated (uk-0,uk-2 or b1002,b1005). Default: all meters.
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     pub meters: Vec<String>,
 
@@ -78,12 +78,12 @@ pub struct PublishArgs {
     #[arg(long, default_value_t = 3.25, value_name = "KW")]
     pub rig_kw: f64,
 
-    /// Meters that get the rigs, comma-separated; default every published meter.
+    /// Meters that get the rigs, comma-separated. Default: every published meter.
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     pub rig_meters: Vec<String>,
 
-    /// Data time from which the rigs run, RFC 3339; default the start of the replay (--from, or
-    /// the first interval of the data).
+    /// Data time from which the rigs run, RFC 3339. Default: the start of the replay (--from,
+    /// or the first interval of the data).
     #[arg(long, value_parser = parse_time, value_name = "TIME")]
     pub rig_from: Option<DateTime<Utc>>,
 
@@ -95,7 +95,7 @@ pub struct PublishArgs {
     #[arg(long, default_value = "gridwatch-publisher")]
     pub client_id: String,
 
-    /// Days added to every published timestamp, to move old data near the present; may be
+    /// Days added to every published timestamp, to move old data near the present. May be
     /// negative.
     #[arg(
         long,
@@ -122,7 +122,7 @@ pub enum PublishError {
         dataset: DatasetKind,
         /// Folder that was looked for.
         path: PathBuf,
-        /// Where the files come from.
+        /// Sentence naming the files' source and the option that points to them.
         hint: String,
     },
 
@@ -133,7 +133,7 @@ pub enum PublishError {
         dataset: DatasetKind,
         /// File that was looked for.
         path: PathBuf,
-        /// Where the files come from.
+        /// Sentence naming the files' source and the option that points to them.
         hint: String,
     },
 
@@ -155,7 +155,7 @@ pub enum PublishError {
         line: u64,
         /// The offending value or line.
         value: String,
-        /// What the line should contain.
+        /// Expected form of the value.
         expected: String,
     },
 
@@ -184,7 +184,7 @@ pub enum PublishError {
     InvalidOption {
         /// Option name, such as `--speedup`.
         option: &'static str,
-        /// What is wrong and what is expected.
+        /// Problem with the value and the expected form.
         reason: String,
     },
 
@@ -209,7 +209,7 @@ pub enum PublishError {
         /// Attempts made.
         attempts: u32,
         /// Last connection error.
-        source: rumqttc::ConnectionError,
+        source: Box<rumqttc::ConnectionError>,
     },
 
     /// The broker dropped the session while publishes were unacknowledged, so they are lost.
@@ -237,7 +237,7 @@ pub enum PublishError {
         /// Broker URL.
         broker: String,
         /// Underlying error.
-        source: rumqttc::ClientError,
+        source: Box<rumqttc::ClientError>,
     },
 }
 
@@ -252,7 +252,7 @@ pub struct MeterSummary {
     pub last_ts_ms: i64,
 }
 
-/// What [`run`] published.
+/// Readings published by [`run`], per meter.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishSummary {
     /// Per meter id.
@@ -292,9 +292,30 @@ impl PublishSummary {
     }
 }
 
+impl std::fmt::Display for PublishSummary {
+    /// Writes one line per meter and a total line, with times in RFC 3339 UTC.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (meter_id, meter) in &self.meters {
+            writeln!(
+                f,
+                "{meter_id}: {} readings from {} to {}",
+                meter.readings,
+                format_ms(meter.first_ts_ms),
+                format_ms(meter.last_ts_ms)
+            )?;
+        }
+        write!(
+            f,
+            "total: {} readings from {} meters",
+            self.total_readings(),
+            self.meters.len()
+        )
+    }
+}
+
 /// Loads the data set, builds its telemetry and publishes it to the broker at the requested
-/// speed-up. Returns once the broker has acknowledged every publish (at QoS 1 and 2; at QoS 0
-/// once every publish has been written to the socket).
+/// speed-up. At QoS 1 and 2 it returns once the broker has acknowledged every publish, and at
+/// QoS 0 once every publish has been written to the socket.
 ///
 /// # Errors
 /// Returns a [`PublishError`] for invalid options, missing or malformed data, an empty window,
@@ -360,10 +381,10 @@ fn validate(args: &PublishArgs) -> Result<(), PublishError> {
             "--rig-meters or --rig-from given but --rigs is 0".to_owned(),
         );
     }
-    if !args.meters.is_empty() {
-        if let Some(id) = args.rig_meters.iter().find(|id| !args.meters.contains(id)) {
-            return invalid("--rig-meters", format!("meter '{id}' is not in --meters"));
-        }
+    if !args.meters.is_empty()
+        && let Some(id) = args.rig_meters.iter().find(|id| !args.meters.contains(id))
+    {
+        return invalid("--rig-meters", format!("meter '{id}' is not in --meters"));
     }
     Ok(())
 }

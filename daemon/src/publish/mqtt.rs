@@ -56,7 +56,11 @@ pub(super) async fn publish_all(
     if acked_rx.wait_for(|acked| *acked >= total).await.is_err() {
         return Err(driver_error(driver, &args.broker, None).await);
     }
-    tracing::info!(readings = total, broker = %args.broker, "replay finished, all publishes acknowledged");
+    tracing::info!(
+        readings = total,
+        broker = %args.broker,
+        "replay finished, all publishes acknowledged"
+    );
 
     // The event loop may already be gone after a broker disconnect, but every publish is already
     // acknowledged, so a failed disconnect loses nothing.
@@ -119,7 +123,12 @@ async fn send(
             tokio::time::sleep_until(started + Duration::from_secs_f64(data_secs / speedup)).await;
         }
 
-        tracing::debug!(meter = %message.meter_id, topic = %message.topic, ts_ms = message.ts_ms, "publishing reading");
+        tracing::debug!(
+            meter = %message.meter_id,
+            topic = %message.topic,
+            ts_ms = message.ts_ms,
+            "publishing reading"
+        );
         client
             .publish(message.topic, qos, false, message.payload)
             .await?;
@@ -128,7 +137,11 @@ async fn send(
 
         if Instant::now() >= next_progress {
             next_progress = Instant::now() + PROGRESS_INTERVAL;
-            tracing::info!(published = summary.total_readings(), data_time = %format_ms(message.ts_ms), "replay progress");
+            tracing::info!(
+                published = summary.total_readings(),
+                data_time = %format_ms(message.ts_ms),
+                "replay progress"
+            );
         }
     }
     Ok(summary)
@@ -143,7 +156,10 @@ async fn driver_error(
     let broker = broker.to_owned();
     match (driver.await, client_error) {
         (Ok(Err(error)), _) => error,
-        (_, Some(source)) => PublishError::Client { broker, source },
+        (_, Some(source)) => PublishError::Client {
+            broker,
+            source: Box::new(source),
+        },
         (_, None) => PublishError::EventLoopStopped { broker },
     }
 }
@@ -166,7 +182,11 @@ impl EventDriver {
                     self.check_session(connected_before, ack.session_present)?;
                     connected_before = true;
                     failures = 0;
-                    tracing::info!(broker = %self.broker, session_present = ack.session_present, "connected to broker");
+                    tracing::info!(
+                        broker = %self.broker,
+                        session_present = ack.session_present,
+                        "connected to broker"
+                    );
                 }
                 Ok(event) if self.is_completion(&event) => self.acked.send_modify(|n| *n += 1),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => return Ok(()),
@@ -178,11 +198,17 @@ impl EventDriver {
                         return Err(PublishError::Connection {
                             broker: self.broker,
                             attempts: failures,
-                            source: error,
+                            source: Box::new(error),
                         });
                     }
                     let delay = reconnect_delay(failures);
-                    tracing::warn!(broker = %self.broker, attempt = failures, error = %error, delay_ms = delay.as_millis() as u64, "MQTT connection failed, retrying");
+                    tracing::warn!(
+                        broker = %self.broker,
+                        attempt = failures,
+                        error = %error,
+                        delay_ms = delay.as_millis() as u64,
+                        "MQTT connection failed, retrying"
+                    );
                     tokio::time::sleep(delay).await;
                 }
             }

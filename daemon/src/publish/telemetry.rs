@@ -16,7 +16,7 @@ pub struct Injection {
     pub rigs: u32,
     /// Draw of one rig in kW.
     pub rig_kw: f64,
-    /// Meters that get the load; empty means every meter.
+    /// Meters that get the load. Empty means every meter.
     pub meters: Vec<String>,
     /// Data time in Unix milliseconds from which the rigs run.
     pub from_ms: i64,
@@ -43,7 +43,7 @@ impl Injection {
     }
 }
 
-/// How series become telemetry.
+/// Options for turning series into telemetry.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TelemetryOptions {
     /// Region in the topic `meters/<region>/<meter_id>/telemetry`.
@@ -108,6 +108,9 @@ pub fn initial_register_kwh(meter_id: &str) -> f64 {
 /// [`initial_register_kwh`] and adds every interval from the start of the series, including
 /// those before `from_ms`, so a window shows the same register values as a full replay.
 /// Missing intervals publish nothing and add nothing to the register.
+///
+/// NOTE: the injected load is skipped over missing intervals too, although a real rig would keep
+/// drawing, so the register step across a gap is smaller than with a real farm.
 pub fn build_telemetry(series: &[MeterSeries], options: &TelemetryOptions) -> TelemetryStream {
     let meters: Vec<MeterReadings> = series
         .iter()
@@ -173,7 +176,7 @@ fn round_to(value: f64, steps_per_unit: f64) -> f64 {
     (value * steps_per_unit).round() / steps_per_unit
 }
 
-/// Telemetry of several meters merged by reading time; see [`build_telemetry`].
+/// Telemetry of several meters merged by reading time, built by [`build_telemetry`].
 pub struct TelemetryStream {
     region: String,
     time_shift_ms: i64,
@@ -214,7 +217,7 @@ impl Iterator for TelemetryStream {
         Some(Telemetry {
             meter_id: meter.meter_id.clone(),
             topic: format!("meters/{}/{}/telemetry", self.region, meter.meter_id),
-            // Serialising four finite numbers cannot fail.
+            // serde_json writes non-finite floats as null, so serialising integers and floats cannot fail.
             payload: serde_json::to_vec(&payload).unwrap_or_default(),
             ts_ms,
         })

@@ -524,11 +524,19 @@ mod broker {
             return PathBuf::from(path);
         }
         let system = PathBuf::from("/usr/sbin/mosquitto");
-        if system.exists() { system } else { PathBuf::from("mosquitto") }
+        if system.exists() {
+            system
+        } else {
+            PathBuf::from("mosquitto")
+        }
     }
 
     fn start_mosquitto() -> Mosquitto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("mosquitto.conf");
         let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n");
@@ -542,14 +550,24 @@ mod broker {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("failed to start {}: {e}; install Mosquitto or set MOSQUITTO", binary.display())
+                panic!(
+                    "failed to start {}: {e}. Install Mosquitto or set MOSQUITTO to its path",
+                    binary.display()
+                )
             });
-        let broker = Mosquitto { child, port, _dir: dir };
+        let broker = Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        };
 
         // Wait until the listener accepts connections.
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "Mosquitto did not listen on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "Mosquitto did not listen on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         broker
@@ -580,15 +598,24 @@ mod broker {
         let broker = start_mosquitto();
         let options = MqttOptions::new("gridwatch-publish-test-sub", "127.0.0.1", broker.port);
         let (subscriber, mut events) = AsyncClient::new(options, 64);
-        subscriber.subscribe("meters/test/#", QoS::AtLeastOnce).await.unwrap();
+        subscriber
+            .subscribe("meters/test/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
         loop {
             if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
                 break;
             }
         }
 
-        let summary = run(args(broker.port)).await.expect("publisher run succeeds");
-        assert_eq!(summary.total_readings(), 96, "two half-hourly meters for one day");
+        let summary = run(args(broker.port))
+            .await
+            .expect("publisher run succeeds");
+        assert_eq!(
+            summary.total_readings(),
+            96,
+            "two half-hourly meters for one day"
+        );
         assert_eq!(summary.meters["uk-1"].readings, 48);
         assert_eq!(summary.meters["uk-2"].readings, 48);
         assert_eq!(summary.first_ts_ms(), Some(ms("2013-01-01T00:00:00Z")));
@@ -619,8 +646,9 @@ mod broker {
                 from_ms: ms("2013-01-01T12:00:00Z"),
             }),
         };
-        let expected: Vec<(String, Vec<u8>)> =
-            build_telemetry(&series, &options).map(|m| (m.topic, m.payload)).collect();
+        let expected: Vec<(String, Vec<u8>)> = build_telemetry(&series, &options)
+            .map(|m| (m.topic, m.payload))
+            .collect();
         assert_eq!(received, expected);
     }
 
@@ -632,8 +660,14 @@ mod broker {
 
         let error = run(args).await.unwrap_err();
 
-        assert!(matches!(error, PublishError::EmptyWindow { .. }), "{error:?}");
-        assert!(error.to_string().contains("2022-12-06T13:00:00Z"), "{error}");
+        assert!(
+            matches!(error, PublishError::EmptyWindow { .. }),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("2022-12-06T13:00:00Z"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
@@ -643,7 +677,10 @@ mod broker {
 
         let error = run(args).await.unwrap_err();
 
-        assert!(matches!(error, PublishError::UnknownMeters { .. }), "{error:?}");
+        assert!(
+            matches!(error, PublishError::UnknownMeters { .. }),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]
@@ -653,7 +690,16 @@ mod broker {
 
         let error = run(args).await.unwrap_err();
 
-        assert!(matches!(error, PublishError::InvalidOption { option: "--broker", .. }), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                PublishError::InvalidOption {
+                    option: "--broker",
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! Each delivery gets a sequence number when it is enqueued, and [`OUTBOX`] stores it under that
 //! number. Deliveries of one alert to one webhook form a chain, ordered by sequence number in
 //! [`OUTBOX_CHAINS`]. Only the first pending delivery of each chain is listed in [`OUTBOX_DUE`],
-//! keyed by its next attempt time, so the worker finds due work with one range scan and never sees
+//! keyed by its next attempt time, so the worker finds due work with one range scan and never gets
 //! a later event of an alert while an earlier one is pending. Removing a chain's first delivery
 //! (sent, dead-lettered or set aside) lists the next one.
 //!

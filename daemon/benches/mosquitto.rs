@@ -1,0 +1,161 @@
+//! End to end through a real Mosquitto broker at QoS 1: the daemon binary with the shipped rules
+//! and a webhook receiver. Publishes readings as fast as the broker acknowledges them and reports
+//! throughput, the backlog (published minus accepted) each second, and the latency from publish
+//! to webhook delivery of probe readings, which is an upper bound of publish to commit.
+//!
+//! Run with `cargo bench -p gridwatch --bench mosquitto`. Needs `mosquitto` installed.
+//! `GRIDWATCH_BENCH_READINGS` sets the number of readings (default 200,000 over 10,000 meters).
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gridwatch::delivery::receiver::{Behaviour, Receiver};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const METERS: u64 = 10_000;
+const PROBE_EVERY: u64 = 1_000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+fn payload(i: u64, sent_ms: i64) -> (String, Vec<u8>) {
+    let meter = i % METERS;
+    let hour = (i / METERS) as i64;
+    let ts = 1_750_000_000_000 / 3_600_000 * 3_600_000 + hour * 3_600_000;
+    if i % PROBE_EVERY == PROBE_EVERY - 1 {
+        let topic = format!("meters/south/probe-{i}/telemetry");
+        let body = format!(
+            r#"{{"ts":{ts},"energy_import_kwh":100.0,"events":["cover_open"],"sent_ms":{sent_ms}}}"#
+        );
+        return (topic, body.into_bytes());
+    }
+    let topic = format!("meters/south/m-{meter}/telemetry");
+    let register = 1_000.0 + hour as f64 * 0.4 + (meter % 7) as f64;
+    (topic, format!(r#"{{"ts":{ts},"energy_import_kwh":{register:.3},"power_w":400.0}}"#).into_bytes())
+}
+
+#[tokio::main]
+async fn main() {
+    let total: u64 = std::env::var("GRIDWATCH_BENCH_READINGS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let broker_port = free_port();
+    std::fs::write(
+        dir.path().join("mosquitto.conf"),
+        format!("listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 10000000\n"),
+    )
+    .unwrap();
+    let mut mosquitto = Command::new("/usr/sbin/mosquitto")
+        .arg("-c")
+        .arg(dir.path().join("mosquitto.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto must be installed");
+    let (receiver_addr, receiver) =
+        Receiver::start("127.0.0.1:0".parse().unwrap(), SECRET, Behaviour::accept()).await.unwrap();
+    let http_port = free_port();
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    std::fs::write(
+        dir.path().join("gridwatch.toml"),
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"bench\"\n\n[rules]\ndir = \"{rules}\"\n\n\
+             [store]\npath = \"bench.redb\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+             [[webhooks]]\nname = \"bench\"\nurl = \"http://{receiver_addr}/\"\nsecret = \"{SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("gridwatch.toml"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let metrics_url = format!("http://127.0.0.1:{http_port}/metrics");
+    while reqwest::get(&metrics_url).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let published = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let published = published.clone();
+        let url = metrics_url.clone();
+        tokio::spawn(async move {
+            let mut backlog = Vec::new();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+                let accepted = metric(&text, "gridwatch_readings_accepted_total") as u64;
+                let sent = published.load(Ordering::Relaxed);
+                backlog.push(sent.saturating_sub(accepted));
+                if accepted >= total {
+                    return backlog;
+                }
+            }
+        })
+    };
+
+    let start = Instant::now();
+    let mut options = MqttOptions::new("bench-publisher", "127.0.0.1", broker_port);
+    options.set_inflight(1000);
+    let (client, mut events) = AsyncClient::new(options, 10_000);
+    let counter = published.clone();
+    let poller = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < total {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = events.poll().await {
+                acked += 1;
+                counter.store(acked, Ordering::Relaxed);
+            }
+        }
+        events
+    });
+    let mut probes = Vec::new();
+    for i in 0..total {
+        let sent_ms = chrono::Utc::now().timestamp_millis();
+        let (topic, body) = payload(i, sent_ms);
+        if i % PROBE_EVERY == PROBE_EVERY - 1 {
+            probes.push((format!("probe-{i}"), Instant::now()));
+        }
+        client.publish(topic, QoS::AtLeastOnce, false, body).await.unwrap();
+    }
+    let _events = poller.await.unwrap();
+    let publish_secs = start.elapsed().as_secs_f64();
+    let backlog = sampler.await.unwrap();
+    let process_secs = start.elapsed().as_secs_f64();
+
+    let deliveries = receiver.wait_for(probes.len(), Duration::from_secs(60)).await.unwrap_or_else(|d| d);
+    let mut latencies: Vec<f64> = deliveries
+        .iter()
+        .filter_map(|d| {
+            let meter = d.json.as_ref()?["data"]["meter"].as_str()?.to_owned();
+            let sent = probes.iter().find(|(m, _)| *m == meter)?.1;
+            Some(d.received_at.duration_since(sent).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+
+    println!("readings: {total} over {METERS} meters, QoS 1, Mosquitto max_inflight_messages 1000");
+    println!("publish (all PubAcks): {publish_secs:.2} s = {:.0} readings/s", total as f64 / publish_secs);
+    println!("processed (all accepted): {process_secs:.2} s = {:.0} readings/s", total as f64 / process_secs);
+    println!("backlog per second (published - accepted): {backlog:?}");
+    println!(
+        "publish to webhook delivery, {} probes: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    let _ = daemon.kill();
+    let _ = mosquitto.kill();
+}
