@@ -56,9 +56,15 @@ fn main() {
     let after = rss_bytes();
     let per_meter = (after - before) as f64 / meters as f64;
     println!("meters: {meters}");
-    println!("resident set growth: {:.1} MiB", (after - before) as f64 / 1048576.0);
+    println!(
+        "resident set growth: {:.1} MiB",
+        (after - before) as f64 / 1048576.0
+    );
     println!("per meter in memory: {per_meter:.0} bytes");
-    println!("per 100k meters: {:.1} MiB", per_meter * 100_000.0 / 1048576.0);
+    println!(
+        "per 100k meters: {:.1} MiB",
+        per_meter * 100_000.0 / 1048576.0
+    );
     println!("per meter in redb (postcard value): {encoded} bytes");
     assert_eq!(states.len(), meters);
 }

@@ -20,11 +20,17 @@ const METERS: u64 = 10_000;
 const PROBE_EVERY: u64 = 1_000;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0)
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn payload(i: u64, sent_ms: i64) -> (String, Vec<u8>) {
@@ -40,12 +46,18 @@ fn payload(i: u64, sent_ms: i64) -> (String, Vec<u8>) {
     }
     let topic = format!("meters/south/m-{meter}/telemetry");
     let register = 1_000.0 + hour as f64 * 0.4 + (meter % 7) as f64;
-    (topic, format!(r#"{{"ts":{ts},"energy_import_kwh":{register:.3},"power_w":400.0}}"#).into_bytes())
+    (
+        topic,
+        format!(r#"{{"ts":{ts},"energy_import_kwh":{register:.3},"power_w":400.0}}"#).into_bytes(),
+    )
 }
 
 #[tokio::main]
 async fn main() {
-    let total: u64 = std::env::var("GRIDWATCH_BENCH_READINGS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let total: u64 = std::env::var("GRIDWATCH_BENCH_READINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let dir = tempfile::tempdir().unwrap();
     let broker_port = free_port();
     std::fs::write(
@@ -60,7 +72,9 @@ async fn main() {
         .spawn()
         .expect("mosquitto must be installed");
     let (receiver_addr, receiver) =
-        Receiver::start("127.0.0.1:0".parse().unwrap(), SECRET, Behaviour::accept()).await.unwrap();
+        Receiver::start("127.0.0.1:0".parse().unwrap(), SECRET, Behaviour::accept())
+            .await
+            .unwrap();
     let http_port = free_port();
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
     std::fs::write(
@@ -126,14 +140,20 @@ async fn main() {
         if i % PROBE_EVERY == PROBE_EVERY - 1 {
             probes.push((format!("probe-{i}"), Instant::now()));
         }
-        client.publish(topic, QoS::AtLeastOnce, false, body).await.unwrap();
+        client
+            .publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
     }
     let _events = poller.await.unwrap();
     let publish_secs = start.elapsed().as_secs_f64();
     let backlog = sampler.await.unwrap();
     let process_secs = start.elapsed().as_secs_f64();
 
-    let deliveries = receiver.wait_for(probes.len(), Duration::from_secs(60)).await.unwrap_or_else(|d| d);
+    let deliveries = receiver
+        .wait_for(probes.len(), Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|d| d);
     let mut latencies: Vec<f64> = deliveries
         .iter()
         .filter_map(|d| {
@@ -146,8 +166,14 @@ async fn main() {
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
 
     println!("readings: {total} over {METERS} meters, QoS 1, Mosquitto max_inflight_messages 1000");
-    println!("publish (all PubAcks): {publish_secs:.2} s = {:.0} readings/s", total as f64 / publish_secs);
-    println!("processed (all accepted): {process_secs:.2} s = {:.0} readings/s", total as f64 / process_secs);
+    println!(
+        "publish (all PubAcks): {publish_secs:.2} s = {:.0} readings/s",
+        total as f64 / publish_secs
+    );
+    println!(
+        "processed (all accepted): {process_secs:.2} s = {:.0} readings/s",
+        total as f64 / process_secs
+    );
     println!("backlog per second (published - accepted): {backlog:?}");
     println!(
         "publish to webhook delivery, {} probes: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",

@@ -14,7 +14,9 @@ use gridwatch::decode::Decoder;
 use gridwatch::ingest::Message;
 use gridwatch::metrics::Metrics;
 use gridwatch::pipeline::{Pipeline, PipelineSettings};
-use gridwatch::publish::{DatasetKind, Injection, MeterFilter, TelemetryOptions, build_telemetry, load_dataset};
+use gridwatch::publish::{
+    DatasetKind, Injection, MeterFilter, TelemetryOptions, build_telemetry, load_dataset,
+};
 use gridwatch::rules::RuleEngine;
 use gridwatch::state::StateModel;
 use gridwatch::store::Store;
@@ -27,8 +29,12 @@ fn repo() -> &'static Path {
 
 /// Writes `topic<TAB>payload` lines for `meters` meters and returns the file's path.
 fn write_telemetry(dir: &Path, meters: usize) -> std::path::PathBuf {
-    let base = load_dataset(DatasetKind::EemeterUk, &repo().join("datasets/eemeter-uk"), &MeterFilter::default())
-        .expect("bundled eemeter data");
+    let base = load_dataset(
+        DatasetKind::EemeterUk,
+        &repo().join("datasets/eemeter-uk"),
+        &MeterFilter::default(),
+    )
+    .expect("bundled eemeter data");
     let series: Vec<_> = (0..meters)
         .map(|i| {
             let mut s = base[i % base.len()].clone();
@@ -37,10 +43,19 @@ fn write_telemetry(dir: &Path, meters: usize) -> std::path::PathBuf {
             s
         })
         .collect();
-    let rigged: Vec<String> = series.iter().step_by(10).map(|s| s.meter_id.clone()).collect();
+    let rigged: Vec<String> = series
+        .iter()
+        .step_by(10)
+        .map(|s| s.meter_id.clone())
+        .collect();
     let options = TelemetryOptions {
         region: "south".into(),
-        injection: Some(Injection { rigs: 2, rig_kw: 3.25, meters: rigged, from_ms: i64::MIN }),
+        injection: Some(Injection {
+            rigs: 2,
+            rig_kw: 3.25,
+            meters: rigged,
+            from_ms: i64::MIN,
+        }),
         ..TelemetryOptions::default()
     };
     let path = dir.join("telemetry.tsv");
@@ -72,13 +87,28 @@ fn pipeline(dir: &Path) -> Pipeline {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::open(&dir.join("bench.redb")).unwrap());
     let rules = Arc::new(RuleEngine::load(config.rules.clone(), metrics.clone()).unwrap());
-    let decoder = Decoder::new(&config.mqtt.topic_layout, config.decode.clone(), config.mqtt.max_payload_bytes).unwrap();
+    let decoder = Decoder::new(
+        &config.mqtt.topic_layout,
+        config.decode.clone(),
+        config.mqtt.max_payload_bytes,
+    )
+    .unwrap();
     let model = StateModel::new(&config.state, config.decode.max_power_kw);
-    Pipeline::new(decoder, model, rules, store, metrics, PipelineSettings::from_config(&config))
+    Pipeline::new(
+        decoder,
+        model,
+        rules,
+        store,
+        metrics,
+        PipelineSettings::from_config(&config),
+    )
 }
 
 fn offline_throughput(c: &mut Criterion) {
-    let meters: usize = std::env::var("GRIDWATCH_BENCH_METERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let meters: usize = std::env::var("GRIDWATCH_BENCH_METERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
     let data_dir = tempfile::tempdir().unwrap();
     let messages = read_messages(&write_telemetry(data_dir.path(), meters));
     let now_ms = chrono::Utc::now().timestamp_millis();

@@ -40,8 +40,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::open(&config.store.path).map_err(StoreUnavailable)?);
     let rules = Arc::new(
-        RuleEngine::load(config.rules.clone(), metrics.clone())
-            .context("failed to load rules")?,
+        RuleEngine::load(config.rules.clone(), metrics.clone()).context("failed to load rules")?,
     );
     let _watcher = rules.watch().context("failed to watch the rules folder")?;
     let decoder = Decoder::new(
@@ -65,7 +64,10 @@ pub async fn run(
     tracing::info!(addr = %http_addr, "HTTP endpoint listening");
     on_listening(http_addr);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let api_state = ApiState { store: store.clone(), metrics: metrics.clone() };
+    let api_state = ApiState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+    };
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, api_state, async move {
         let _ = api_stop.wait_for(|stop| *stop).await;

@@ -166,8 +166,14 @@ impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
             windows: vec![
-                WindowConfig { name: "24h".into(), hours: 24 },
-                WindowConfig { name: "7d".into(), hours: 168 },
+                WindowConfig {
+                    name: "24h".into(),
+                    hours: 24,
+                },
+                WindowConfig {
+                    name: "7d".into(),
+                    hours: 168,
+                },
             ],
             max_interval_minutes: 180,
             glitch_tolerance_kwh: 1.0,
@@ -270,7 +276,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
@@ -337,10 +345,16 @@ pub struct ConfigError {
 }
 
 fn format_problems(problems: &[String]) -> String {
-    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
-const SECTIONS: &[&str] = &["mqtt", "decode", "state", "rules", "store", "http", "delivery"];
+const SECTIONS: &[&str] = &[
+    "mqtt", "decode", "state", "rules", "store", "http", "delivery",
+];
 
 impl Config {
     /// Reads and validates a configuration file. Relative paths inside it are resolved against
@@ -350,7 +364,10 @@ impl Config {
     /// Returns every problem at once: unreadable file, invalid TOML, unknown keys, wrong types
     /// and out-of-range values.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |problems| ConfigError { path: path.to_owned(), problems };
+        let fail = |problems| ConfigError {
+            path: path.to_owned(),
+            problems,
+        };
         let text = std::fs::read_to_string(path)
             .map_err(|e| fail(vec![format!("failed to read file: {e}")]))?;
         let mut config = Config::parse(&text).map_err(fail)?;
@@ -364,9 +381,9 @@ impl Config {
     /// # Errors
     /// Returns one message per problem, each starting with its key path.
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            vec![format!("invalid TOML: {}", e.message().trim())]
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| vec![format!("invalid TOML: {}", e.message().trim())])?;
         let mut problems = Vec::new();
         let mut config = Config::default();
         for key in table.keys() {
@@ -386,7 +403,11 @@ impl Config {
         section(&table, "delivery", &mut config.delivery, &mut problems);
         config.webhooks = webhooks(&table, &mut problems);
         config.validate(&mut problems);
-        if problems.is_empty() { Ok(config) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -419,17 +440,39 @@ impl Config {
             ));
         }
         positive(problems, "rules.max_operations", self.rules.max_operations);
-        positive(problems, "store.commit_max_readings", self.store.commit_max_readings as u64);
-        positive(problems, "store.max_rejected_kept", self.store.max_rejected_kept);
-        positive(problems, "delivery.max_age_secs", self.delivery.max_age_secs);
-        positive(problems, "delivery.initial_backoff_ms", self.delivery.initial_backoff_ms);
+        positive(
+            problems,
+            "store.commit_max_readings",
+            self.store.commit_max_readings as u64,
+        );
+        positive(
+            problems,
+            "store.max_rejected_kept",
+            self.store.max_rejected_kept,
+        );
+        positive(
+            problems,
+            "delivery.max_age_secs",
+            self.delivery.max_age_secs,
+        );
+        positive(
+            problems,
+            "delivery.initial_backoff_ms",
+            self.delivery.initial_backoff_ms,
+        );
         let mut names = std::collections::HashSet::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             if !names.insert(hook.name.as_str()) {
-                problems.push(format!("webhooks[{i}].name: duplicate name '{}'", hook.name));
+                problems.push(format!(
+                    "webhooks[{i}].name: duplicate name '{}'",
+                    hook.name
+                ));
             }
             if let Err(e) = reqwest::Url::parse(&hook.url) {
-                problems.push(format!("webhooks[{i}].url: invalid URL '{}': {e}", hook.url));
+                problems.push(format!(
+                    "webhooks[{i}].url: invalid URL '{}': {e}",
+                    hook.url
+                ));
             }
             if let Err(e) = crate::delivery::signer::Signer::from_secret(hook.secret.expose()) {
                 problems.push(format!("webhooks[{i}].secret: {e}"));
@@ -457,7 +500,11 @@ impl Config {
                 mqtt.reconnect_min_ms, mqtt.reconnect_max_ms
             ));
         }
-        positive(problems, "mqtt.max_payload_bytes", mqtt.max_payload_bytes as u64);
+        positive(
+            problems,
+            "mqtt.max_payload_bytes",
+            mqtt.max_payload_bytes as u64,
+        );
         positive(problems, "mqtt.queue_capacity", mqtt.queue_capacity as u64);
         if mqtt.client_cert_file.is_some() != mqtt.client_key_file.is_some() {
             problems.push(
@@ -490,7 +537,11 @@ impl Config {
         if state.night_start_hour == state.night_end_hour {
             problems.push("state.night_end_hour: the night period must not be empty".into());
         }
-        positive(problems, "state.max_interval_minutes", u64::from(state.max_interval_minutes));
+        positive(
+            problems,
+            "state.max_interval_minutes",
+            u64::from(state.max_interval_minutes),
+        );
     }
 
     /// Returns the configuration with every secret replaced, for display.
@@ -519,7 +570,9 @@ fn section<T: for<'de> Deserialize<'de>>(
 }
 
 fn webhooks(table: &toml::Table, problems: &mut Vec<String>) -> Vec<WebhookConfig> {
-    let Some(value) = table.get("webhooks") else { return Vec::new() };
+    let Some(value) = table.get("webhooks") else {
+        return Vec::new();
+    };
     let Some(items) = value.as_array() else {
         problems.push("webhooks: expected an array of tables ([[webhooks]])".into());
         return Vec::new();
@@ -536,10 +589,17 @@ fn webhooks(table: &toml::Table, problems: &mut Vec<String>) -> Vec<WebhookConfi
 
 /// Deserializes one value and names the failing key path. Messages about secret keys omit the
 /// value, because serde's messages quote it.
-fn deserialize_at<T: for<'de> Deserialize<'de>>(value: toml::Value, prefix: &str) -> Result<T, String> {
+fn deserialize_at<T: for<'de> Deserialize<'de>>(
+    value: toml::Value,
+    prefix: &str,
+) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
-        let path = if inner == "." { prefix.to_owned() } else { format!("{prefix}.{inner}") };
+        let path = if inner == "." {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{inner}")
+        };
         let leaf = path.rsplit('.').next().unwrap_or_default();
         if matches!(leaf, "password" | "secret") {
             format!("{path}: invalid value, expected a string (value hidden)")
@@ -557,7 +617,10 @@ mod tests {
     fn shipped_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gridwatch.toml");
         let config = Config::load(&path).unwrap();
-        assert!(!config.webhooks.is_empty(), "the shipped config should show a webhook");
+        assert!(
+            !config.webhooks.is_empty(),
+            "the shipped config should show a webhook"
+        );
     }
 
     #[test]
@@ -581,7 +644,10 @@ mod tests {
         assert!(joined.contains("state.max_interval_minutes"), "{joined}");
         assert!(joined.contains("webhooks[0].url"), "{joined}");
         assert!(joined.contains("webhooks[0].secret"), "{joined}");
-        assert!(!joined.contains("plain-text-secret"), "secret echoed: {joined}");
+        assert!(
+            !joined.contains("plain-text-secret"),
+            "secret echoed: {joined}"
+        );
     }
 
     #[test]

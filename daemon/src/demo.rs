@@ -62,7 +62,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("webhook receiver listening on http://{receiver_addr}/");
 
     let store_dir = tempfile::tempdir().context("failed to create a temporary folder")?;
-    let config = demo_config(&args, broker_port, receiver_addr, store_dir.path().join("gridwatch.redb"));
+    let config = demo_config(
+        &args,
+        broker_port,
+        receiver_addr,
+        store_dir.path().join("gridwatch.redb"),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (http_tx, http_rx) = tokio::sync::oneshot::channel();
     let daemon = tokio::spawn(crate::app::run(
@@ -74,12 +79,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             let _ = http_tx.send(addr);
         },
     ));
-    let http = http_rx.await.context("the daemon stopped during start-up")?;
+    let http = http_rx
+        .await
+        .context("the daemon stopped during start-up")?;
     println!("gridwatch metrics on http://{http}/metrics, alerts on http://{http}/api/alerts");
 
     let published = replay(&args, broker_port).await?;
     println!("published {published} readings; waiting for alerts");
-    let _ = receiver.wait_for(1, Duration::from_secs(args.wait_secs)).await;
+    let _ = receiver
+        .wait_for(1, Duration::from_secs(args.wait_secs))
+        .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let received = receiver.received();
     println!(
@@ -125,9 +134,17 @@ async fn replay(args: &DemoArgs, broker_port: u16) -> anyhow::Result<u64> {
             from: Some(from),
             to: Some(from + chrono::Duration::days(args.days)),
             meters: vec![meter.into()],
-            rigs: if meter == args.rig_meter { args.rigs } else { 0 },
+            rigs: if meter == args.rig_meter {
+                args.rigs
+            } else {
+                0
+            },
             rig_kw: 3.25,
-            rig_meters: if meter == args.rig_meter { vec![meter.into()] } else { Vec::new() },
+            rig_meters: if meter == args.rig_meter {
+                vec![meter.into()]
+            } else {
+                Vec::new()
+            },
             rig_from: None,
             qos: 1,
             client_id: format!("gridwatch-demo-publisher-{meter}"),
@@ -166,13 +183,16 @@ max_inflight_count = 1000
 dynamic_filters = true
 "#
     );
-    let config: rumqttd::Config = toml::from_str(&text).context("invalid embedded broker config")?;
+    let config: rumqttd::Config =
+        toml::from_str(&text).context("invalid embedded broker config")?;
     let mut broker = rumqttd::Broker::new(config);
-    std::thread::Builder::new().name("broker".into()).spawn(move || {
-        if let Err(error) = broker.start() {
-            tracing::error!(%error, "embedded broker stopped");
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("broker".into())
+        .spawn(move || {
+            if let Err(error) = broker.start() {
+                tracing::error!(%error, "embedded broker stopped");
+            }
+        })?;
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             println!("embedded MQTT broker listening on 127.0.0.1:{port}");

@@ -23,9 +23,9 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod decode;
+pub mod delivery;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
-pub mod delivery;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use gridwatch::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "gridwatch", version, about = "Finds mining farms, tampered meters and abnormal loads in smart-meter telemetry")]
+#[command(
+    name = "gridwatch",
+    version,
+    about = "Finds mining farms, tampered meters and abnormal loads in smart-meter telemetry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,10 @@ enum Command {
 fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -65,7 +72,10 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn fail(error: &dyn std::error::Error) -> ExitCode {

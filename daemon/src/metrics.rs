@@ -72,32 +72,72 @@ impl Metrics {
             meters: Gauge::default(),
         };
         let r = &mut registry;
-        r.register("readings_received", "Messages received from MQTT", m.readings_received.clone());
-        r.register("readings_accepted", "Readings accepted", m.readings_accepted.clone());
-        r.register("readings_rejected", "Messages rejected, by reason", m.readings_rejected.clone());
+        r.register(
+            "readings_received",
+            "Messages received from MQTT",
+            m.readings_received.clone(),
+        );
+        r.register(
+            "readings_accepted",
+            "Readings accepted",
+            m.readings_accepted.clone(),
+        );
+        r.register(
+            "readings_rejected",
+            "Messages rejected, by reason",
+            m.readings_rejected.clone(),
+        );
         r.register(
             "register_intervals",
             "Register steps by classification",
             m.register_intervals.clone(),
         );
-        r.register("rule_errors", "Rule failures, by rule and error", m.rule_errors.clone());
-        r.register("rule_reloads", "Rule set reloads, by outcome", m.rule_reloads.clone());
-        r.register("rules_stale", "1 when the last rule reload failed", m.rules_stale.clone());
+        r.register(
+            "rule_errors",
+            "Rule failures, by rule and error",
+            m.rule_errors.clone(),
+        );
+        r.register(
+            "rule_reloads",
+            "Rule set reloads, by outcome",
+            m.rule_reloads.clone(),
+        );
+        r.register(
+            "rules_stale",
+            "1 when the last rule reload failed",
+            m.rules_stale.clone(),
+        );
         r.register("alerts", "Alert firings, by change", m.alerts.clone());
         r.register(
             "webhook_deliveries",
             "Webhook delivery attempts, by webhook and outcome",
             m.webhook_deliveries.clone(),
         );
-        r.register("outbox_depth", "Deliveries waiting in the outbox", m.outbox_depth.clone());
-        r.register("dead_letters", "Deliveries in the dead-letter table", m.dead_letters.clone());
-        r.register("mqtt_connected", "1 while connected to the broker", m.mqtt_connected.clone());
+        r.register(
+            "outbox_depth",
+            "Deliveries waiting in the outbox",
+            m.outbox_depth.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Deliveries in the dead-letter table",
+            m.dead_letters.clone(),
+        );
+        r.register(
+            "mqtt_connected",
+            "1 while connected to the broker",
+            m.mqtt_connected.clone(),
+        );
         r.register(
             "mqtt_connection_errors",
             "Failed MQTT connection attempts",
             m.mqtt_connection_errors.clone(),
         );
-        r.register("store_commits", "Commits of reading batches", m.store_commits.clone());
+        r.register(
+            "store_commits",
+            "Commits of reading batches",
+            m.store_commits.clone(),
+        );
         r.register("meters", "Meters held in memory", m.meters.clone());
         Metrics { registry, ..m }
     }

@@ -114,7 +114,11 @@ impl Pipeline {
 
     /// Processes messages until `messages` closes, acknowledging each batch once committed.
     /// Runs on its own thread, never on the MQTT event loop.
-    pub fn run(mut self, mut messages: mpsc::Receiver<Message>, acks: Option<mpsc::UnboundedSender<Publish>>) {
+    pub fn run(
+        mut self,
+        mut messages: mpsc::Receiver<Message>,
+        acks: Option<mpsc::UnboundedSender<Publish>>,
+    ) {
         while let Some(first) = messages.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < self.settings.commit_max_readings {
@@ -125,7 +129,11 @@ impl Pipeline {
             }
             let now_ms = chrono::Utc::now().timestamp_millis();
             let outcome = self.process_until_committed(&batch, now_ms);
-            tracing::debug!(readings = batch.len(), accepted = outcome.accepted, "batch committed");
+            tracing::debug!(
+                readings = batch.len(),
+                accepted = outcome.accepted,
+                "batch committed"
+            );
             if let Some(acks) = &acks {
                 for message in batch {
                     // The receiver is gone only during shutdown; the broker then redelivers.
@@ -156,7 +164,11 @@ impl Pipeline {
     ///
     /// # Errors
     /// Returns an error when the commit fails.
-    pub fn process_batch(&mut self, batch: &[Message], now_ms: i64) -> Result<BatchOutcome, StoreError> {
+    pub fn process_batch(
+        &mut self,
+        batch: &[Message],
+        now_ms: i64,
+    ) -> Result<BatchOutcome, StoreError> {
         let pending = self.process(batch, now_ms);
         self.commit(&pending, now_ms)
     }
@@ -165,10 +177,17 @@ impl Pipeline {
         let mut pending = Pending::default();
         for message in batch {
             let publish = &message.publish;
-            match self.decoder.decode(&publish.topic, &publish.payload, now_ms) {
+            match self
+                .decoder
+                .decode(&publish.topic, &publish.payload, now_ms)
+            {
                 Ok(reading) => self.accept(&reading, &mut pending),
                 Err(rejection) => {
-                    Metrics::inc(&self.metrics.readings_rejected, "reason", rejection.reason.as_str());
+                    Metrics::inc(
+                        &self.metrics.readings_rejected,
+                        "reason",
+                        rejection.reason.as_str(),
+                    );
                     tracing::debug!(topic = %publish.topic, reason = rejection.reason.as_str(), error = %rejection, "message rejected");
                     pending.rejected.push(RejectedMessage::new(
                         message.received_ms,
@@ -190,9 +209,15 @@ impl Pipeline {
             self.meters.insert(key.clone(), state);
             self.metrics.meters.set(self.meters.len() as i64);
         }
-        let Some(state) = self.meters.get_mut(&key) else { return };
+        let Some(state) = self.meters.get_mut(&key) else {
+            return;
+        };
         let interval = self.model.apply(state, reading);
-        Metrics::inc(&self.metrics.register_intervals, "kind", interval.kind.as_str());
+        Metrics::inc(
+            &self.metrics.register_intervals,
+            "kind",
+            interval.kind.as_str(),
+        );
         self.metrics.readings_accepted.inc();
         pending.accepted += 1;
         if matches!(interval.kind, IntervalKind::Duplicate | IntervalKind::Late) {
@@ -244,7 +269,11 @@ impl Pipeline {
         if let Some(callback) = &self.on_commit {
             callback();
         }
-        Ok(BatchOutcome { accepted: pending.accepted, rejected: pending.rejected.len(), alerts })
+        Ok(BatchOutcome {
+            accepted: pending.accepted,
+            rejected: pending.rejected.len(),
+            alerts,
+        })
     }
 
     fn record_alert(&self, alert: &Alert, change: AlertChange) {

@@ -1,6 +1,7 @@
 //! Integration tests against real components: Mosquitto, the daemon binary, an HTTP webhook
 //! receiver and a redb file.
 
-mod support;
 mod bad_input;
 mod mining;
+mod restart;
+mod support;

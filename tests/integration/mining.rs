@@ -45,7 +45,9 @@ fn publish(broker: &str, region: &str, meter: &str, from: &str, to: &str, rigs: 
 async fn rigged_meters_get_one_mining_alert_each() {
     let broker = Mosquitto::start();
     let (receiver_addr, receiver) =
-        Receiver::start("127.0.0.1:0".parse().unwrap(), SECRET, Behaviour::accept()).await.unwrap();
+        Receiver::start("127.0.0.1:0".parse().unwrap(), SECRET, Behaviour::accept())
+            .await
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         "[mqtt]\nurl = \"{}\"\nclient_id = \"gridwatch-e2e\"\n\n[rules]\ndir = \"{}\"\n\n\
@@ -75,30 +77,62 @@ async fn rigged_meters_get_one_mining_alert_each() {
     let mut per_meter: HashMap<(String, String), usize> = HashMap::new();
     for alert in &mining {
         assert_eq!(alert["status"], "open", "alert {alert}");
-        let key = (alert["region"].as_str().unwrap().to_owned(), alert["meter"].as_str().unwrap().to_owned());
+        let key = (
+            alert["region"].as_str().unwrap().to_owned(),
+            alert["meter"].as_str().unwrap().to_owned(),
+        );
         *per_meter.entry(key).or_default() += 1;
     }
     for (region, meter) in RIGGED {
-        let count = per_meter.get(&(region.to_owned(), meter.to_owned())).copied().unwrap_or(0);
-        assert_eq!(count, 1, "open mining alerts for {region}/{meter}; log:\n{}", daemon.log());
+        let count = per_meter
+            .get(&(region.to_owned(), meter.to_owned()))
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(
+            count,
+            1,
+            "open mining alerts for {region}/{meter}; log:\n{}",
+            daemon.log()
+        );
     }
-    assert_eq!(per_meter.len(), RIGGED.len(), "mining alerts on clean meters: {per_meter:?}");
+    assert_eq!(
+        per_meter.len(),
+        RIGGED.len(),
+        "mining alerts on clean meters: {per_meter:?}"
+    );
 
     let expected = alerts.len();
-    let deliveries = receiver.wait_for(expected, Duration::from_secs(30)).await.unwrap_or_else(|got| {
-        panic!("expected {expected} deliveries, got {}", got.len())
-    });
+    let deliveries = receiver
+        .wait_for(expected, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|got| panic!("expected {expected} deliveries, got {}", got.len()));
     // A second delivery for the same alert would arrive within the outbox's poll interval.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(deliveries.len(), expected, "one delivery per alert");
-    assert_eq!(receiver.received().len(), expected, "no extra deliveries arrived later");
+    assert_eq!(
+        receiver.received().len(),
+        expected,
+        "no extra deliveries arrived later"
+    );
     for delivery in &deliveries {
-        assert!(delivery.signature_valid, "invalid signature: {:?}", delivery.verify_error);
+        assert!(
+            delivery.signature_valid,
+            "invalid signature: {:?}",
+            delivery.verify_error
+        );
     }
     let delivered: BTreeSet<String> = deliveries
         .iter()
-        .map(|d| d.json.as_ref().unwrap()["data"]["id"].as_str().unwrap().to_owned())
+        .map(|d| {
+            d.json.as_ref().unwrap()["data"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    let stored: BTreeSet<String> = alerts.iter().map(|a| a["id"].as_str().unwrap().to_owned()).collect();
+    let stored: BTreeSet<String> = alerts
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(delivered, stored, "delivered alert ids");
 }

@@ -8,14 +8,21 @@ use std::time::{Duration, Instant};
 
 /// Returns a loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
 pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -28,7 +35,10 @@ where
 {
     let start = Instant::now();
     while !condition().await {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -69,7 +79,11 @@ impl Mosquitto {
         wait_for("mosquitto to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Mosquitto { child, port, _dir: dir }
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 
     /// Returns the broker URL.
@@ -96,7 +110,10 @@ pub struct Daemon {
 
 /// Returns the repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 impl Daemon {
@@ -118,7 +135,11 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("failed to start gridwatch");
-        let daemon = Daemon { child, http: format!("http://127.0.0.1:{http_port}"), dir: dir.to_owned() };
+        let daemon = Daemon {
+            child,
+            http: format!("http://127.0.0.1:{http_port}"),
+            dir: dir.to_owned(),
+        };
         let url = format!("{}/healthz", daemon.http);
         wait_for("gridwatch /healthz", Duration::from_secs(30), || {
             reqwest::blocking_get_ok(&url)
@@ -146,7 +167,9 @@ mod reqwest {
     pub fn blocking_get_ok(url: &str) -> bool {
         let rest = url.trim_start_matches("http://");
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let Ok(mut stream) = std::net::TcpStream::connect(host) else { return false };
+        let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+            return false;
+        };
         let request = format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
         if stream.write_all(request.as_bytes()).is_err() {
             return false;
@@ -182,7 +205,10 @@ pub async fn publish_all(url_port: u16, messages: Vec<(String, Vec<u8>)>) {
     let (client, mut events) = AsyncClient::new(options, messages.len().max(10) + 10);
     let total = messages.len();
     for (topic, payload) in messages {
-        client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
     }
     let mut acked = 0;
     while acked < total {
@@ -215,7 +241,10 @@ pub async fn wait_until_processed(daemon: &Daemon) {
         if received > 0.0 && received == accepted + rejected && received == previous {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "readings still in flight: {text}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "readings still in flight: {text}"
+        );
         previous = received;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

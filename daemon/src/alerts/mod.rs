@@ -25,8 +25,13 @@ pub enum Severity {
 
 impl Severity {
     /// All severities, lowest first.
-    pub const ALL: [Severity; 5] =
-        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
 
     /// Returns the lowercase name.
     pub fn as_str(self) -> &'static str {
@@ -44,9 +49,14 @@ impl Severity {
     /// # Errors
     /// Returns a message naming the value and the accepted names.
     pub fn parse(text: &str) -> Result<Severity, String> {
-        Severity::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| {
-            format!("invalid severity '{text}', expected one of info, low, medium, high, critical")
-        })
+        Severity::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| {
+                format!(
+                    "invalid severity '{text}', expected one of info, low, medium, high, critical"
+                )
+            })
     }
 }
 
@@ -158,8 +168,11 @@ impl Alert {
 
     /// Merges a new firing into this open alert and returns what changed.
     pub fn merge(&mut self, draft: AlertDraft, ts_ms: i64) -> AlertChange {
-        let change =
-            if draft.severity > self.severity { AlertChange::Escalated } else { AlertChange::Repeated };
+        let change = if draft.severity > self.severity {
+            AlertChange::Escalated
+        } else {
+            AlertChange::Repeated
+        };
         self.severity = self.severity.max(draft.severity);
         self.message = draft.message;
         self.evidence = draft.evidence;

@@ -150,7 +150,10 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
-        Rejection { reason, detail: detail.into() }
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -177,7 +180,12 @@ impl Decoder {
         let min_ts_ms = chrono::DateTime::parse_from_rfc3339(&bounds.min_timestamp)
             .map_err(|e| format!("invalid min_timestamp '{}': {e}", bounds.min_timestamp))?
             .timestamp_millis();
-        Ok(Decoder { layout, bounds, min_ts_ms, max_payload_bytes })
+        Ok(Decoder {
+            layout,
+            bounds,
+            min_ts_ms,
+            max_payload_bytes,
+        })
     }
 
     /// Decodes one message. `now_ms` is the current time in Unix milliseconds, used to reject
@@ -199,7 +207,10 @@ impl Decoder {
         let ids = self.layout.match_topic(topic).ok_or_else(|| {
             Rejection::new(
                 RejectReason::TopicMismatch,
-                format!("topic '{topic}' does not match the layout '{}'", self.layout),
+                format!(
+                    "topic '{topic}' does not match the layout '{}'",
+                    self.layout
+                ),
             )
         })?;
         let mut map = parse_object(payload)?;
@@ -208,7 +219,11 @@ impl Decoder {
         self.fields(region, meter_id, map, now_ms)
     }
 
-    fn meter_id(&self, map: &mut Map<String, Value>, from_topic: Option<&str>) -> Result<String, Rejection> {
+    fn meter_id(
+        &self,
+        map: &mut Map<String, Value>,
+        from_topic: Option<&str>,
+    ) -> Result<String, Rejection> {
         let from_payload = match map.remove("meter_id") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
@@ -233,7 +248,10 @@ impl Decoder {
         if id.is_empty() || id.len() > MAX_ID_BYTES {
             return Err(Rejection::new(
                 RejectReason::OutOfRange,
-                format!("field 'meter_id': expected 1 to {MAX_ID_BYTES} bytes, got {}", id.len()),
+                format!(
+                    "field 'meter_id': expected 1 to {MAX_ID_BYTES} bytes, got {}",
+                    id.len()
+                ),
             ));
         }
         Ok(id)
@@ -249,7 +267,12 @@ impl Decoder {
         let b = &self.bounds;
         let ts_ms = self.timestamp(map.get("ts"), now_ms)?;
         let energy_import_kwh = required(&map, "energy_import_kwh")?;
-        check_range("energy_import_kwh", energy_import_kwh, 0.0, b.max_register_kwh)?;
+        check_range(
+            "energy_import_kwh",
+            energy_import_kwh,
+            0.0,
+            b.max_register_kwh,
+        )?;
         let energy_export_kwh = number(&map, "energy_export_kwh")?;
         if let Some(v) = energy_export_kwh {
             check_range("energy_export_kwh", v, 0.0, b.max_register_kwh)?;
@@ -268,7 +291,10 @@ impl Decoder {
         let events = events(map.get("events"))?;
         let seq = match number_value(&map, "seq")? {
             None => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| wrong_type("seq", v, "a non-negative integer"))?),
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| wrong_type("seq", v, "a non-negative integer"))?,
+            ),
         };
         for key in KNOWN_FIELDS {
             map.remove(*key);
@@ -291,9 +317,17 @@ impl Decoder {
 
     fn timestamp(&self, value: Option<&Value>, now_ms: i64) -> Result<i64, Rejection> {
         let ts_ms = match value {
-            None => return Err(Rejection::new(RejectReason::MissingField, "field 'ts' is missing")),
+            None => {
+                return Err(Rejection::new(
+                    RejectReason::MissingField,
+                    "field 'ts' is missing",
+                ));
+            }
             Some(Value::Null) => {
-                return Err(Rejection::new(RejectReason::NullField, "field 'ts' is null"));
+                return Err(Rejection::new(
+                    RejectReason::NullField,
+                    "field 'ts' is null",
+                ));
             }
             Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
                 .map_err(|e| {
@@ -305,10 +339,15 @@ impl Decoder {
                 .timestamp_millis(),
             Some(v @ Value::Number(n)) => {
                 check_integer("ts", n)?;
-                n.as_i64().ok_or_else(|| wrong_type("ts", v, "Unix milliseconds as an integer"))?
+                n.as_i64()
+                    .ok_or_else(|| wrong_type("ts", v, "Unix milliseconds as an integer"))?
             }
             Some(other) => {
-                return Err(wrong_type("ts", other, "an RFC 3339 string or Unix milliseconds"));
+                return Err(wrong_type(
+                    "ts",
+                    other,
+                    "an RFC 3339 string or Unix milliseconds",
+                ));
             }
         };
         let max_ms = now_ms.saturating_add(self.bounds.max_future_secs.saturating_mul(1000));
@@ -339,19 +378,27 @@ fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(Rejection::new(
             RejectReason::NotAnObject,
-            format!("payload is a JSON {}, expected an object", json_type(&other)),
+            format!(
+                "payload is a JSON {}, expected an object",
+                json_type(&other)
+            ),
         )),
         Err(e) if contains_non_finite_literal(payload) => Err(Rejection::new(
             RejectReason::NonFinite,
             format!("payload contains NaN or Infinity, which JSON does not allow ({e})"),
         )),
-        Err(e) => Err(Rejection::new(RejectReason::MalformedJson, format!("invalid JSON: {e}"))),
+        Err(e) => Err(Rejection::new(
+            RejectReason::MalformedJson,
+            format!("invalid JSON: {e}"),
+        )),
     }
 }
 
 fn contains_non_finite_literal(payload: &[u8]) -> bool {
     let text = String::from_utf8_lossy(payload);
-    ["NaN", "Infinity", "nan", "inf"].iter().any(|t| text.contains(t))
+    ["NaN", "Infinity", "nan", "inf"]
+        .iter()
+        .any(|t| text.contains(t))
 }
 
 fn json_type(value: &Value) -> &'static str {
@@ -368,20 +415,33 @@ fn json_type(value: &Value) -> &'static str {
 fn wrong_type(field: &str, value: &Value, expected: &str) -> Rejection {
     Rejection::new(
         RejectReason::WrongType,
-        format!("field '{field}': got a JSON {}, expected {expected}", json_type(value)),
+        format!(
+            "field '{field}': got a JSON {}, expected {expected}",
+            json_type(value)
+        ),
     )
 }
 
 fn required(map: &Map<String, Value>, field: &str) -> Result<f64, Rejection> {
     if map.get(field).is_some_and(Value::is_null) {
-        return Err(Rejection::new(RejectReason::NullField, format!("field '{field}' is null")));
+        return Err(Rejection::new(
+            RejectReason::NullField,
+            format!("field '{field}' is null"),
+        ));
     }
-    number(map, field)?
-        .ok_or_else(|| Rejection::new(RejectReason::MissingField, format!("field '{field}' is missing")))
+    number(map, field)?.ok_or_else(|| {
+        Rejection::new(
+            RejectReason::MissingField,
+            format!("field '{field}' is missing"),
+        )
+    })
 }
 
 /// Returns the field's JSON number; `None` when it is absent or `null`.
-fn number_value<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&'a Value>, Rejection> {
+fn number_value<'a>(
+    map: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a Value>, Rejection> {
     match map.get(field) {
         None => Ok(None),
         Some(Value::Null) => Ok(None),
@@ -402,7 +462,8 @@ fn element_number(field: &str, value: &Value) -> Result<f64, Rejection> {
     match value {
         Value::Number(n) => {
             check_integer(field, n)?;
-            n.as_f64().ok_or_else(|| wrong_type(field, value, "a finite number"))
+            n.as_f64()
+                .ok_or_else(|| wrong_type(field, value, "a finite number"))
         }
         Value::String(s) => Err(string_number(field, s)),
         other => Err(wrong_type(field, other, "a JSON number")),
@@ -411,7 +472,10 @@ fn element_number(field: &str, value: &Value) -> Result<f64, Rejection> {
 
 fn string_number(field: &str, s: &str) -> Rejection {
     let lower = s.trim().to_ascii_lowercase();
-    if matches!(lower.as_str(), "nan" | "inf" | "+inf" | "-inf" | "infinity" | "-infinity" | "+infinity") {
+    if matches!(
+        lower.as_str(),
+        "nan" | "inf" | "+inf" | "-inf" | "infinity" | "-infinity" | "+infinity"
+    ) {
         return Rejection::new(
             RejectReason::NonFinite,
             format!("field '{field}': \"{s}\" is not a finite number"),
@@ -430,7 +494,9 @@ fn check_integer(field: &str, n: &serde_json::Number) -> Result<(), Rejection> {
         (None, Some(i)) => i.unsigned_abs() > MAX_SAFE_INTEGER,
         // A float: integers beyond 2^53 written without a fraction parse as u64 or i64 when they
         // fit, and as f64 beyond that.
-        (None, None) => n.as_f64().is_some_and(|f| f.abs() > MAX_SAFE_INTEGER as f64 && f.fract() == 0.0),
+        (None, None) => n
+            .as_f64()
+            .is_some_and(|f| f.abs() > MAX_SAFE_INTEGER as f64 && f.fract() == 0.0),
     };
     if too_large {
         return Err(Rejection::new(
@@ -489,7 +555,11 @@ fn events(value: Option<&Value>) -> Result<Vec<String>, Rejection> {
         .map(|item| match item {
             Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_BYTES => Ok(s.clone()),
             Value::Number(n) if n.is_u64() => Ok(n.to_string()),
-            other => Err(wrong_type("events", other, "event codes as short strings or integers")),
+            other => Err(wrong_type(
+                "events",
+                other,
+                "event codes as short strings or integers",
+            )),
         })
         .collect()
 }

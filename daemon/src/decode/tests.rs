@@ -4,7 +4,12 @@ const NOW_MS: i64 = 1_764_806_400_000; // 2025-12-04T00:00:00Z
 const TOPIC: &str = "meters/south/m-17/telemetry";
 
 fn decoder() -> Decoder {
-    Decoder::new("meters/{region}/{meter_id}/telemetry", DecodeConfig::default(), 4096).unwrap()
+    Decoder::new(
+        "meters/{region}/{meter_id}/telemetry",
+        DecodeConfig::default(),
+        4096,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -38,39 +43,181 @@ fn bad_inputs_rejected_with_reason() {
     use RejectReason::*;
     let ok_ts = r#""ts":1764756000000"#;
     let cases: Vec<(&str, String, String, RejectReason)> = vec![
-        ("malformed json", TOPIC.into(), "{\"ts\": 1,".into(), MalformedJson),
-        ("binary garbage", TOPIC.into(), "\u{1}\u{2}xyz".into(), MalformedJson),
-        ("NaN literal", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":NaN}}"), NonFinite),
-        ("Infinity literal", TOPIC.into(), format!("{{{ok_ts},\"power_w\":Infinity,\"energy_import_kwh\":1}}"), NonFinite),
-        ("nan string", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":\"nan\"}}"), NonFinite),
-        ("number as string", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":\"12.5\"}}"), NumberAsString),
-        ("null required field", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":null}}"), NullField),
-        ("missing required field", TOPIC.into(), format!("{{{ok_ts}}}"), MissingField),
-        ("missing timestamp", TOPIC.into(), "{\"energy_import_kwh\":1}".into(), MissingField),
-        ("null timestamp", TOPIC.into(), "{\"ts\":null,\"energy_import_kwh\":1}".into(), NullField),
-        ("integer beyond 2^53", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":9007199254740993}}"), IntegerTooLarge),
-        ("seq beyond 2^53", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":1,\"seq\":18446744073709551615}}"), IntegerTooLarge),
-        ("huge float integer", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":1e300}}"), IntegerTooLarge),
-        ("negative register", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":-5}}"), NegativeValue),
-        ("absurd power", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":1,\"power_w\":5e9}}"), OutOfRange),
-        ("absurd voltage", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":1,\"voltage_v\":[230,99999]}}"), OutOfRange),
-        ("power factor above one", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":1,\"power_factor\":1.5}}"), OutOfRange),
-        ("timestamp in 1970", TOPIC.into(), "{\"ts\":\"1970-01-01T00:00:00Z\",\"energy_import_kwh\":1}".into(), TimestampOutOfRange),
-        ("timestamp in seconds", TOPIC.into(), "{\"ts\":1764756000,\"energy_import_kwh\":1}".into(), TimestampOutOfRange),
-        ("timestamp far in the future", TOPIC.into(), "{\"ts\":\"2099-01-01T00:00:00Z\",\"energy_import_kwh\":1}".into(), TimestampOutOfRange),
-        ("unparseable timestamp", TOPIC.into(), "{\"ts\":\"yesterday\",\"energy_import_kwh\":1}".into(), InvalidTimestamp),
+        (
+            "malformed json",
+            TOPIC.into(),
+            "{\"ts\": 1,".into(),
+            MalformedJson,
+        ),
+        (
+            "binary garbage",
+            TOPIC.into(),
+            "\u{1}\u{2}xyz".into(),
+            MalformedJson,
+        ),
+        (
+            "NaN literal",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":NaN}}"),
+            NonFinite,
+        ),
+        (
+            "Infinity literal",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"power_w\":Infinity,\"energy_import_kwh\":1}}"),
+            NonFinite,
+        ),
+        (
+            "nan string",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":\"nan\"}}"),
+            NonFinite,
+        ),
+        (
+            "number as string",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":\"12.5\"}}"),
+            NumberAsString,
+        ),
+        (
+            "null required field",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":null}}"),
+            NullField,
+        ),
+        (
+            "missing required field",
+            TOPIC.into(),
+            format!("{{{ok_ts}}}"),
+            MissingField,
+        ),
+        (
+            "missing timestamp",
+            TOPIC.into(),
+            "{\"energy_import_kwh\":1}".into(),
+            MissingField,
+        ),
+        (
+            "null timestamp",
+            TOPIC.into(),
+            "{\"ts\":null,\"energy_import_kwh\":1}".into(),
+            NullField,
+        ),
+        (
+            "integer beyond 2^53",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":9007199254740993}}"),
+            IntegerTooLarge,
+        ),
+        (
+            "seq beyond 2^53",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1,\"seq\":18446744073709551615}}"),
+            IntegerTooLarge,
+        ),
+        (
+            "huge float integer",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1e300}}"),
+            IntegerTooLarge,
+        ),
+        (
+            "negative register",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":-5}}"),
+            NegativeValue,
+        ),
+        (
+            "absurd power",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1,\"power_w\":5e9}}"),
+            OutOfRange,
+        ),
+        (
+            "absurd voltage",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1,\"voltage_v\":[230,99999]}}"),
+            OutOfRange,
+        ),
+        (
+            "power factor above one",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1,\"power_factor\":1.5}}"),
+            OutOfRange,
+        ),
+        (
+            "timestamp in 1970",
+            TOPIC.into(),
+            "{\"ts\":\"1970-01-01T00:00:00Z\",\"energy_import_kwh\":1}".into(),
+            TimestampOutOfRange,
+        ),
+        (
+            "timestamp in seconds",
+            TOPIC.into(),
+            "{\"ts\":1764756000,\"energy_import_kwh\":1}".into(),
+            TimestampOutOfRange,
+        ),
+        (
+            "timestamp far in the future",
+            TOPIC.into(),
+            "{\"ts\":\"2099-01-01T00:00:00Z\",\"energy_import_kwh\":1}".into(),
+            TimestampOutOfRange,
+        ),
+        (
+            "unparseable timestamp",
+            TOPIC.into(),
+            "{\"ts\":\"yesterday\",\"energy_import_kwh\":1}".into(),
+            InvalidTimestamp,
+        ),
         ("array payload", TOPIC.into(), "[1,2,3]".into(), NotAnObject),
-        ("wrong type", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":true}}"), WrongType),
-        ("events not an array", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":1,\"events\":\"x\"}}"), WrongType),
-        ("topic too short", "meters/south/telemetry".into(), format!("{{{ok_ts},\"energy_import_kwh\":1}}"), TopicMismatch),
-        ("topic wrong suffix", "meters/south/m-17/status".into(), format!("{{{ok_ts},\"energy_import_kwh\":1}}"), TopicMismatch),
-        ("meter id mismatch", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":1,\"meter_id\":\"other\"}}"), MeterMismatch),
-        ("oversized payload", TOPIC.into(), format!("{{{ok_ts},\"energy_import_kwh\":1,\"pad\":\"{}\"}}", "x".repeat(5000)), Oversized),
+        (
+            "wrong type",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":true}}"),
+            WrongType,
+        ),
+        (
+            "events not an array",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1,\"events\":\"x\"}}"),
+            WrongType,
+        ),
+        (
+            "topic too short",
+            "meters/south/telemetry".into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1}}"),
+            TopicMismatch,
+        ),
+        (
+            "topic wrong suffix",
+            "meters/south/m-17/status".into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1}}"),
+            TopicMismatch,
+        ),
+        (
+            "meter id mismatch",
+            TOPIC.into(),
+            format!("{{{ok_ts},\"energy_import_kwh\":1,\"meter_id\":\"other\"}}"),
+            MeterMismatch,
+        ),
+        (
+            "oversized payload",
+            TOPIC.into(),
+            format!(
+                "{{{ok_ts},\"energy_import_kwh\":1,\"pad\":\"{}\"}}",
+                "x".repeat(5000)
+            ),
+            Oversized,
+        ),
     ];
     for (name, topic, payload, expected) in cases {
         let got = decoder().decode(&topic, payload.as_bytes(), NOW_MS);
         let rejection = got.expect_err(name);
-        assert_eq!(rejection.reason, expected, "case '{name}': {}", rejection.detail);
+        assert_eq!(
+            rejection.reason, expected,
+            "case '{name}': {}",
+            rejection.detail
+        );
         assert!(!rejection.detail.is_empty(), "case '{name}' has no detail");
     }
 }

@@ -39,7 +39,10 @@ impl TopicLayout {
     /// # Errors
     /// Returns an error for wildcards, empty levels, unknown or repeated placeholders.
     pub fn parse(text: &str) -> Result<Self, TopicLayoutError> {
-        let fail = |problem| TopicLayoutError { layout: text.to_owned(), problem };
+        let fail = |problem| TopicLayoutError {
+            layout: text.to_owned(),
+            problem,
+        };
         let mut levels = Vec::new();
         for level in text.split('/') {
             let parsed = match level {
@@ -60,12 +63,18 @@ impl TopicLayout {
             }
             levels.push(parsed);
         }
-        Ok(TopicLayout { levels, text: text.to_owned() })
+        Ok(TopicLayout {
+            levels,
+            text: text.to_owned(),
+        })
     }
 
     /// Matches a topic and returns its ids, or `None` when the topic does not fit the layout.
     pub fn match_topic<'a>(&self, topic: &'a str) -> Option<TopicIds<'a>> {
-        let mut ids = TopicIds { region: None, meter_id: None };
+        let mut ids = TopicIds {
+            region: None,
+            meter_id: None,
+        };
         let mut parts = topic.split('/');
         for level in &self.levels {
             let part = parts.next()?;

@@ -17,7 +17,9 @@ impl BrokerAddress {
     /// # Errors
     /// Returns a message naming the URL and the expected form.
     pub fn parse(url: &str) -> Result<BrokerAddress, String> {
-        let invalid = || format!("invalid broker URL '{url}', expected mqtt://host:port or mqtts://host:port");
+        let invalid = || {
+            format!("invalid broker URL '{url}', expected mqtt://host:port or mqtts://host:port")
+        };
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
             (true, rest)
         } else if let Some(rest) = url.strip_prefix("mqtt://") {
@@ -33,7 +35,11 @@ impl BrokerAddress {
         if host.is_empty() || host.contains('/') {
             return Err(invalid());
         }
-        Ok(BrokerAddress { host: host.trim_matches(['[', ']']).to_owned(), port, tls })
+        Ok(BrokerAddress {
+            host: host.trim_matches(['[', ']']).to_owned(),
+            port,
+            tls,
+        })
     }
 }
 
@@ -69,7 +75,10 @@ pub struct Message {
 impl Message {
     /// Wraps a payload for offline processing (benchmarks, replay).
     pub fn offline(topic: &str, payload: impl Into<Vec<u8>>, received_ms: i64) -> Message {
-        Message { publish: Publish::new(topic, QoS::AtMostOnce, payload), received_ms }
+        Message {
+            publish: Publish::new(topic, QoS::AtMostOnce, payload),
+            received_ms,
+        }
     }
 }
 
@@ -117,14 +126,21 @@ pub fn options(config: &MqttConfig) -> Result<MqttOptions, IngestError> {
 
 fn tls(config: &MqttConfig) -> Result<TlsConfiguration, IngestError> {
     let read = |path: &std::path::PathBuf| {
-        std::fs::read(path).map_err(|source| IngestError::TlsFile { path: path.clone(), source })
+        std::fs::read(path).map_err(|source| IngestError::TlsFile {
+            path: path.clone(),
+            source,
+        })
     };
     let ca = read(config.ca_file.as_ref().ok_or(IngestError::MissingCa)?)?;
     let client_auth = match (&config.client_cert_file, &config.client_key_file) {
         (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
         _ => None,
     };
-    Ok(TlsConfiguration::Simple { ca, alpn: None, client_auth })
+    Ok(TlsConfiguration::Simple {
+        ca,
+        alpn: None,
+        client_auth,
+    })
 }
 
 /// Connects, subscribes and forwards messages until `shutdown` turns true.
@@ -191,7 +207,13 @@ async fn handle_event(
         Ok(Event::Incoming(Incoming::Publish(publish))) => {
             metrics.readings_received.inc();
             let received_ms = chrono::Utc::now().timestamp_millis();
-            return messages.send(Message { publish, received_ms }).await.is_ok();
+            return messages
+                .send(Message {
+                    publish,
+                    received_ms,
+                })
+                .await
+                .is_ok();
         }
         Ok(Event::Incoming(Incoming::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
             backoff.reset();
@@ -233,7 +255,11 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `min_ms` and doubles up to `max_ms`.
     pub fn new(min_ms: u64, max_ms: u64) -> Backoff {
-        Backoff { min_ms, max_ms, current_ms: min_ms }
+        Backoff {
+            min_ms,
+            max_ms,
+            current_ms: min_ms,
+        }
     }
 
     /// Returns the next delay and doubles the following one.
@@ -265,7 +291,10 @@ mod tests {
     #[test]
     fn broker_url_forms() {
         let a = BrokerAddress::parse("mqtts://broker.example:8884").unwrap();
-        assert_eq!((a.host.as_str(), a.port, a.tls), ("broker.example", 8884, true));
+        assert_eq!(
+            (a.host.as_str(), a.port, a.tls),
+            ("broker.example", 8884, true)
+        );
         let b = BrokerAddress::parse("mqtt://127.0.0.1").unwrap();
         assert_eq!((b.host.as_str(), b.port, b.tls), ("127.0.0.1", 1883, false));
         assert!(BrokerAddress::parse("http://x:1").is_err());

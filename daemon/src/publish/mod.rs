@@ -138,7 +138,7 @@ pub enum PublishError {
     },
 
     /// A data file could not be read.
-    #[error("failed to read '{path}': {source}")]
+    #[error("failed to read '{path}'", path = path.display())]
     Io {
         /// File being read.
         path: PathBuf,
@@ -189,7 +189,7 @@ pub enum PublishError {
     },
 
     /// The selected window contains no readings.
-    #[error("no readings between {from} and {to}; the loaded data spans {first} to {last}")]
+    #[error("no readings between {from} and {to}, but the loaded data spans {first} to {last}")]
     EmptyWindow {
         /// Window start as given, or `start`.
         from: String,
@@ -202,7 +202,7 @@ pub enum PublishError {
     },
 
     /// The broker could not be reached or the connection failed repeatedly.
-    #[error("failed to connect to broker '{broker}' after {attempts} attempts: {source}")]
+    #[error("failed to connect to broker '{broker}' after {attempts} attempts")]
     Connection {
         /// Broker URL.
         broker: String,
@@ -232,7 +232,7 @@ pub enum PublishError {
     },
 
     /// The MQTT client stopped accepting requests.
-    #[error("MQTT client for broker '{broker}' stopped: {source}")]
+    #[error("MQTT client for broker '{broker}' stopped")]
     Client {
         /// Broker URL.
         broker: String,

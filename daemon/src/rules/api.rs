@@ -129,39 +129,69 @@ fn apply_sandbox(engine: &mut Engine, config: &RulesConfig) {
 
 fn register_reading(engine: &mut Engine) {
     engine.register_type_with_name::<ReadingValue>("Reading");
-    engine.register_get("meter_id", |r: &mut ReadingValue| ImmutableString::from(&r.0.meter_id));
-    engine.register_get("region", |r: &mut ReadingValue| ImmutableString::from(&r.0.region));
+    engine.register_get("meter_id", |r: &mut ReadingValue| {
+        ImmutableString::from(&r.0.meter_id)
+    });
+    engine.register_get("region", |r: &mut ReadingValue| {
+        ImmutableString::from(&r.0.region)
+    });
     engine.register_get("ts_ms", |r: &mut ReadingValue| r.0.ts_ms as INT);
-    engine.register_get("energy_import_kwh", |r: &mut ReadingValue| r.0.energy_import_kwh);
-    engine.register_get("energy_export_kwh", |r: &mut ReadingValue| optional(r.0.energy_export_kwh));
+    engine.register_get("energy_import_kwh", |r: &mut ReadingValue| {
+        r.0.energy_import_kwh
+    });
+    engine.register_get("energy_export_kwh", |r: &mut ReadingValue| {
+        optional(r.0.energy_export_kwh)
+    });
     engine.register_get("power_w", |r: &mut ReadingValue| optional(r.0.power_w));
-    engine.register_get("power_factor", |r: &mut ReadingValue| optional(r.0.power_factor));
-    engine.register_get("voltage_v", |r: &mut ReadingValue| float_array(&r.0.voltage_v));
-    engine.register_get("current_a", |r: &mut ReadingValue| float_array(&r.0.current_a));
+    engine.register_get("power_factor", |r: &mut ReadingValue| {
+        optional(r.0.power_factor)
+    });
+    engine.register_get("voltage_v", |r: &mut ReadingValue| {
+        float_array(&r.0.voltage_v)
+    });
+    engine.register_get("current_a", |r: &mut ReadingValue| {
+        float_array(&r.0.current_a)
+    });
     engine.register_get("seq", |r: &mut ReadingValue| {
-        r.0.seq.and_then(|s| INT::try_from(s).ok()).map_or(Dynamic::UNIT, Dynamic::from_int)
+        r.0.seq
+            .and_then(|s| INT::try_from(s).ok())
+            .map_or(Dynamic::UNIT, Dynamic::from_int)
     });
     engine.register_get("events", |r: &mut ReadingValue| -> Array {
-        r.0.events.iter().map(|e| Dynamic::from(e.clone())).collect()
+        r.0.events
+            .iter()
+            .map(|e| Dynamic::from(e.clone()))
+            .collect()
     });
     engine.register_fn("has_event", |r: &mut ReadingValue, code: &str| {
         r.0.events.iter().any(|e| e == code)
     });
+    engine.register_fn("matching_events", matching_events);
     // Fields outside the schema; also reached as `reading.name`, because Rhai falls back to
     // the indexer for a property without a getter.
     engine.register_indexer_get(|r: &mut ReadingValue, name: ImmutableString| {
-        r.0.extra.get(name.as_str()).map_or(Dynamic::UNIT, json_to_dynamic)
+        r.0.extra
+            .get(name.as_str())
+            .map_or(Dynamic::UNIT, json_to_dynamic)
     });
 }
 
 fn register_meter(engine: &mut Engine) {
     engine.register_type_with_name::<MeterValue>("Meter");
-    engine.register_get("meter_id", |m: &mut MeterValue| ImmutableString::from(&m.0.meter_id));
-    engine.register_get("region", |m: &mut MeterValue| ImmutableString::from(&m.0.region));
+    engine.register_get("meter_id", |m: &mut MeterValue| {
+        ImmutableString::from(&m.0.meter_id)
+    });
+    engine.register_get("region", |m: &mut MeterValue| {
+        ImmutableString::from(&m.0.region)
+    });
     engine.register_get("register_kwh", |m: &mut MeterValue| m.0.register_kwh);
     engine.register_get("interval_kwh", |m: &mut MeterValue| m.0.interval.energy_kwh);
-    engine.register_get("interval_start_ms", |m: &mut MeterValue| m.0.interval.start_ms as INT);
-    engine.register_get("interval_end_ms", |m: &mut MeterValue| m.0.interval.end_ms as INT);
+    engine.register_get("interval_start_ms", |m: &mut MeterValue| {
+        m.0.interval.start_ms as INT
+    });
+    engine.register_get("interval_end_ms", |m: &mut MeterValue| {
+        m.0.interval.end_ms as INT
+    });
     engine.register_get("interval_kind", |m: &mut MeterValue| {
         ImmutableString::from(m.0.interval.kind.as_str())
     });
@@ -172,7 +202,10 @@ fn register_meter(engine: &mut Engine) {
         INT::try_from(m.0.readings).unwrap_or(INT::MAX)
     });
     engine.register_get("windows", |m: &mut MeterValue| -> Array {
-        m.0.windows.iter().map(|(name, _)| Dynamic::from(name.clone())).collect()
+        m.0.windows
+            .iter()
+            .map(|(name, _)| Dynamic::from(name.clone()))
+            .collect()
     });
     engine.register_fn("window", window);
 
@@ -194,7 +227,22 @@ fn window(meter: &mut MeterValue, name: &str) -> Result<WindowStats, Box<EvalAlt
         return Ok(*stats);
     }
     let known: Vec<&str> = meter.0.windows.iter().map(|(n, _)| n.as_str()).collect();
-    Err(format!("unknown window '{name}', configured windows: {}", known.join(", ")).into())
+    Err(format!(
+        "unknown window '{name}', configured windows: {}",
+        known.join(", ")
+    )
+    .into())
+}
+
+/// Returns the codes of `codes` that the reading reports, in the order of `codes`.
+fn matching_events(reading: &mut ReadingValue, codes: Array) -> Array {
+    if reading.0.events.is_empty() {
+        return Array::new();
+    }
+    let reported = |code: &Dynamic| {
+        code.read_lock::<ImmutableString>().is_some_and(|c| reading.0.events.iter().any(|e| e == c.as_str()))
+    };
+    codes.into_iter().filter(reported).collect()
 }
 
 fn optional(value: Option<f64>) -> Dynamic {
@@ -207,18 +255,22 @@ fn float_array(values: &[f64]) -> Array {
 
 fn register_alert(engine: &mut Engine) {
     // Volatile, so that the optimizer never runs it at compile time for constant arguments.
-    FuncRegistration::new("alert").with_volatility(true).register_into_engine(
-        engine,
-        |kind: Dynamic, severity: Dynamic, message: Dynamic, evidence: Dynamic| {
-            raise(&kind, &severity, &message, &evidence)
-        },
-    );
-    FuncRegistration::new("alert").with_volatility(true).register_into_engine(
-        engine,
-        |kind: Dynamic, severity: Dynamic, message: Dynamic| {
-            raise(&kind, &severity, &message, &Dynamic::from_map(Map::new()))
-        },
-    );
+    FuncRegistration::new("alert")
+        .with_volatility(true)
+        .register_into_engine(
+            engine,
+            |kind: Dynamic, severity: Dynamic, message: Dynamic, evidence: Dynamic| {
+                raise(&kind, &severity, &message, &evidence)
+            },
+        );
+    FuncRegistration::new("alert")
+        .with_volatility(true)
+        .register_into_engine(
+            engine,
+            |kind: Dynamic, severity: Dynamic, message: Dynamic| {
+                raise(&kind, &severity, &message, &Dynamic::from_map(Map::new()))
+            },
+        );
 }
 
 /// An alert raised by a rule call, before the rule's source is attached.
@@ -306,7 +358,11 @@ fn validate_alert(
 ) -> Result<RaisedAlert, String> {
     let kind = match kind.clone().into_string() {
         Ok(kind) if !kind.is_empty() => kind,
-        _ => return Err(format!("invalid alert kind {kind:?}, expected a non-empty string")),
+        _ => {
+            return Err(format!(
+                "invalid alert kind {kind:?}, expected a non-empty string"
+            ));
+        }
     };
     let severity = severity
         .clone()
@@ -321,8 +377,15 @@ fn validate_alert(
         Some(map) => map_to_json(&map),
         None => {
             let t = evidence.type_name();
-            return Err(format!("invalid alert evidence of type {t}, expected a map"));
+            return Err(format!(
+                "invalid alert evidence of type {t}, expected a map"
+            ));
         }
     };
-    Ok(RaisedAlert { kind, severity, message, evidence })
+    Ok(RaisedAlert {
+        kind,
+        severity,
+        message,
+        evidence,
+    })
 }

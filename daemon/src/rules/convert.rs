@@ -17,7 +17,10 @@ pub(super) fn json_to_dynamic(value: &Value) -> Dynamic {
         Value::String(s) => Dynamic::from(s.clone()),
         Value::Array(items) => Dynamic::from_array(items.iter().map(json_to_dynamic).collect()),
         Value::Object(fields) => {
-            let map: Map = fields.iter().map(|(k, v)| (k.into(), json_to_dynamic(v))).collect();
+            let map: Map = fields
+                .iter()
+                .map(|(k, v)| (k.into(), json_to_dynamic(v)))
+                .collect();
             Dynamic::from_map(map)
         }
     }
@@ -44,11 +47,15 @@ pub(super) fn dynamic_to_json(value: &Dynamic) -> Value {
         return Value::String(value.to_string());
     }
     if value.is_array() {
-        let array = value.read_lock::<Array>().map(|a| a.iter().map(dynamic_to_json).collect());
+        let array = value
+            .read_lock::<Array>()
+            .map(|a| a.iter().map(dynamic_to_json).collect());
         return Value::Array(array.unwrap_or_default());
     }
     if value.is_map() {
-        return value.read_lock::<Map>().map_or(Value::Null, |map| map_to_json(&map));
+        return value
+            .read_lock::<Map>()
+            .map_or(Value::Null, |map| map_to_json(&map));
     }
     if let Some(stats) = value.read_lock::<WindowStats>() {
         return map_to_json(&stats_to_map(&stats));
@@ -58,7 +65,11 @@ pub(super) fn dynamic_to_json(value: &Dynamic) -> Value {
 
 /// Converts a Rhai map to a JSON object.
 pub(super) fn map_to_json(map: &Map) -> Value {
-    Value::Object(map.iter().map(|(k, v)| (k.to_string(), dynamic_to_json(v))).collect())
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
+            .collect(),
+    )
 }
 
 /// Returns window statistics as a Rhai map, keyed by field name.
@@ -73,7 +84,10 @@ pub(super) fn stats_to_map(stats: &WindowStats) -> Map {
         ("night_day_ratio", stats.night_day_ratio),
         ("cv", stats.cv),
     ];
-    let mut map: Map = fields.iter().map(|(k, v)| ((*k).into(), Dynamic::from_float(*v))).collect();
+    let mut map: Map = fields
+        .iter()
+        .map(|(k, v)| ((*k).into(), Dynamic::from_float(*v)))
+        .collect();
     map.insert("hours".into(), Dynamic::from_int(i64::from(stats.hours)));
     map
 }

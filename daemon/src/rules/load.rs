@@ -74,17 +74,31 @@ impl RuleSet {
         let (common, regions) = discover(config, &parser, &mut problems)?;
 
         let files = common.files.len() + regions.iter().map(|f| f.files.len()).sum::<usize>();
-        let compiler = Compiler { config, standard, common: &common };
+        let compiler = Compiler {
+            config,
+            standard,
+            common: &common,
+        };
         let fallback = compiler.region(None, &mut problems);
         let regions: HashMap<String, RegionRules> = regions
             .iter()
-            .map(|folder| (folder.name.clone(), compiler.region(Some(folder), &mut problems)))
+            .map(|folder| {
+                (
+                    folder.name.clone(),
+                    compiler.region(Some(folder), &mut problems),
+                )
+            })
             .collect();
 
         if !problems.is_empty() {
             return Err(problems);
         }
-        Ok(RuleSet { generation, files, regions, fallback })
+        Ok(RuleSet {
+            generation,
+            files,
+            regions,
+            fallback,
+        })
     }
 
     /// Returns the rules for readings of `region`.
@@ -107,7 +121,12 @@ fn discover(
 ) -> Result<(Folder, Vec<Folder>), Vec<RuleProblem>> {
     let dir = &config.dir;
     let entries = fs::read_dir(dir).map_err(|e| {
-        vec![problem(dir, None, None, format!("failed to read rules folder: {e}"))]
+        vec![problem(
+            dir,
+            None,
+            None,
+            format!("failed to read rules folder: {e}"),
+        )]
     })?;
 
     let mut common = None;
@@ -149,7 +168,12 @@ fn visible_entries(
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                problems.push(problem(dir, None, None, format!("failed to list folder: {e}")));
+                problems.push(problem(
+                    dir,
+                    None,
+                    None,
+                    format!("failed to list folder: {e}"),
+                ));
                 continue;
             }
         };
@@ -164,12 +188,26 @@ fn visible_entries(
     visible
 }
 
-fn read_folder(name: &str, path: &Path, parser: &Engine, problems: &mut Vec<RuleProblem>) -> Folder {
-    let mut folder = Folder { name: name.to_owned(), files: Vec::new(), params: Params::new() };
+fn read_folder(
+    name: &str,
+    path: &Path,
+    parser: &Engine,
+    problems: &mut Vec<RuleProblem>,
+) -> Folder {
+    let mut folder = Folder {
+        name: name.to_owned(),
+        files: Vec::new(),
+        params: Params::new(),
+    };
     let entries = match fs::read_dir(path) {
         Ok(entries) => entries,
         Err(e) => {
-            problems.push(problem(path, None, None, format!("failed to read folder: {e}")));
+            problems.push(problem(
+                path,
+                None,
+                None,
+                format!("failed to read folder: {e}"),
+            ));
             return folder;
         }
     };
@@ -196,13 +234,23 @@ fn parse_file(
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) => {
-            problems.push(problem(&path, None, None, format!("failed to read rule file: {e}")));
+            problems.push(problem(
+                &path,
+                None,
+                None,
+                format!("failed to read rule file: {e}"),
+            ));
             return None;
         }
     };
     let hash = format!("{:x}", Sha256::digest(&bytes));
     let Ok(text) = String::from_utf8(bytes) else {
-        problems.push(problem(&path, None, None, "rule file is not valid UTF-8".into()));
+        problems.push(problem(
+            &path,
+            None,
+            None,
+            "rule file is not valid UTF-8".into(),
+        ));
         return None;
     };
 
@@ -218,12 +266,21 @@ fn parse_file(
         problems.push(problem(&path, None, None, message));
         return None;
     }
-    Some(ParsedFile { name, path, text, hash, ast })
+    Some(ParsedFile {
+        name,
+        path,
+        text,
+        hash,
+        ast,
+    })
 }
 
 /// Returns a message when the file lacks `on_reading(reading, meter)`.
 fn check_entry_point(ast: &AST) -> Option<String> {
-    let mut arities = ast.iter_functions().filter(|f| f.name == ENTRY_POINT).map(|f| f.params.len());
+    let mut arities = ast
+        .iter_functions()
+        .filter(|f| f.name == ENTRY_POINT)
+        .map(|f| f.params.len());
     match arities.find(|&n| n == 2) {
         Some(_) => None,
         None => Some(format!(
@@ -258,8 +315,13 @@ impl Compiler<'_> {
         };
 
         let misses = ParamMisses::default();
-        let engine =
-            api::region_engine(self.config, &self.standard, &label, Arc::new(params), misses.clone());
+        let engine = api::region_engine(
+            self.config,
+            &self.standard,
+            &label,
+            Arc::new(params),
+            misses.clone(),
+        );
         let own_files = folder.map_or(&[][..], |f| &f.files[..]);
         let mut rules = Vec::with_capacity(self.common.files.len() + own_files.len());
         for file in self.common.files.iter().chain(own_files) {
@@ -271,8 +333,15 @@ impl Compiler<'_> {
                     format!("unknown parameter '{name}' for {label}, expected it in {expected}");
                 problems.push(problem(&file.path, line, column, message));
             }
-            let source = AlertSource { rule: file.name.to_string(), content_hash: file.hash.clone() };
-            rules.push(CompiledRule { name: file.name.clone(), source, ast });
+            let source = AlertSource {
+                rule: file.name.to_string(),
+                content_hash: file.hash.clone(),
+            };
+            rules.push(CompiledRule {
+                name: file.name.clone(),
+                source,
+                ast,
+            });
         }
         RegionRules { engine, rules }
     }
@@ -307,5 +376,10 @@ fn problem(
     column: Option<usize>,
     message: String,
 ) -> RuleProblem {
-    RuleProblem { path: path.to_owned(), line, column, message }
+    RuleProblem {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }
 }

@@ -103,7 +103,11 @@ pub enum RuleSetError {
 }
 
 fn format_problems(problems: &[RuleProblem]) -> String {
-    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The active rule set and what it needs to run and reload it.
@@ -171,7 +175,12 @@ impl RuleEngine {
         let generation = self.active.load().generation + 1;
         match RuleSet::compile(&self.config, generation) {
             Ok(set) => {
-                info!(files = set.files, regions = set.region_count(), generation, "rules reloaded");
+                info!(
+                    files = set.files,
+                    regions = set.region_count(),
+                    generation,
+                    "rules reloaded"
+                );
                 self.active.store(Arc::new(set));
                 Metrics::inc(&self.metrics.rule_reloads, "outcome", "success");
                 self.metrics.rules_stale.set(0);
@@ -179,7 +188,10 @@ impl RuleEngine {
             }
             Err(problems) => {
                 self.report_failed_reload(&problems);
-                Err(RuleSetError::Invalid { dir: self.config.dir.clone(), problems })
+                Err(RuleSetError::Invalid {
+                    dir: self.config.dir.clone(),
+                    problems,
+                })
             }
         }
     }

@@ -19,7 +19,11 @@ pub(super) fn read(path: &Path, problems: &mut Vec<RuleProblem>) -> Params {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Params::new(),
         Err(e) => {
-            problems.push(problem(path, None, format!("failed to read parameter file: {e}")));
+            problems.push(problem(
+                path,
+                None,
+                format!("failed to read parameter file: {e}"),
+            ));
             return Params::new();
         }
     };
@@ -86,7 +90,12 @@ fn to_dynamic(value: &toml::Value) -> Result<Dynamic, &'static str> {
 }
 
 fn problem(path: &Path, line: Option<usize>, message: String) -> RuleProblem {
-    RuleProblem { path: path.to_owned(), line, column: None, message }
+    RuleProblem {
+        path: path.to_owned(),
+        line,
+        column: None,
+        message,
+    }
 }
 
 /// Returns the 1-based line and column of a byte offset.
@@ -99,10 +108,12 @@ pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// Returns the line on which a top-level key is defined, for messages about its value.
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let line = line.trim_start();
-        line.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
-            || line.starts_with(&format!("[{key}]"))
-    })
-    .map(|index| index + 1)
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || line.starts_with(&format!("[{key}]"))
+        })
+        .map(|index| index + 1)
 }

@@ -88,7 +88,14 @@ pub(super) fn evaluate(
 
     let mut drafts = Vec::new();
     for rule in &region.rules {
-        call_rule(engine, region, rule, &reading_value, &meter_value, &mut drafts);
+        call_rule(
+            engine,
+            region,
+            rule,
+            &reading_value,
+            &meter_value,
+            &mut drafts,
+        );
     }
     drafts
 }
@@ -142,8 +149,17 @@ fn call_rule(
 
 impl RuleEngine {
     /// Counts a failed rule call and logs it unless the rule logged within the interval.
-    fn rule_failed(&self, rule: &CompiledRule, class: RuleErrorClass, reading: &Reading, error: &str) {
-        let labels = vec![("rule", rule.name.to_string()), ("error", class.as_str().to_owned())];
+    fn rule_failed(
+        &self,
+        rule: &CompiledRule,
+        class: RuleErrorClass,
+        reading: &Reading,
+        error: &str,
+    ) {
+        let labels = vec![
+            ("rule", rule.name.to_string()),
+            ("error", class.as_str().to_owned()),
+        ];
         self.metrics.rule_errors.get_or_create(&labels).inc();
 
         let Some(suppressed) = self.error_log.due(&rule.name, Instant::now()) else {
@@ -175,7 +191,10 @@ struct LogState {
 impl ErrorLog {
     /// Creates a throttle that allows one line per rule every `interval_secs` seconds.
     pub fn new(interval_secs: u64) -> ErrorLog {
-        ErrorLog { interval: Duration::from_secs(interval_secs), rules: Mutex::default() }
+        ErrorLog {
+            interval: Duration::from_secs(interval_secs),
+            rules: Mutex::default(),
+        }
     }
 
     /// Returns `Some(suppressed)` when `rule` may log at `now`, with the number of errors not
@@ -184,7 +203,13 @@ impl ErrorLog {
         // The map holds only timestamps and counts, which stay valid after a panic elsewhere.
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let Some(state) = rules.get_mut(rule) else {
-            rules.insert(rule.clone(), LogState { last_logged: now, suppressed: 0 });
+            rules.insert(
+                rule.clone(),
+                LogState {
+                    last_logged: now,
+                    suppressed: 0,
+                },
+            );
             return Some(0);
         };
         if now.saturating_duration_since(state.last_logged) < self.interval {

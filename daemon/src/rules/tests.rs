@@ -18,8 +18,8 @@ const RIG_KW: f64 = 3.25;
 /// Hourly load of a UK household over one day, kW: about 0.12 kW at night, a breakfast bump and
 /// an evening cooking peak; the daily mean is about 0.38 kW.
 const HOUSEHOLD_DAY_KW: [f64; 24] = [
-    0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.36, 0.72, 0.48, 0.21, 0.21, 0.21, 0.21, 0.21, 0.21,
-    0.21, 0.36, 0.90, 1.68, 0.96, 0.60, 0.48, 0.30, 0.18,
+    0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.36, 0.72, 0.48, 0.21, 0.21, 0.21, 0.21, 0.21, 0.21, 0.21,
+    0.36, 0.90, 1.68, 0.96, 0.60, 0.48, 0.30, 0.18,
 ];
 
 /// Computes window statistics from hourly mean power, night being hours 0 to 5.
@@ -28,8 +28,11 @@ fn stats_from_hourly(hourly_kw: &[f64]) -> WindowStats {
     let mean = hourly_kw.iter().sum::<f64>() / n;
     let peak = hourly_kw.iter().copied().fold(f64::MIN, f64::max);
     let base = hourly_kw.iter().copied().fold(f64::MAX, f64::min);
-    let (night, day): (Vec<(usize, f64)>, Vec<(usize, f64)>) =
-        hourly_kw.iter().copied().enumerate().partition(|(h, _)| h % 24 < 6);
+    let (night, day): (Vec<(usize, f64)>, Vec<(usize, f64)>) = hourly_kw
+        .iter()
+        .copied()
+        .enumerate()
+        .partition(|(h, _)| h % 24 < 6);
     let average = |v: &[(usize, f64)]| v.iter().map(|(_, kw)| kw).sum::<f64>() / v.len() as f64;
     let variance = hourly_kw.iter().map(|kw| (kw - mean).powi(2)).sum::<f64>() / n;
     WindowStats {
@@ -47,13 +50,19 @@ fn stats_from_hourly(hourly_kw: &[f64]) -> WindowStats {
 
 /// Seven days of household load plus a flat extra load.
 fn week_stats(flat_extra_kw: f64) -> WindowStats {
-    let hourly: Vec<f64> =
-        (0..168).map(|h| HOUSEHOLD_DAY_KW[h % 24] + flat_extra_kw).collect();
+    let hourly: Vec<f64> = (0..168)
+        .map(|h| HOUSEHOLD_DAY_KW[h % 24] + flat_extra_kw)
+        .collect();
     stats_from_hourly(&hourly)
 }
 
 fn snapshot(region: &str, week: WindowStats) -> MeterSnapshot {
-    let day = WindowStats { hours: 24, hours_with_data: 24.0, energy_kwh: week.mean_kw * 24.0, ..week };
+    let day = WindowStats {
+        hours: 24,
+        hours_with_data: 24.0,
+        energy_kwh: week.mean_kw * 24.0,
+        ..week
+    };
     MeterSnapshot {
         region: region.into(),
         meter_id: "m-1".into(),
@@ -95,7 +104,11 @@ fn shipped_config() -> RulesConfig {
 }
 
 fn temp_config(dir: &Path) -> RulesConfig {
-    RulesConfig { dir: dir.to_owned(), reload_debounce_ms: 50, ..RulesConfig::default() }
+    RulesConfig {
+        dir: dir.to_owned(),
+        reload_debounce_ms: 50,
+        ..RulesConfig::default()
+    }
 }
 
 fn write(dir: &Path, relative: &str, text: &str) {
@@ -136,7 +149,10 @@ fn rule_errors(metrics: &Metrics, rule: &str, class: &str) -> u64 {
 }
 
 fn reloads(metrics: &Metrics, outcome: &str) -> u64 {
-    metrics.rule_reloads.get_or_create(&vec![("outcome", outcome.to_owned())]).get()
+    metrics
+        .rule_reloads
+        .get_or_create(&vec![("outcome", outcome.to_owned())])
+        .get()
 }
 
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
@@ -159,7 +175,10 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 #[test]
 fn shipped_rules_pass_check() {
     let problems = check(&shipped_config());
-    assert!(problems.is_empty(), "shipped rules have problems: {problems:?}");
+    assert!(
+        problems.is_empty(),
+        "shipped rules have problems: {problems:?}"
+    );
 }
 
 #[test]
@@ -167,10 +186,22 @@ fn mining_fires_for_household_with_one_rig() {
     let (engine, _) = load(shipped_config());
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", week_stats(RIG_KW)));
     let mining: Vec<_> = drafts.iter().filter(|d| d.kind == "mining").collect();
-    assert_eq!(mining.len(), 1, "mining alerts for household plus one rig: {drafts:?}");
+    assert_eq!(
+        mining.len(),
+        1,
+        "mining alerts for household plus one rig: {drafts:?}"
+    );
     assert_eq!(mining[0].severity, Severity::Medium, "severity for one rig");
-    assert_eq!(mining[0].evidence["window"], json!("7d"), "evidence: {}", mining[0].evidence);
-    assert!(mining[0].evidence["base_kw"].as_f64().unwrap() > 3.0, "evidence base_kw");
+    assert_eq!(
+        mining[0].evidence["window"],
+        json!("7d"),
+        "evidence: {}",
+        mining[0].evidence
+    );
+    assert!(
+        mining[0].evidence["base_kw"].as_f64().unwrap() > 3.0,
+        "evidence base_kw"
+    );
 }
 
 #[test]
@@ -178,7 +209,10 @@ fn mining_silent_for_plain_household() {
     let (engine, _) = load(shipped_config());
     let stats = week_stats(0.0);
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", stats));
-    assert!(drafts.is_empty(), "alerts for a household with {stats:?}: {drafts:?}");
+    assert!(
+        drafts.is_empty(),
+        "alerts for a household with {stats:?}: {drafts:?}"
+    );
 }
 
 #[test]
@@ -186,27 +220,48 @@ fn mining_silent_for_household_in_every_region() {
     let (engine, _) = load(shipped_config());
     for region in ["north", "south"] {
         let drafts = engine.evaluate(&reading(region), &snapshot(region, week_stats(0.0)));
-        assert!(drafts.is_empty(), "alerts for a household in {region}: {drafts:?}");
+        assert!(
+            drafts.is_empty(),
+            "alerts for a household in {region}: {drafts:?}"
+        );
     }
 }
 
 #[test]
 fn mining_severity_rises_with_mean_load() {
     let (engine, _) = load(shipped_config());
-    for (rigs, expected) in [(1.0, Severity::Medium), (3.0, Severity::High), (10.0, Severity::Critical)] {
+    for (rigs, expected) in [
+        (1.0, Severity::Medium),
+        (3.0, Severity::High),
+        (10.0, Severity::Critical),
+    ] {
         let stats = week_stats(RIG_KW * rigs);
         let drafts = engine.evaluate(&reading("south"), &snapshot("south", stats));
-        let severity = drafts.iter().find(|d| d.kind == "mining").map(|d| d.severity);
-        assert_eq!(severity, Some(expected), "severity for {rigs} rigs, mean {} kW", stats.mean_kw);
+        let severity = drafts
+            .iter()
+            .find(|d| d.kind == "mining")
+            .map(|d| d.severity);
+        assert_eq!(
+            severity,
+            Some(expected),
+            "severity for {rigs} rigs, mean {} kW",
+            stats.mean_kw
+        );
     }
 }
 
 #[test]
 fn mining_needs_enough_hours_with_data() {
     let (engine, _) = load(shipped_config());
-    let stats = WindowStats { hours_with_data: 100.0, ..week_stats(RIG_KW) };
+    let stats = WindowStats {
+        hours_with_data: 100.0,
+        ..week_stats(RIG_KW)
+    };
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", stats));
-    assert!(drafts.is_empty(), "alerts with 100 of 168 hours: {drafts:?}");
+    assert!(
+        drafts.is_empty(),
+        "alerts with 100 of 168 hours: {drafts:?}"
+    );
 }
 
 #[test]
@@ -216,8 +271,15 @@ fn north_parameters_override_common_ones() {
     let stats = week_stats(2.4);
     let south = engine.evaluate(&reading("south"), &snapshot("south", stats));
     let north = engine.evaluate(&reading("north"), &snapshot("north", stats));
-    assert_eq!(kinds(&south), ["mining"], "south alerts for a 2.4 kW flat load");
-    assert!(north.is_empty(), "north alerts for a 2.4 kW flat load: {north:?}");
+    assert_eq!(
+        kinds(&south),
+        ["mining"],
+        "south alerts for a 2.4 kW flat load"
+    );
+    assert!(
+        north.is_empty(),
+        "north alerts for a 2.4 kW flat load: {north:?}"
+    );
 }
 
 #[test]
@@ -229,7 +291,11 @@ fn tamper_fires_on_register_reversal() {
     let drafts = engine.evaluate(&reading("south"), &meter);
     assert_eq!(kinds(&drafts), ["tamper"], "alerts for a reversal");
     assert_eq!(drafts[0].severity, Severity::High, "tamper severity");
-    assert_eq!(drafts[0].evidence["interval_kind"], json!("reversal"), "evidence interval_kind");
+    assert_eq!(
+        drafts[0].evidence["interval_kind"],
+        json!("reversal"),
+        "evidence interval_kind"
+    );
 }
 
 #[test]
@@ -238,7 +304,11 @@ fn tamper_fires_on_repeated_reversals_in_window() {
     let mut meter = snapshot("south", week_stats(0.0));
     meter.register_reversals = 2;
     let drafts = engine.evaluate(&reading("south"), &meter);
-    assert_eq!(kinds(&drafts), ["tamper"], "alerts for 2 reversals in the window");
+    assert_eq!(
+        kinds(&drafts),
+        ["tamper"],
+        "alerts for 2 reversals in the window"
+    );
 }
 
 #[test]
@@ -249,8 +319,16 @@ fn tamper_fires_on_listed_event_codes_only() {
     tampered.events = vec!["power_up".into(), "magnetic_field".into()];
     let drafts = engine.evaluate(&tampered, &meter);
     assert_eq!(kinds(&drafts), ["tamper"], "alerts for magnetic_field");
-    assert_eq!(drafts[0].evidence["events"], json!(["magnetic_field"]), "evidence events");
-    assert!(drafts[0].message.contains("magnetic_field"), "message: {}", drafts[0].message);
+    assert_eq!(
+        drafts[0].evidence["events"],
+        json!(["magnetic_field"]),
+        "evidence events"
+    );
+    assert!(
+        drafts[0].message.contains("magnetic_field"),
+        "message: {}",
+        drafts[0].message
+    );
 
     let mut harmless = reading("south");
     harmless.events = vec!["power_up".into()];
@@ -264,12 +342,19 @@ fn voltage_rule_runs_only_in_north() {
     let mut sag = reading("north");
     sag.voltage_v = vec![231.0, 209.5, 230.0];
     let north = engine.evaluate(&sag, &snapshot("north", week_stats(0.0)));
-    assert_eq!(kinds(&north), ["voltage"], "north alerts for a 209.5 V phase");
+    assert_eq!(
+        kinds(&north),
+        ["voltage"],
+        "north alerts for a 209.5 V phase"
+    );
     assert_eq!(north[0].evidence["phase"], json!(2), "evidence phase");
 
     sag.region = "south".into();
     let south = engine.evaluate(&sag, &snapshot("south", week_stats(0.0)));
-    assert!(south.is_empty(), "south alerts for a 209.5 V phase: {south:?}");
+    assert!(
+        south.is_empty(),
+        "south alerts for a 209.5 V phase: {south:?}"
+    );
 }
 
 #[test]
@@ -279,7 +364,10 @@ fn alert_source_names_rule_and_content_hash() {
     let text = std::fs::read(shipped_config().dir.join("common/mining.rhai")).unwrap();
     let expected = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&text));
     assert_eq!(drafts[0].source.rule, "common/mining.rhai", "source rule");
-    assert_eq!(drafts[0].source.content_hash, expected, "source content hash");
+    assert_eq!(
+        drafts[0].source.content_hash, expected,
+        "source content hash"
+    );
 }
 
 #[test]
@@ -329,7 +417,9 @@ fn rules_read_reading_and_meter_fields() {
     let (engine, _) = load(temp_config(dir.path()));
     let mut input = reading("south");
     input.events = vec!["cover_open".into()];
-    input.extra.insert("firmware".into(), json!({ "version": "2.1", "build": 42 }));
+    input
+        .extra
+        .insert("firmware".into(), json!({ "version": "2.1", "build": 42 }));
     let drafts = engine.evaluate(&input, &snapshot("south", week_stats(0.0)));
     assert_eq!(drafts.len(), 1, "alerts: {drafts:?}");
 
@@ -342,8 +432,15 @@ fn rules_read_reading_and_meter_fields() {
     assert_eq!(e["power_w"], json!(400.0), "power_w");
     assert_eq!(e["voltage_v"], json!([231.5]), "voltage_v");
     assert_eq!(e["events"], json!(["cover_open"]), "events");
-    assert_eq!(e["firmware"], json!({ "version": "2.1", "build": 42 }), "extra field by index");
-    assert_eq!(e["firmware_property"], e["firmware"], "extra field as property");
+    assert_eq!(
+        e["firmware"],
+        json!({ "version": "2.1", "build": 42 }),
+        "extra field by index"
+    );
+    assert_eq!(
+        e["firmware_property"], e["firmware"],
+        "extra field as property"
+    );
     assert_eq!(e["missing"], json!(null), "missing extra field");
     assert_eq!(e["has_event"], json!(true), "has_event");
     assert_eq!(e["interval_kind"], json!("normal"), "interval_kind");
@@ -352,13 +449,20 @@ fn rules_read_reading_and_meter_fields() {
     assert_eq!(e["windows"], json!(["24h", "7d"]), "windows");
     assert_eq!(e["hours"], json!(24), "window hours");
     assert_eq!(e["stats"]["hours"], json!(24), "to_map hours");
-    assert_eq!(e["raw_stats"], e["stats"], "stats object converted like to_map");
+    assert_eq!(
+        e["raw_stats"], e["stats"],
+        "stats object converted like to_map"
+    );
 }
 
 #[test]
 fn unknown_window_is_runtime_error() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "common/window.rhai", "fn on_reading(r, m) { m.window(\"30d\"); }");
+    write(
+        dir.path(),
+        "common/window.rhai",
+        "fn on_reading(r, m) { m.window(\"30d\"); }",
+    );
     let (engine, metrics) = load(temp_config(dir.path()));
     engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
     let errors = rule_errors(&metrics, "common/window.rhai", "runtime");
@@ -379,8 +483,16 @@ fn region_parameters_override_per_key() {
     let meter = snapshot("east", week_stats(0.0));
     let east = engine.evaluate(&reading("east"), &meter);
     let west = engine.evaluate(&reading("west"), &meter);
-    assert_eq!(east[0].evidence, json!({ "a": 1, "b": "east" }), "east parameters");
-    assert_eq!(west[0].evidence, json!({ "a": 1, "b": "common" }), "parameters without folder");
+    assert_eq!(
+        east[0].evidence,
+        json!({ "a": 1, "b": "east" }),
+        "east parameters"
+    );
+    assert_eq!(
+        west[0].evidence,
+        json!({ "a": 1, "b": "common" }),
+        "parameters without folder"
+    );
 }
 
 #[test]
@@ -395,13 +507,20 @@ fn dynamic_parameter_name_is_checked_at_run_time() {
     let (engine, metrics) = load(temp_config(dir.path()));
     engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
     let errors = rule_errors(&metrics, "common/dynamic.rhai", "runtime");
-    assert_eq!(errors, 1, "runtime errors for an unknown parameter read by variable");
+    assert_eq!(
+        errors, 1,
+        "runtime errors for an unknown parameter read by variable"
+    );
 }
 
 #[test]
 fn alert_with_invalid_severity_is_counted() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "common/bad.rhai", "fn on_reading(r, m) { alert(\"x\", \"urgent\", \"m\", #{}); }");
+    write(
+        dir.path(),
+        "common/bad.rhai",
+        "fn on_reading(r, m) { alert(\"x\", \"urgent\", \"m\", #{}); }",
+    );
     write(dir.path(), "common/good.rhai", &constant_rule("good"));
     let (engine, metrics) = load(temp_config(dir.path()));
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
@@ -413,7 +532,11 @@ fn alert_with_invalid_severity_is_counted() {
 #[test]
 fn alert_with_non_map_evidence_is_counted() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "common/bad.rhai", "fn on_reading(r, m) { alert(\"x\", \"low\", \"m\", 5); }");
+    write(
+        dir.path(),
+        "common/bad.rhai",
+        "fn on_reading(r, m) { alert(\"x\", \"low\", \"m\", 5); }",
+    );
     let (engine, metrics) = load(temp_config(dir.path()));
     engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
     let errors = rule_errors(&metrics, "common/bad.rhai", "invalid_alert");
@@ -428,7 +551,10 @@ fn alerts_over_limit_are_dropped_and_counted() {
         "common/flood.rhai",
         "fn on_reading(r, m) { for i in 0..20 { alert(\"flood\", \"info\", `n ${i}`); } }",
     );
-    let config = RulesConfig { max_alerts_per_reading: 3, ..temp_config(dir.path()) };
+    let config = RulesConfig {
+        max_alerts_per_reading: 3,
+        ..temp_config(dir.path())
+    };
     let (engine, metrics) = load(config);
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
     assert_eq!(drafts.len(), 3, "alerts kept of 20 with a limit of 3");
@@ -448,7 +574,8 @@ fn evidence_maps_convert_to_json() {
     );
     let (engine, _) = load(temp_config(dir.path()));
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
-    let expected = json!({ "nan": null, "unit": null, "nested": { "list": [1, "two", true] }, "c": "x" });
+    let expected =
+        json!({ "nan": null, "unit": null, "nested": { "list": [1, "two", true] }, "c": "x" });
     assert_eq!(drafts[0].evidence, expected, "evidence");
 }
 
@@ -464,7 +591,11 @@ fn assert_trips(bad: &str, class: &str) {
     let (engine, metrics) = load(temp_config(dir.path()));
 
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
-    assert_eq!(kinds(&drafts), ["good"], "alerts of the other rule when {class} trips");
+    assert_eq!(
+        kinds(&drafts),
+        ["good"],
+        "alerts of the other rule when {class} trips"
+    );
     let errors = rule_errors(&metrics, "common/a_bad.rhai", class);
     assert_eq!(errors, 1, "{class} errors, metrics:\n{}", metrics.encode());
     let runtime = rule_errors(&metrics, "common/a_bad.rhai", "runtime");
@@ -478,17 +609,26 @@ fn infinite_loop_trips_operations_limit() {
 
 #[test]
 fn deep_recursion_trips_call_depth_limit() {
-    assert_trips("fn down(n) { down(n + 1) }\nfn on_reading(r, m) { down(0); }", "call_depth");
+    assert_trips(
+        "fn down(n) { down(n + 1) }\nfn on_reading(r, m) { down(0); }",
+        "call_depth",
+    );
 }
 
 #[test]
 fn huge_string_trips_string_size_limit() {
-    assert_trips("fn on_reading(r, m) { let s = \"x\"; loop { s += s; } }", "string_size");
+    assert_trips(
+        "fn on_reading(r, m) { let s = \"x\"; loop { s += s; } }",
+        "string_size",
+    );
 }
 
 #[test]
 fn huge_array_trips_array_size_limit() {
-    assert_trips("fn on_reading(r, m) { let a = []; loop { a.push(1); } }", "array_size");
+    assert_trips(
+        "fn on_reading(r, m) { let a = []; loop { a.push(1); } }",
+        "array_size",
+    );
 }
 
 #[test]
@@ -505,7 +645,11 @@ fn huge_map_trips_map_size_limit() {
 #[test]
 fn eval_is_rejected_at_compile_time() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "common/eval.rhai", "fn on_reading(r, m) {\n    eval(\"1 + 1\");\n}\n");
+    write(
+        dir.path(),
+        "common/eval.rhai",
+        "fn on_reading(r, m) {\n    eval(\"1 + 1\");\n}\n",
+    );
     let problems = load_problems(temp_config(dir.path()));
     assert_eq!(problems.len(), 1, "problems: {problems:?}");
     assert_eq!(problems[0].line, Some(2), "line of eval: {}", problems[0]);
@@ -514,7 +658,11 @@ fn eval_is_rejected_at_compile_time() {
 #[test]
 fn import_is_rejected_at_compile_time() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "common/import.rhai", "import \"os\" as os;\nfn on_reading(r, m) { }\n");
+    write(
+        dir.path(),
+        "common/import.rhai",
+        "import \"os\" as os;\nfn on_reading(r, m) { }\n",
+    );
     let problems = load_problems(temp_config(dir.path()));
     assert_eq!(problems.len(), 1, "problems: {problems:?}");
     assert_eq!(problems[0].line, Some(1), "line of import: {}", problems[0]);
@@ -536,12 +684,24 @@ fn error_log_allows_one_line_per_interval() {
     let rule: Arc<str> = Arc::from("common/a.rhai");
     let start = Instant::now();
     assert_eq!(log.due(&rule, start), Some(0), "first error");
-    assert_eq!(log.due(&rule, start + Duration::from_secs(1)), None, "error after 1 s");
-    assert_eq!(log.due(&rule, start + Duration::from_secs(2)), None, "error after 2 s");
+    assert_eq!(
+        log.due(&rule, start + Duration::from_secs(1)),
+        None,
+        "error after 1 s"
+    );
+    assert_eq!(
+        log.due(&rule, start + Duration::from_secs(2)),
+        None,
+        "error after 2 s"
+    );
     let later = log.due(&rule, start + Duration::from_secs(61));
     assert_eq!(later, Some(2), "error after 61 s reports 2 suppressed");
     let other: Arc<str> = Arc::from("common/b.rhai");
-    assert_eq!(log.due(&other, start + Duration::from_secs(1)), Some(0), "another rule");
+    assert_eq!(
+        log.due(&other, start + Duration::from_secs(1)),
+        Some(0),
+        "another rule"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,17 +710,29 @@ fn error_log_allows_one_line_per_interval() {
 #[test]
 fn check_reports_file_and_line_of_syntax_error() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "common/broken.rhai", "fn on_reading(r, m) {\n    let x = ;\n}\n");
+    write(
+        dir.path(),
+        "common/broken.rhai",
+        "fn on_reading(r, m) {\n    let x = ;\n}\n",
+    );
     let problems = check(&temp_config(dir.path()));
     let expected = format!("{}:2:", dir.path().join("common/broken.rhai").display());
     assert_eq!(problems.len(), 1, "problems: {problems:?}");
-    assert!(problems[0].starts_with(&expected), "problem {:?} starts with {expected}", problems[0]);
+    assert!(
+        problems[0].starts_with(&expected),
+        "problem {:?} starts with {expected}",
+        problems[0]
+    );
 }
 
 #[test]
 fn check_reports_every_broken_file() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "common/a.rhai", "fn on_reading(r, m) { let = 1; }");
+    write(
+        dir.path(),
+        "common/a.rhai",
+        "fn on_reading(r, m) { let = 1; }",
+    );
     write(dir.path(), "east/b.rhai", "fn other() { }");
     write(dir.path(), "east/params.toml", "x = [1,\n");
     let problems = check(&temp_config(dir.path()));
@@ -573,25 +745,50 @@ fn missing_entry_point_is_compile_error() {
     write(dir.path(), "common/none.rhai", "fn on_readings(r, m) { }");
     let problems = load_problems(temp_config(dir.path()));
     assert_eq!(problems.len(), 1, "problems: {problems:?}");
-    assert!(problems[0].message.contains("on_reading"), "message: {}", problems[0]);
+    assert!(
+        problems[0].message.contains("on_reading"),
+        "message: {}",
+        problems[0]
+    );
 }
 
 #[test]
 fn unknown_parameter_is_compile_error_with_line() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "common/params.toml", "known = 1\n");
-    write(dir.path(), "east/p.rhai", "fn on_reading(r, m) {\n    if param(\"typo\") > 1 { }\n}\n");
+    write(
+        dir.path(),
+        "east/p.rhai",
+        "fn on_reading(r, m) {\n    if param(\"typo\") > 1 { }\n}\n",
+    );
     let problems = load_problems(temp_config(dir.path()));
     assert_eq!(problems.len(), 1, "problems: {problems:?}");
-    assert_eq!(problems[0].line, Some(2), "line of the call: {}", problems[0]);
-    assert!(problems[0].message.contains("'typo'"), "message: {}", problems[0]);
-    assert!(problems[0].message.contains("'east'"), "message: {}", problems[0]);
+    assert_eq!(
+        problems[0].line,
+        Some(2),
+        "line of the call: {}",
+        problems[0]
+    );
+    assert!(
+        problems[0].message.contains("'typo'"),
+        "message: {}",
+        problems[0]
+    );
+    assert!(
+        problems[0].message.contains("'east'"),
+        "message: {}",
+        problems[0]
+    );
 }
 
 #[test]
 fn undefined_variable_is_compile_error() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "common/typo.rhai", "fn on_reading(r, m) { redaing.power_w }");
+    write(
+        dir.path(),
+        "common/typo.rhai",
+        "fn on_reading(r, m) { redaing.power_w }",
+    );
     let problems = load_problems(temp_config(dir.path()));
     assert_eq!(problems.len(), 1, "problems: {problems:?}");
 }
@@ -607,15 +804,27 @@ fn missing_rules_folder_fails_to_load() {
 fn hidden_entries_are_skipped_and_links_followed() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write(root, "..2026_12_04_10_00_00.1/common/r.rhai", &constant_rule("linked"));
-    write(root, "..2026_12_04_10_00_00.1/common/.r.rhai.swp", "not rhai");
+    write(
+        root,
+        "..2026_12_04_10_00_00.1/common/r.rhai",
+        &constant_rule("linked"),
+    );
+    write(
+        root,
+        "..2026_12_04_10_00_00.1/common/.r.rhai.swp",
+        "not rhai",
+    );
     std::os::unix::fs::symlink("..2026_12_04_10_00_00.1", root.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/common", root.join("common")).unwrap();
     write(root, ".hidden/broken.rhai", "this does not parse");
 
     let (engine, _) = load(temp_config(root));
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
-    assert_eq!(kinds(&drafts), ["linked"], "alerts through the linked folder");
+    assert_eq!(
+        kinds(&drafts),
+        ["linked"],
+        "alerts through the linked folder"
+    );
     assert_eq!(engine.region_count(), 0, "region folders");
 }
 
@@ -627,9 +836,16 @@ fn reload_keeps_old_set_when_folder_is_missing() {
     let (engine, metrics) = load(temp_config(&root));
     std::fs::remove_dir_all(&root).unwrap();
 
-    assert!(engine.reload().is_err(), "reload of a missing folder succeeded");
+    assert!(
+        engine.reload().is_err(),
+        "reload of a missing folder succeeded"
+    );
     assert_eq!(engine.generation(), 1, "generation after failed reload");
-    assert_eq!(metrics.rules_stale.get(), 1, "rules_stale after failed reload");
+    assert_eq!(
+        metrics.rules_stale.get(),
+        1,
+        "rules_stale after failed reload"
+    );
     let drafts = engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
     assert_eq!(kinds(&drafts), ["old"], "alerts after failed reload");
 }
@@ -664,7 +880,11 @@ fn reload_picks_up_rename_over_save() {
     write(&root, "common/.r.rhai.tmp", &constant_rule("new"));
     std::fs::rename(root.join("common/.r.rhai.tmp"), root.join("common/r.rhai")).unwrap();
 
-    assert!(wait_for_generation(&engine, 2), "generation {} after save", engine.generation());
+    assert!(
+        wait_for_generation(&engine, 2),
+        "generation {} after save",
+        engine.generation()
+    );
     assert_eq!(fired(&engine), ["new"], "alerts after save");
 }
 
@@ -672,19 +892,31 @@ fn reload_picks_up_rename_over_save() {
 fn reload_follows_configmap_symlink_swap() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("rules");
-    write(&root, "..2026_12_04_10_00_00.1/common/r.rhai", &constant_rule("old"));
+    write(
+        &root,
+        "..2026_12_04_10_00_00.1/common/r.rhai",
+        &constant_rule("old"),
+    );
     std::os::unix::fs::symlink("..2026_12_04_10_00_00.1", root.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/common", root.join("common")).unwrap();
     let (engine, _, _watcher) = watched(&root);
 
     // The kubelet's update: a new timestamped folder, a new link renamed over `..data`, and
     // the old folder removed.
-    write(&root, "..2026_12_04_11_00_00.2/common/r.rhai", &constant_rule("new"));
+    write(
+        &root,
+        "..2026_12_04_11_00_00.2/common/r.rhai",
+        &constant_rule("new"),
+    );
     std::os::unix::fs::symlink("..2026_12_04_11_00_00.2", root.join("..data_tmp")).unwrap();
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
     std::fs::remove_dir_all(root.join("..2026_12_04_10_00_00.1")).unwrap();
 
-    assert!(wait_for_generation(&engine, 2), "generation {} after swap", engine.generation());
+    assert!(
+        wait_for_generation(&engine, 2),
+        "generation {} after swap",
+        engine.generation()
+    );
     assert_eq!(fired(&engine), ["new"], "alerts after swap");
 }
 
@@ -697,19 +929,43 @@ fn reload_survives_folder_deleted_and_recreated() {
 
     std::fs::remove_dir_all(&root).unwrap();
     let failed = wait_until(RELOAD_TIMEOUT, || reloads(&metrics, "failure") >= 1);
-    assert!(failed, "failed reloads after delete: {}", reloads(&metrics, "failure"));
-    assert_eq!(metrics.rules_stale.get(), 1, "rules_stale while the folder is missing");
-    assert_eq!(fired(&engine), ["old"], "alerts while the folder is missing");
+    assert!(
+        failed,
+        "failed reloads after delete: {}",
+        reloads(&metrics, "failure")
+    );
+    assert_eq!(
+        metrics.rules_stale.get(),
+        1,
+        "rules_stale while the folder is missing"
+    );
+    assert_eq!(
+        fired(&engine),
+        ["old"],
+        "alerts while the folder is missing"
+    );
 
     write(&root, "common/r.rhai", &constant_rule("new"));
-    assert!(wait_for_generation(&engine, 2), "generation {} after re-create", engine.generation());
+    assert!(
+        wait_for_generation(&engine, 2),
+        "generation {} after re-create",
+        engine.generation()
+    );
     assert_eq!(fired(&engine), ["new"], "alerts after re-create");
     assert_eq!(metrics.rules_stale.get(), 0, "rules_stale after re-create");
 
     // The re-armed watch sees later edits too.
     write(&root, "common/r.rhai", &constant_rule("newer"));
-    assert!(wait_for_generation(&engine, 3), "generation {} after edit", engine.generation());
-    assert_eq!(fired(&engine), ["newer"], "alerts after edit of re-created folder");
+    assert!(
+        wait_for_generation(&engine, 3),
+        "generation {} after edit",
+        engine.generation()
+    );
+    assert_eq!(
+        fired(&engine),
+        ["newer"],
+        "alerts after edit of re-created folder"
+    );
 }
 
 #[test]
@@ -721,8 +977,16 @@ fn broken_file_keeps_old_set_and_marks_stale() {
 
     write(&root, "common/r.rhai", "fn on_reading(r, m) { alert( }");
     let failed = wait_until(RELOAD_TIMEOUT, || reloads(&metrics, "failure") >= 1);
-    assert!(failed, "failed reloads after a broken save: {}", reloads(&metrics, "failure"));
-    assert_eq!(metrics.rules_stale.get(), 1, "rules_stale after a broken save");
+    assert!(
+        failed,
+        "failed reloads after a broken save: {}",
+        reloads(&metrics, "failure")
+    );
+    assert_eq!(
+        metrics.rules_stale.get(),
+        1,
+        "rules_stale after a broken save"
+    );
     assert_eq!(engine.generation(), 1, "generation after a broken save");
     assert_eq!(fired(&engine), ["old"], "alerts after a broken save");
 }
@@ -738,10 +1002,18 @@ fn half_written_file_loads_once_complete() {
     let (half, _) = complete.split_at(complete.len() / 2);
     write(&root, "common/r.rhai", half);
     let failed = wait_until(RELOAD_TIMEOUT, || reloads(&metrics, "failure") >= 1);
-    assert!(failed, "failed reloads after half a file: {}", reloads(&metrics, "failure"));
+    assert!(
+        failed,
+        "failed reloads after half a file: {}",
+        reloads(&metrics, "failure")
+    );
 
     write(&root, "common/r.rhai", &complete);
-    assert!(wait_for_generation(&engine, 2), "generation {} after completion", engine.generation());
+    assert!(
+        wait_for_generation(&engine, 2),
+        "generation {} after completion",
+        engine.generation()
+    );
     assert_eq!(fired(&engine), ["new"], "alerts after completion");
     assert_eq!(metrics.rules_stale.get(), 0, "rules_stale after completion");
 }
@@ -752,11 +1024,19 @@ fn dropping_watcher_stops_reloads() {
     let root = dir.path().join("rules");
     write(&root, "common/r.rhai", &constant_rule("old"));
     let (engine, _, watcher) = watched(&root);
-    assert_eq!(Arc::weak_count(&engine), 1, "weak references held by a running watcher");
+    assert_eq!(
+        Arc::weak_count(&engine),
+        1,
+        "weak references held by a running watcher"
+    );
 
     // Dropping joins the worker thread, which holds the only weak reference.
     drop(watcher);
-    assert_eq!(Arc::weak_count(&engine), 0, "weak references after the watcher is dropped");
+    assert_eq!(
+        Arc::weak_count(&engine),
+        0,
+        "weak references after the watcher is dropped"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -768,9 +1048,21 @@ fn dropping_watcher_stops_reloads() {
 fn shipped_rules_cost() {
     let (engine, _) = load(shipped_config());
     let cases = [
-        ("household, south", reading("south"), snapshot("south", week_stats(0.0))),
-        ("household, north", reading("north"), snapshot("north", week_stats(0.0))),
-        ("one rig, south (fires)", reading("south"), snapshot("south", week_stats(RIG_KW))),
+        (
+            "household, south",
+            reading("south"),
+            snapshot("south", week_stats(0.0)),
+        ),
+        (
+            "household, north",
+            reading("north"),
+            snapshot("north", week_stats(0.0)),
+        ),
+        (
+            "one rig, south (fires)",
+            reading("south"),
+            snapshot("south", week_stats(RIG_KW)),
+        ),
     ];
     for (name, reading, meter) in &cases {
         let rounds = 200_000;
@@ -781,5 +1073,46 @@ fn shipped_rules_cost() {
         }
         let per_call = start.elapsed() / rounds;
         println!("{name}: {per_call:?} per evaluate(), {alerts} alerts");
+    }
+}
+
+#[test]
+#[ignore = "scratch"]
+fn scratch_cost() {
+    let variants = [
+        ("empty", "fn on_reading(r, m) { }"),
+        ("one getter", "fn on_reading(r, m) { m.readings }"),
+        (
+            "window",
+            "fn on_reading(r, m) { let w = m.window(\"7d\"); }",
+        ),
+        (
+            "window+5",
+            "fn on_reading(r, m) { let w = m.window(\"7d\"); if w.hours_with_data < 120.0 { return; } if w.base_kw < 2.0 || w.mean_kw < 2.0 { return; } if w.load_factor < 0.3 {return;} if w.night_day_ratio < 0.8 { return; } }",
+        ),
+        (
+            "param x1",
+            "fn on_reading(r, m) { param(\"mining_window\") }",
+        ),
+        (
+            "kind",
+            "fn on_reading(r, m) { m.interval_kind == \"reversal\" }",
+        ),
+        ("array", "fn on_reading(r, m) { let a = []; }"),
+        ("events", "fn on_reading(r, m) { r.events.len() > 0 }"),
+    ];
+    for (name, text) in variants {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "common/params.toml", "mining_window = \"7d\"\n");
+        write(dir.path(), "common/r.rhai", text);
+        let (engine, _) = load(temp_config(dir.path()));
+        let reading = reading("south");
+        let meter = snapshot("south", week_stats(0.0));
+        let rounds = 200_000;
+        let start = Instant::now();
+        for _ in 0..rounds {
+            engine.evaluate(&reading, &meter);
+        }
+        println!("{name}: {:?}", start.elapsed() / rounds);
     }
 }

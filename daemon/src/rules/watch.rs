@@ -41,9 +41,14 @@ impl RuleWatcher {
 
         let (sender, receiver) = mpsc::channel();
         let debounce = Duration::from_millis(engine.config.reload_debounce_ms);
-        let mut watcher = new_debouncer(debounce, None, sender).map_err(|e| watch_error(&dir, e))?;
-        watcher.watch(&parent, RecursiveMode::NonRecursive).map_err(|e| watch_error(&parent, e))?;
-        watcher.watch(&dir, RecursiveMode::Recursive).map_err(|e| watch_error(&dir, e))?;
+        let mut watcher =
+            new_debouncer(debounce, None, sender).map_err(|e| watch_error(&dir, e))?;
+        watcher
+            .watch(&parent, RecursiveMode::NonRecursive)
+            .map_err(|e| watch_error(&parent, e))?;
+        watcher
+            .watch(&dir, RecursiveMode::Recursive)
+            .map_err(|e| watch_error(&dir, e))?;
         let armed = folder_id(&dir);
 
         let watcher = Arc::new(Mutex::new(watcher));
@@ -58,7 +63,10 @@ impl RuleWatcher {
             .spawn(move || worker.run(receiver))
             .map_err(|e| watch_error(&dir, notify::Error::io(e)))?;
         info!(dir = %dir.display(), debounce_ms = engine.config.reload_debounce_ms, "watching rules");
-        Ok(RuleWatcher { watcher: Some(watcher), worker: Some(worker) })
+        Ok(RuleWatcher {
+            watcher: Some(watcher),
+            worker: Some(worker),
+        })
     }
 }
 
@@ -74,7 +82,10 @@ impl Drop for RuleWatcher {
 }
 
 fn watch_error(path: &Path, source: notify::Error) -> RuleSetError {
-    RuleSetError::Watch { path: path.to_owned(), source }
+    RuleSetError::Watch {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The thread that turns event batches into reloads.
@@ -165,12 +176,18 @@ fn changes_content(kind: &EventKind) -> bool {
 #[cfg(unix)]
 fn folder_id(dir: &Path) -> Option<FolderId> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(dir).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|m| (m.dev(), m.ino()))
 }
 
 /// NOTE: without inode numbers a folder deleted and re-created within one debounce interval
 /// looks unchanged, so the recursive watch is re-armed only after the folder was seen missing.
 #[cfg(not(unix))]
 fn folder_id(dir: &Path) -> Option<FolderId> {
-    std::fs::metadata(dir).ok().filter(|m| m.is_dir()).map(|_| (0, 0))
+    std::fs::metadata(dir)
+        .ok()
+        .filter(|m| m.is_dir())
+        .map(|_| (0, 0))
 }

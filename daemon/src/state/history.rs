@@ -69,7 +69,11 @@ impl HourlyHistory {
     /// Creates an empty history of `capacity_hours` buckets.
     pub fn new(capacity_hours: u32) -> Self {
         let n = capacity_hours as usize;
-        HourlyHistory { newest_hour: i64::MIN, energy_kwh: vec![0.0; n], covered_secs: vec![0; n] }
+        HourlyHistory {
+            newest_hour: i64::MIN,
+            energy_kwh: vec![0.0; n],
+            covered_secs: vec![0; n],
+        }
     }
 
     /// Returns the number of hourly buckets.
@@ -151,12 +155,20 @@ impl Accumulator {
         let (energy, secs) = (f64::from(energy), f64::from(covered));
         self.energy += energy;
         self.covered_secs += secs;
-        let part = if is_night { &mut self.night } else { &mut self.day };
+        let part = if is_night {
+            &mut self.night
+        } else {
+            &mut self.day
+        };
         part.0 += energy;
         part.1 += secs;
         if covered >= MIN_COVERED_SECS {
             let kw = energy * 3600.0 / secs;
-            self.base_kw = if self.full_hours == 0.0 { kw } else { self.base_kw.min(kw) };
+            self.base_kw = if self.full_hours == 0.0 {
+                kw
+            } else {
+                self.base_kw.min(kw)
+            };
             self.peak_kw = self.peak_kw.max(kw);
             self.full_hours += 1.0;
             self.sum_kw += kw;
@@ -172,11 +184,18 @@ impl Accumulator {
             hours,
             hours_with_data: self.covered_secs / 3600.0,
             energy_kwh: self.energy,
-            mean_kw: if self.covered_secs > 0.0 { mean_kw } else { 0.0 },
+            mean_kw: if self.covered_secs > 0.0 {
+                mean_kw
+            } else {
+                0.0
+            },
             peak_kw: self.peak_kw,
             base_kw: self.base_kw,
             load_factor: ratio(mean_kw, self.peak_kw),
-            night_day_ratio: ratio(ratio(self.night.0, self.night.1), ratio(self.day.0, self.day.1)),
+            night_day_ratio: ratio(
+                ratio(self.night.0, self.night.1),
+                ratio(self.day.0, self.day.1),
+            ),
             cv: ratio(variance.sqrt(), hourly_mean),
         }
     }
@@ -184,5 +203,9 @@ impl Accumulator {
 
 /// Divides, returning NaN when the divisor is zero or either side is undefined.
 fn ratio(numerator: f64, denominator: f64) -> f64 {
-    if denominator > 0.0 { numerator / denominator } else { f64::NAN }
+    if denominator > 0.0 {
+        numerator / denominator
+    } else {
+        f64::NAN
+    }
 }

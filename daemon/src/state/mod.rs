@@ -89,8 +89,11 @@ pub struct StateModel {
 impl StateModel {
     /// Builds the model from the state settings and the largest plausible power in kW.
     pub fn new(config: &StateConfig, max_power_kw: f64) -> StateModel {
-        let windows: Vec<(String, u32)> =
-            config.windows.iter().map(|w| (w.name.clone(), w.hours)).collect();
+        let windows: Vec<(String, u32)> = config
+            .windows
+            .iter()
+            .map(|w| (w.name.clone(), w.hours))
+            .collect();
         let capacity_hours = windows.iter().map(|w| w.1).max().unwrap_or(24);
         StateModel {
             limits: RegisterLimits {
@@ -101,13 +104,19 @@ impl StateModel {
             },
             windows,
             capacity_hours,
-            night: NightHours { start: config.night_start_hour, end: config.night_end_hour },
+            night: NightHours {
+                start: config.night_start_hour,
+                end: config.night_end_hour,
+            },
         }
     }
 
     /// Creates the state of a meter never seen before.
     pub fn new_state(&self) -> MeterState {
-        MeterState { history: HourlyHistory::new(self.capacity_hours), ..MeterState::default() }
+        MeterState {
+            history: HourlyHistory::new(self.capacity_hours),
+            ..MeterState::default()
+        }
     }
 
     /// Applies a reading to a meter's state and returns the interval it closes.
@@ -116,10 +125,15 @@ impl StateModel {
             // The longest window changed since the state was stored: start the history afresh.
             state.history = HourlyHistory::new(self.capacity_hours);
         }
-        let interval = state.register.update(reading.ts_ms, reading.energy_import_kwh, &self.limits);
+        let interval =
+            state
+                .register
+                .update(reading.ts_ms, reading.energy_import_kwh, &self.limits);
         let duration = interval.end_ms - interval.start_ms;
         if interval.kind.counts_in_history() && duration <= self.limits.max_interval_ms {
-            state.history.add(interval.start_ms, interval.end_ms, interval.energy_kwh);
+            state
+                .history
+                .add(interval.start_ms, interval.end_ms, interval.energy_kwh);
         }
         if interval.kind.is_reversal() {
             if state.reversals.len() == MAX_REVERSALS_KEPT {
@@ -141,13 +155,21 @@ impl StateModel {
     }
 
     /// Builds the read-only view handed to rules.
-    pub fn snapshot(&self, state: &MeterState, reading: &Reading, interval: Interval) -> MeterSnapshot {
+    pub fn snapshot(
+        &self,
+        state: &MeterState,
+        reading: &Reading,
+        interval: Interval,
+    ) -> MeterSnapshot {
         let newest = state.last.map_or(reading.ts_ms, |l| l.ts_ms);
         let since = newest - i64::from(self.capacity_hours) * 3_600_000;
         MeterSnapshot {
             region: reading.region.clone(),
             meter_id: reading.meter_id.clone(),
-            register_kwh: state.register.register_kwh().unwrap_or(reading.energy_import_kwh),
+            register_kwh: state
+                .register
+                .register_kwh()
+                .unwrap_or(reading.energy_import_kwh),
             interval,
             windows: self
                 .windows

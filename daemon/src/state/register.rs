@@ -55,7 +55,10 @@ impl IntervalKind {
     /// Returns true when the interval's energy belongs in the rolling statistics.
     pub fn counts_in_history(self) -> bool {
         // A glitch keeps the old baseline, so the next reading's interval covers its time again.
-        matches!(self, IntervalKind::Normal | IntervalKind::Rollover | IntervalKind::Exchange)
+        matches!(
+            self,
+            IntervalKind::Normal | IntervalKind::Rollover | IntervalKind::Exchange
+        )
     }
 
     /// Returns true when the step means the register went backwards without explanation.
@@ -120,17 +123,19 @@ impl RegisterTracker {
             self.baseline = Some(Point { ts_ms, kwh });
             return interval(IntervalKind::First, ts_ms, ts_ms, 0.0);
         };
-        let newest_ts = self.pending_drop.map_or(base.ts_ms, |p| p.ts_ms.max(base.ts_ms));
+        let newest_ts = self
+            .pending_drop
+            .map_or(base.ts_ms, |p| p.ts_ms.max(base.ts_ms));
         if ts_ms == newest_ts {
             return interval(IntervalKind::Duplicate, ts_ms, ts_ms, 0.0);
         }
         if ts_ms < newest_ts {
             return interval(IntervalKind::Late, ts_ms, ts_ms, 0.0);
         }
-        if let Some(drop) = self.pending_drop.take() {
-            if let Some(resolved) = self.resolve_drop(base, drop, ts_ms, kwh, limits) {
-                return resolved;
-            }
+        if let Some(drop) = self.pending_drop.take()
+            && let Some(resolved) = self.resolve_drop(base, drop, ts_ms, kwh, limits)
+        {
+            return resolved;
         }
         self.step(base, ts_ms, kwh, limits)
     }
@@ -151,7 +156,10 @@ impl RegisterTracker {
         if kwh >= drop.kwh - limits.glitch_tolerance_kwh {
             // The register continues from the low value: a new meter counts from there. The
             // energy between the old meter's last reading and the exchange is unknown.
-            self.baseline = Some(Point { ts_ms, kwh: kwh.max(drop.kwh) });
+            self.baseline = Some(Point {
+                ts_ms,
+                kwh: kwh.max(drop.kwh),
+            });
             let energy = (kwh - drop.kwh).max(0.0);
             return Some(interval(IntervalKind::Exchange, drop.ts_ms, ts_ms, energy));
         }
@@ -172,7 +180,11 @@ impl RegisterTracker {
             } else {
                 IntervalKind::Normal
             };
-            let energy = if kind == IntervalKind::Jump { 0.0 } else { delta };
+            let energy = if kind == IntervalKind::Jump {
+                0.0
+            } else {
+                delta
+            };
             return interval(kind, base.ts_ms, ts_ms, energy);
         }
         if -delta <= limits.glitch_tolerance_kwh {
@@ -205,5 +217,10 @@ fn rollover_energy(before: f64, after: f64, max_energy: f64) -> Option<f64> {
 }
 
 fn interval(kind: IntervalKind, start_ms: i64, end_ms: i64, energy_kwh: f64) -> Interval {
-    Interval { kind, start_ms, end_ms, energy_kwh }
+    Interval {
+        kind,
+        start_ms,
+        end_ms,
+        energy_kwh,
+    }
 }

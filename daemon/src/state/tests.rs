@@ -20,7 +20,10 @@ fn run(steps: &[(f64, f64)]) -> Vec<(IntervalKind, f64)> {
         .iter()
         .map(|&(hours, kwh)| {
             let interval = tracker.update(T0 + (hours * H as f64) as i64, kwh, &limits());
-            (interval.kind, (interval.energy_kwh * 1000.0).round() / 1000.0)
+            (
+                interval.kind,
+                (interval.energy_kwh * 1000.0).round() / 1000.0,
+            )
         })
         .collect()
 }
@@ -28,62 +31,68 @@ fn run(steps: &[(f64, f64)]) -> Vec<(IntervalKind, f64)> {
 #[test]
 fn register_cases_give_expected_interval_energy() {
     use IntervalKind::*;
-    let cases: &[(&str, &[(f64, f64)], &[(IntervalKind, f64)])] = &[
-        ("steady consumption", &[(0.0, 100.0), (1.0, 101.5), (2.0, 103.0)], &[
-            (First, 0.0),
-            (Normal, 1.5),
-            (Normal, 1.5),
-        ]),
-        ("duplicate reading", &[(0.0, 100.0), (1.0, 101.0), (1.0, 101.0), (2.0, 102.0)], &[
-            (First, 0.0),
-            (Normal, 1.0),
-            (Duplicate, 0.0),
-            (Normal, 1.0),
-        ]),
-        ("out of order reading", &[(0.0, 100.0), (2.0, 102.0), (1.0, 101.0), (3.0, 103.0)], &[
-            (First, 0.0),
-            (Normal, 2.0),
-            (Late, 0.0),
-            (Normal, 1.0),
-        ]),
-        ("small negative glitch", &[(0.0, 100.0), (1.0, 99.9), (2.0, 101.0)], &[
-            (First, 0.0),
-            (Glitch, 0.0),
-            (Normal, 1.0),
-        ]),
-        ("momentary zero", &[(0.0, 5000.0), (1.0, 0.0), (2.0, 5002.0)], &[
-            (First, 0.0),
-            (DropPending, 0.0),
-            (Normal, 2.0),
-        ]),
-        ("register rollover", &[(0.0, 99_999.0), (1.0, 2.0)], &[(First, 0.0), (Rollover, 3.0)]),
-        ("meter exchange", &[(0.0, 5000.0), (1.0, 0.2), (2.0, 1.7), (3.0, 3.0)], &[
-            (First, 0.0),
-            (DropPending, 0.0),
-            (Exchange, 1.5),
-            (Normal, 1.3),
-        ]),
-        ("gap is marked", &[(0.0, 100.0), (10.0, 130.0), (11.0, 131.0)], &[
-            (First, 0.0),
-            (Gap, 30.0),
-            (Normal, 1.0),
-        ]),
-        ("register going backwards", &[(0.0, 5000.0), (1.0, 4000.0), (2.0, 4001.0)], &[
-            (First, 0.0),
-            (Reversal, 0.0),
-            (Normal, 1.0),
-        ]),
-        ("implausible jump", &[(0.0, 100.0), (1.0, 900_000.0), (2.0, 900_001.0)], &[
-            (First, 0.0),
-            (Jump, 0.0),
-            (Normal, 1.0),
-        ]),
-        ("late reading after a drop", &[(0.0, 5000.0), (2.0, 0.0), (1.0, 4999.0), (3.0, 5001.0)], &[
-            (First, 0.0),
-            (DropPending, 0.0),
-            (Late, 0.0),
-            (Normal, 1.0),
-        ]),
+    type Case<'a> = (&'a str, &'a [(f64, f64)], &'a [(IntervalKind, f64)]);
+    let cases: &[Case] = &[
+        (
+            "steady consumption",
+            &[(0.0, 100.0), (1.0, 101.5), (2.0, 103.0)],
+            &[(First, 0.0), (Normal, 1.5), (Normal, 1.5)],
+        ),
+        (
+            "duplicate reading",
+            &[(0.0, 100.0), (1.0, 101.0), (1.0, 101.0), (2.0, 102.0)],
+            &[(First, 0.0), (Normal, 1.0), (Duplicate, 0.0), (Normal, 1.0)],
+        ),
+        (
+            "out of order reading",
+            &[(0.0, 100.0), (2.0, 102.0), (1.0, 101.0), (3.0, 103.0)],
+            &[(First, 0.0), (Normal, 2.0), (Late, 0.0), (Normal, 1.0)],
+        ),
+        (
+            "small negative glitch",
+            &[(0.0, 100.0), (1.0, 99.9), (2.0, 101.0)],
+            &[(First, 0.0), (Glitch, 0.0), (Normal, 1.0)],
+        ),
+        (
+            "momentary zero",
+            &[(0.0, 5000.0), (1.0, 0.0), (2.0, 5002.0)],
+            &[(First, 0.0), (DropPending, 0.0), (Normal, 2.0)],
+        ),
+        (
+            "register rollover",
+            &[(0.0, 99_999.0), (1.0, 2.0)],
+            &[(First, 0.0), (Rollover, 3.0)],
+        ),
+        (
+            "meter exchange",
+            &[(0.0, 5000.0), (1.0, 0.2), (2.0, 1.7), (3.0, 3.0)],
+            &[
+                (First, 0.0),
+                (DropPending, 0.0),
+                (Exchange, 1.5),
+                (Normal, 1.3),
+            ],
+        ),
+        (
+            "gap is marked",
+            &[(0.0, 100.0), (10.0, 130.0), (11.0, 131.0)],
+            &[(First, 0.0), (Gap, 30.0), (Normal, 1.0)],
+        ),
+        (
+            "register going backwards",
+            &[(0.0, 5000.0), (1.0, 4000.0), (2.0, 4001.0)],
+            &[(First, 0.0), (Reversal, 0.0), (Normal, 1.0)],
+        ),
+        (
+            "implausible jump",
+            &[(0.0, 100.0), (1.0, 900_000.0), (2.0, 900_001.0)],
+            &[(First, 0.0), (Jump, 0.0), (Normal, 1.0)],
+        ),
+        (
+            "late reading after a drop",
+            &[(0.0, 5000.0), (2.0, 0.0), (1.0, 4999.0), (3.0, 5001.0)],
+            &[(First, 0.0), (DropPending, 0.0), (Late, 0.0), (Normal, 1.0)],
+        ),
     ];
     for (name, steps, expected) in cases {
         let got = run(steps);
@@ -128,12 +137,32 @@ fn week_stats(load: impl Fn(i64) -> f64) -> WindowStats {
 #[test]
 fn flat_load_has_high_load_factor() {
     let stats = week_stats(|_| 3.25);
-    assert!((stats.mean_kw - 3.25).abs() < 1e-3, "mean {}", stats.mean_kw);
-    assert!((stats.load_factor - 1.0).abs() < 1e-3, "load factor {}", stats.load_factor);
-    assert!((stats.base_kw - 3.25).abs() < 1e-3, "base {}", stats.base_kw);
-    assert!((stats.night_day_ratio - 1.0).abs() < 1e-3, "night/day {}", stats.night_day_ratio);
+    assert!(
+        (stats.mean_kw - 3.25).abs() < 1e-3,
+        "mean {}",
+        stats.mean_kw
+    );
+    assert!(
+        (stats.load_factor - 1.0).abs() < 1e-3,
+        "load factor {}",
+        stats.load_factor
+    );
+    assert!(
+        (stats.base_kw - 3.25).abs() < 1e-3,
+        "base {}",
+        stats.base_kw
+    );
+    assert!(
+        (stats.night_day_ratio - 1.0).abs() < 1e-3,
+        "night/day {}",
+        stats.night_day_ratio
+    );
     assert!(stats.cv < 1e-3, "cv {}", stats.cv);
-    assert!((stats.hours_with_data - 168.0).abs() < 1e-6, "hours {}", stats.hours_with_data);
+    assert!(
+        (stats.hours_with_data - 168.0).abs() < 1e-6,
+        "hours {}",
+        stats.hours_with_data
+    );
 }
 
 #[test]
@@ -146,7 +175,11 @@ fn household_profile_has_low_load_factor() {
     });
     assert!(stats.load_factor < 0.3, "load factor {}", stats.load_factor);
     assert!((stats.base_kw - 0.2).abs() < 1e-3, "base {}", stats.base_kw);
-    assert!(stats.night_day_ratio < 0.5, "night/day {}", stats.night_day_ratio);
+    assert!(
+        stats.night_day_ratio < 0.5,
+        "night/day {}",
+        stats.night_day_ratio
+    );
     assert!((stats.peak_kw - 3.0).abs() < 1e-3, "peak {}", stats.peak_kw);
 }
 
@@ -158,8 +191,16 @@ fn gap_energy_stays_out_of_history() {
         model.apply(&mut state, &reading(hours, kwh));
     }
     let stats = state.history.stats(24, NightHours { start: 0, end: 6 });
-    assert!((stats.energy_kwh - 2.0).abs() < 1e-6, "energy {}", stats.energy_kwh);
-    assert!((stats.hours_with_data - 2.0).abs() < 1e-6, "hours {}", stats.hours_with_data);
+    assert!(
+        (stats.energy_kwh - 2.0).abs() < 1e-6,
+        "energy {}",
+        stats.energy_kwh
+    );
+    assert!(
+        (stats.hours_with_data - 2.0).abs() < 1e-6,
+        "hours {}",
+        stats.hours_with_data
+    );
 }
 
 #[test]

@@ -42,7 +42,10 @@ pub(super) fn write_alerts(
         let existing = match open.get(key.as_str())? {
             Some(id) => {
                 let id = id.value();
-                alerts.get(id)?.map(|bytes| decode(bytes.value())).transpose()?
+                alerts
+                    .get(id)?
+                    .map(|bytes| decode(bytes.value()))
+                    .transpose()?
             }
             None => None,
         };
@@ -52,8 +55,13 @@ pub(super) fn write_alerts(
                 (alert, change)
             }
             _ => {
-                let alert =
-                    Alert::open(Ulid::new(), write.draft, &write.region, &write.meter, write.ts_ms);
+                let alert = Alert::open(
+                    Ulid::new(),
+                    write.draft,
+                    &write.region,
+                    &write.meter,
+                    write.ts_ms,
+                );
                 open.insert(key.as_str(), alert.id.0)?;
                 (alert, AlertChange::Opened)
             }
@@ -72,8 +80,10 @@ pub(super) fn write_alerts(
 }
 
 fn decode(bytes: &[u8]) -> Result<Alert, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt { table: "alerts", detail: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table: "alerts",
+        detail: e.to_string(),
+    })
 }
 
 pub(super) fn list(db: &Database, limit: usize) -> Result<Vec<Alert>, StoreError> {

@@ -81,11 +81,15 @@ impl Store {
     /// example because another process holds it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
         }
-        let db = Database::create(path)
-            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         let store = Store { db };
         store.create_tables()?;
         Ok(store)
@@ -114,10 +118,15 @@ impl Store {
     pub fn load_meter(&self, key: &str) -> Result<Option<MeterState>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(METERS)?;
-        let Some(bytes) = table.get(key)? else { return Ok(None) };
+        let Some(bytes) = table.get(key)? else {
+            return Ok(None);
+        };
         postcard::from_bytes(bytes.value())
             .map(Some)
-            .map_err(|e| StoreError::Corrupt { table: "meters", detail: format!("{key}: {e}") })
+            .map_err(|e| StoreError::Corrupt {
+                table: "meters",
+                detail: format!("{key}: {e}"),
+            })
     }
 
     /// Writes one batch in a single transaction: meter states, alerts with their outbox rows,
@@ -125,7 +134,10 @@ impl Store {
     ///
     /// # Errors
     /// Returns an error when the transaction fails; nothing of the batch is then stored.
-    pub fn commit_batch(&self, batch: BatchWrite<'_>) -> Result<Vec<(Alert, AlertChange)>, StoreError> {
+    pub fn commit_batch(
+        &self,
+        batch: BatchWrite<'_>,
+    ) -> Result<Vec<(Alert, AlertChange)>, StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut meters = txn.open_table(METERS)?;
@@ -133,7 +145,10 @@ impl Store {
             for (key, state) in batch.meters {
                 buf.clear();
                 let bytes = postcard::to_extend(state, std::mem::take(&mut buf)).map_err(|e| {
-                    StoreError::Corrupt { table: "meters", detail: format!("{key}: {e}") }
+                    StoreError::Corrupt {
+                        table: "meters",
+                        detail: format!("{key}: {e}"),
+                    }
                 })?;
                 meters.insert(key.as_str(), bytes.as_slice())?;
                 buf = bytes;

@@ -53,12 +53,13 @@ pub(super) fn write(
         return Ok(());
     }
     let mut table = txn.open_table(REJECTED)?;
-    let mut next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
-    for row in rows {
-        let bytes = serde_json::to_vec(&row)
-            .map_err(|e| StoreError::Corrupt { table: "rejected", detail: e.to_string() })?;
-        table.insert(next, bytes.as_slice())?;
-        next += 1;
+    let next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+    for (key, row) in (next..).zip(rows) {
+        let bytes = serde_json::to_vec(&row).map_err(|e| StoreError::Corrupt {
+            table: "rejected",
+            detail: e.to_string(),
+        })?;
+        table.insert(key, bytes.as_slice())?;
     }
     let excess = table.len()?.saturating_sub(max_kept);
     for _ in 0..excess {
@@ -73,8 +74,10 @@ pub(super) fn list(db: &Database, limit: usize) -> Result<Vec<RejectedMessage>, 
     let mut out = Vec::new();
     for row in table.iter()?.rev().take(limit) {
         let (_, bytes) = row?;
-        let message = serde_json::from_slice(bytes.value())
-            .map_err(|e| StoreError::Corrupt { table: "rejected", detail: e.to_string() })?;
+        let message = serde_json::from_slice(bytes.value()).map_err(|e| StoreError::Corrupt {
+            table: "rejected",
+            detail: e.to_string(),
+        })?;
         out.push(message);
     }
     Ok(out)
