@@ -71,6 +71,7 @@ async fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("mosquitto must be installed");
+    // Reaped after the run, below.
     let (receiver_addr, receiver) =
         Receiver::start("127.0.0.1:0".parse().unwrap(), SECRET, Behaviour::accept())
             .await
@@ -183,5 +184,7 @@ async fn main() {
         pct(1.0)
     );
     let _ = daemon.kill();
+    let _ = daemon.wait();
     let _ = mosquitto.kill();
+    let _ = mosquitto.wait();
 }

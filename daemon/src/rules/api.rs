@@ -1,21 +1,19 @@
 //! The Rhai side of the rules: sandbox limits, the `reading`, `meter` and window statistics
-//! types, and the `alert` and `param` functions.
+//! types, and the `param` function.
 
-use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::packages::{Package, StandardPackage};
 use rhai::{
     Array, Dynamic, Engine, EvalAltResult, FuncRegistration, INT, ImmutableString, Map, Module,
-    OptimizationLevel, Position, Shared,
+    OptimizationLevel, Shared,
 };
-use serde_json::Value;
 use tracing::debug;
 
-use super::convert::{json_to_dynamic, map_to_json, stats_to_map};
+use super::alert;
+use super::convert::{json_to_dynamic, stats_to_map};
 use super::params::Params;
-use crate::alerts::Severity;
 use crate::config::RulesConfig;
 use crate::decode::Reading;
 use crate::state::{MeterSnapshot, WindowStats};
@@ -40,7 +38,7 @@ pub(super) fn base_engine(config: &RulesConfig, standard: &Shared<Module>) -> En
     apply_sandbox(&mut engine, config);
     register_reading(&mut engine);
     register_meter(&mut engine);
-    register_alert(&mut engine);
+    alert::register(&mut engine);
     engine
 }
 
@@ -103,7 +101,7 @@ impl ParamMisses {
 }
 
 /// Returns the error for a parameter that no `params.toml` of the region defines.
-pub(super) fn unknown_param(name: &str, label: &str) -> Box<EvalAltResult> {
+fn unknown_param(name: &str, label: &str) -> Box<EvalAltResult> {
     format!("unknown parameter '{name}' for {label}, expected it in a params.toml").into()
 }
 
@@ -121,9 +119,9 @@ fn apply_sandbox(engine: &mut Engine, config: &RulesConfig) {
     engine.disable_symbol("import");
     engine.disable_symbol("eval");
 
-    engine.on_print(|text| debug!(rule = %current_rule(), output = text, "rule printed"));
+    engine.on_print(|text| debug!(rule = %alert::current_rule(), output = text, "rule printed"));
     engine.on_debug(|text, _, position| {
-        debug!(rule = %current_rule(), line = position.line(), output = text, "rule debug output");
+        debug!(rule = %alert::current_rule(), line = position.line(), output = text, "rule debug output");
     });
 }
 
@@ -240,7 +238,8 @@ fn matching_events(reading: &mut ReadingValue, codes: Array) -> Array {
         return Array::new();
     }
     let reported = |code: &Dynamic| {
-        code.read_lock::<ImmutableString>().is_some_and(|c| reading.0.events.iter().any(|e| e == c.as_str()))
+        code.read_lock::<ImmutableString>()
+            .is_some_and(|c| reading.0.events.iter().any(|e| e == c.as_str()))
     };
     codes.into_iter().filter(reported).collect()
 }
@@ -251,141 +250,4 @@ fn optional(value: Option<f64>) -> Dynamic {
 
 fn float_array(values: &[f64]) -> Array {
     values.iter().map(|v| Dynamic::from_float(*v)).collect()
-}
-
-fn register_alert(engine: &mut Engine) {
-    // Volatile, so that the optimizer never runs it at compile time for constant arguments.
-    FuncRegistration::new("alert")
-        .with_volatility(true)
-        .register_into_engine(
-            engine,
-            |kind: Dynamic, severity: Dynamic, message: Dynamic, evidence: Dynamic| {
-                raise(&kind, &severity, &message, &evidence)
-            },
-        );
-    FuncRegistration::new("alert")
-        .with_volatility(true)
-        .register_into_engine(
-            engine,
-            |kind: Dynamic, severity: Dynamic, message: Dynamic| {
-                raise(&kind, &severity, &message, &Dynamic::from_map(Map::new()))
-            },
-        );
-}
-
-/// An alert raised by a rule call, before the rule's source is attached.
-#[derive(Debug)]
-pub(super) struct RaisedAlert {
-    pub kind: String,
-    pub severity: Severity,
-    pub message: String,
-    pub evidence: Value,
-}
-
-/// What one rule call raised.
-#[derive(Debug, Default)]
-pub(super) struct CallOutcome {
-    /// Alerts kept, at most `max_alerts_per_reading`.
-    pub alerts: Vec<RaisedAlert>,
-    /// Alerts beyond the limit, dropped.
-    pub dropped: usize,
-    /// True when `alert` rejected its arguments, which also failed the call.
-    pub invalid_alert: bool,
-}
-
-/// Collects the alerts of the rule call running on this thread. Rule calls never nest, and a
-/// rule call runs on one thread from start to end, so one slot per thread is enough.
-#[derive(Default)]
-struct AlertSink {
-    rule: Option<Arc<str>>,
-    limit: usize,
-    outcome: CallOutcome,
-}
-
-thread_local! {
-    static SINK: RefCell<AlertSink> = RefCell::new(AlertSink::default());
-}
-
-/// Prepares this thread's sink for a call of `rule`.
-pub(super) fn begin_call(rule: &Arc<str>, limit: usize) {
-    SINK.with_borrow_mut(|sink| {
-        sink.rule = Some(rule.clone());
-        sink.limit = limit;
-        sink.outcome = CallOutcome::default();
-    });
-}
-
-/// Takes what the current call raised and clears the sink.
-pub(super) fn end_call() -> CallOutcome {
-    SINK.with_borrow_mut(|sink| {
-        sink.rule = None;
-        std::mem::take(&mut sink.outcome)
-    })
-}
-
-fn current_rule() -> Arc<str> {
-    SINK.with_borrow(|sink| sink.rule.clone().unwrap_or_else(|| Arc::from("")))
-}
-
-fn raise(
-    kind: &Dynamic,
-    severity: &Dynamic,
-    message: &Dynamic,
-    evidence: &Dynamic,
-) -> Result<(), Box<EvalAltResult>> {
-    let alert = validate_alert(kind, severity, message, evidence);
-    SINK.with_borrow_mut(|sink| {
-        if sink.rule.is_none() {
-            return Err("alert() can only be called while a rule handles a reading".into());
-        }
-        match alert {
-            Ok(alert) if sink.outcome.alerts.len() < sink.limit => sink.outcome.alerts.push(alert),
-            Ok(_) => sink.outcome.dropped += 1,
-            Err(message) => {
-                sink.outcome.invalid_alert = true;
-                return Err(EvalAltResult::ErrorRuntime(message.into(), Position::NONE).into());
-            }
-        }
-        Ok(())
-    })
-}
-
-fn validate_alert(
-    kind: &Dynamic,
-    severity: &Dynamic,
-    message: &Dynamic,
-    evidence: &Dynamic,
-) -> Result<RaisedAlert, String> {
-    let kind = match kind.clone().into_string() {
-        Ok(kind) if !kind.is_empty() => kind,
-        _ => {
-            return Err(format!(
-                "invalid alert kind {kind:?}, expected a non-empty string"
-            ));
-        }
-    };
-    let severity = severity
-        .clone()
-        .into_immutable_string()
-        .map_err(|t| format!("invalid alert severity of type {t}, expected a string"))
-        .and_then(|s| Severity::parse(&s))?;
-    let message = message
-        .clone()
-        .into_string()
-        .map_err(|t| format!("invalid alert message of type {t}, expected a string"))?;
-    let evidence = match evidence.read_lock::<Map>() {
-        Some(map) => map_to_json(&map),
-        None => {
-            let t = evidence.type_name();
-            return Err(format!(
-                "invalid alert evidence of type {t}, expected a map"
-            ));
-        }
-    };
-    Ok(RaisedAlert {
-        kind,
-        severity,
-        message,
-        evidence,
-    })
 }

@@ -142,6 +142,13 @@ fn discover(
                     regions.push(folder);
                 }
             }
+            Ok(_) if name.ends_with(RULE_EXTENSION) => {
+                let message = format!(
+                    "rule file outside a folder, move it to {}/ or a region folder",
+                    config.common_folder
+                );
+                problems.push(problem(&path, None, None, message));
+            }
             Ok(_) => {}
             Err(e) => problems.push(problem(&path, None, None, format!("failed to read: {e}"))),
         }
@@ -360,10 +367,10 @@ fn find_param_call(text: &str, name: &str) -> Option<(usize, usize)> {
     while let Some(found) = text[from..].find("param") {
         let start = from + found;
         let rest = text[start + "param".len()..].trim_start();
-        if let Some(argument) = rest.strip_prefix('(') {
-            if argument.trim_start().starts_with(&quoted) {
-                return Some(params::line_column(text, start));
-            }
+        if let Some(argument) = rest.strip_prefix('(')
+            && argument.trim_start().starts_with(&quoted)
+        {
+            return Some(params::line_column(text, start));
         }
         from = start + "param".len();
     }

@@ -21,10 +21,12 @@
 //! | `load.rs` | folder discovery and compilation of a [`RuleEngine`]'s set |
 //! | `params.rs` | `params.toml` parsing and per-region merging |
 //! | `api.rs` | the Rhai types, functions and sandbox limits |
+//! | `alert.rs` | the `alert` function and the alerts of the running call |
 //! | `convert.rs` | JSON and Rhai value conversion |
 //! | `run.rs` | rule calls, error classes and rate-limited error logs |
 //! | `watch.rs` | file watching and reload on change |
 
+mod alert;
 mod api;
 mod convert;
 mod load;

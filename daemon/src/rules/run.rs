@@ -8,7 +8,8 @@ use rhai::{CallFnOptions, Dynamic, EvalAltResult, Scope};
 use tracing::warn;
 
 use super::RuleEngine;
-use super::api::{self, MeterValue, ReadingValue};
+use super::alert;
+use super::api::{MeterValue, ReadingValue};
 use super::load::{CompiledRule, ENTRY_POINT, RegionRules};
 use crate::alerts::AlertDraft;
 use crate::decode::Reading;
@@ -109,7 +110,7 @@ fn call_rule(
     drafts: &mut Vec<AlertDraft>,
 ) {
     let limit = engine.config.max_alerts_per_reading;
-    api::begin_call(&rule.name, limit);
+    alert::begin_call(&rule.name, limit);
     // Top-level statements of a rule file are not run per reading, only `on_reading`.
     let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
     let result = region.engine.call_fn_with_options::<Dynamic>(
@@ -119,7 +120,7 @@ fn call_rule(
         ENTRY_POINT,
         (reading.clone(), meter.clone()),
     );
-    let outcome = api::end_call();
+    let outcome = alert::end_call();
 
     if let Err(error) = result {
         let class = match outcome.invalid_alert {

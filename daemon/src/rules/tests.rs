@@ -28,12 +28,15 @@ fn stats_from_hourly(hourly_kw: &[f64]) -> WindowStats {
     let mean = hourly_kw.iter().sum::<f64>() / n;
     let peak = hourly_kw.iter().copied().fold(f64::MIN, f64::max);
     let base = hourly_kw.iter().copied().fold(f64::MAX, f64::min);
-    let (night, day): (Vec<(usize, f64)>, Vec<(usize, f64)>) = hourly_kw
-        .iter()
-        .copied()
-        .enumerate()
-        .partition(|(h, _)| h % 24 < 6);
-    let average = |v: &[(usize, f64)]| v.iter().map(|(_, kw)| kw).sum::<f64>() / v.len() as f64;
+    let average = |night: bool| {
+        let hours: Vec<f64> = hourly_kw
+            .iter()
+            .enumerate()
+            .filter(|(h, _)| (h % 24 < 6) == night)
+            .map(|(_, kw)| *kw)
+            .collect();
+        hours.iter().sum::<f64>() / hours.len() as f64
+    };
     let variance = hourly_kw.iter().map(|kw| (kw - mean).powi(2)).sum::<f64>() / n;
     WindowStats {
         hours: hourly_kw.len() as u32,
@@ -43,7 +46,7 @@ fn stats_from_hourly(hourly_kw: &[f64]) -> WindowStats {
         peak_kw: peak,
         base_kw: base,
         load_factor: mean / peak,
-        night_day_ratio: average(&night) / average(&day),
+        night_day_ratio: average(true) / average(false),
         cv: variance.sqrt() / mean,
     }
 }
@@ -1064,55 +1067,33 @@ fn shipped_rules_cost() {
             snapshot("south", week_stats(RIG_KW)),
         ),
     ];
+    // The fastest of several trials, because other processes on a shared machine only add time.
     for (name, reading, meter) in &cases {
-        let rounds = 200_000;
-        let start = Instant::now();
-        let mut alerts = 0;
-        for _ in 0..rounds {
-            alerts += engine.evaluate(reading, meter).len();
-        }
-        let per_call = start.elapsed() / rounds;
-        println!("{name}: {per_call:?} per evaluate(), {alerts} alerts");
+        let rounds = 50_000;
+        let fastest = (0..7)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    std::hint::black_box(engine.evaluate(reading, meter));
+                }
+                start.elapsed() / rounds
+            })
+            .min()
+            .unwrap();
+        println!("{name}: {fastest:?} per evaluate()");
     }
 }
 
 #[test]
-#[ignore = "scratch"]
-fn scratch_cost() {
-    let variants = [
-        ("empty", "fn on_reading(r, m) { }"),
-        ("one getter", "fn on_reading(r, m) { m.readings }"),
-        (
-            "window",
-            "fn on_reading(r, m) { let w = m.window(\"7d\"); }",
-        ),
-        (
-            "window+5",
-            "fn on_reading(r, m) { let w = m.window(\"7d\"); if w.hours_with_data < 120.0 { return; } if w.base_kw < 2.0 || w.mean_kw < 2.0 { return; } if w.load_factor < 0.3 {return;} if w.night_day_ratio < 0.8 { return; } }",
-        ),
-        (
-            "param x1",
-            "fn on_reading(r, m) { param(\"mining_window\") }",
-        ),
-        (
-            "kind",
-            "fn on_reading(r, m) { m.interval_kind == \"reversal\" }",
-        ),
-        ("array", "fn on_reading(r, m) { let a = []; }"),
-        ("events", "fn on_reading(r, m) { r.events.len() > 0 }"),
-    ];
-    for (name, text) in variants {
-        let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "common/params.toml", "mining_window = \"7d\"\n");
-        write(dir.path(), "common/r.rhai", text);
-        let (engine, _) = load(temp_config(dir.path()));
-        let reading = reading("south");
-        let meter = snapshot("south", week_stats(0.0));
-        let rounds = 200_000;
-        let start = Instant::now();
-        for _ in 0..rounds {
-            engine.evaluate(&reading, &meter);
-        }
-        println!("{name}: {:?}", start.elapsed() / rounds);
-    }
+fn rule_file_outside_folder_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "stray.rhai", &constant_rule("stray"));
+    write(dir.path(), "README.md", "Rules of the test.");
+    let problems = load_problems(temp_config(dir.path()));
+    assert_eq!(problems.len(), 1, "problems: {problems:?}");
+    assert!(
+        problems[0].path.ends_with("stray.rhai"),
+        "problem: {}",
+        problems[0]
+    );
 }

@@ -29,7 +29,10 @@ pub const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be opened.
-    #[error("failed to open alert store '{path}': {source}")]
+    #[error(
+        "failed to open alert store '{path}' (if another gridwatch process holds it, stop that \
+         process or set store.path to another file)"
+    )]
     Open {
         /// File path.
         path: PathBuf,
@@ -38,7 +41,7 @@ pub enum StoreError {
         source: redb::DatabaseError,
     },
     /// The database's folder could not be created.
-    #[error("failed to create folder '{path}': {source}")]
+    #[error("failed to create folder '{path}'")]
     CreateDir {
         /// Folder path.
         path: PathBuf,
