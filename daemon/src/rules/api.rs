@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::packages::{Package, StandardPackage};
 use rhai::{
-    Array, Dynamic, Engine, EvalAltResult, FuncRegistration, INT, ImmutableString, Map, Module,
+    Array, Dynamic, Engine, EvalAltResult, FLOAT, FuncRegistration, INT, ImmutableString, Module,
     OptimizationLevel, Shared,
 };
 use tracing::debug;
@@ -38,6 +38,7 @@ pub(super) fn base_engine(config: &RulesConfig, standard: &Shared<Module>) -> En
     apply_sandbox(&mut engine, config);
     register_reading(&mut engine);
     register_meter(&mut engine);
+    register_window_stats(&mut engine);
     alert::register(&mut engine);
     engine
 }
@@ -119,6 +120,16 @@ fn apply_sandbox(engine: &mut Engine, config: &RulesConfig) {
     engine.disable_symbol("import");
     engine.disable_symbol("eval");
 
+    // The standard package's `sleep` would block the reading path for as long as a rule asks,
+    // and the operations limit counts it as one operation. Functions registered on the engine
+    // take precedence over packages, so these replace it with an error.
+    let no_sleep = || -> Result<(), Box<EvalAltResult>> {
+        Err("sleep is not available to rules, because rules run on the reading path".into())
+    };
+    let volatile = || FuncRegistration::new("sleep").with_volatility(true);
+    volatile().register_into_engine(engine, move |_: INT| no_sleep());
+    volatile().register_into_engine(engine, move |_: FLOAT| no_sleep());
+
     engine.on_print(|text| debug!(rule = %alert::current_rule(), output = text, "rule printed"));
     engine.on_debug(|text, _, position| {
         debug!(rule = %alert::current_rule(), line = position.line(), output = text, "rule debug output");
@@ -127,6 +138,7 @@ fn apply_sandbox(engine: &mut Engine, config: &RulesConfig) {
 
 fn register_reading(engine: &mut Engine) {
     engine.register_type_with_name::<ReadingValue>("Reading");
+
     engine.register_get("meter_id", |r: &mut ReadingValue| {
         ImmutableString::from(&r.0.meter_id)
     });
@@ -144,6 +156,7 @@ fn register_reading(engine: &mut Engine) {
     engine.register_get("power_factor", |r: &mut ReadingValue| {
         optional(r.0.power_factor)
     });
+
     engine.register_get("voltage_v", |r: &mut ReadingValue| {
         float_array(&r.0.voltage_v)
     });
@@ -165,6 +178,7 @@ fn register_reading(engine: &mut Engine) {
         r.0.events.iter().any(|e| e == code)
     });
     engine.register_fn("matching_events", matching_events);
+
     // Fields outside the schema; also reached as `reading.name`, because Rhai falls back to
     // the indexer for a property without a getter.
     engine.register_indexer_get(|r: &mut ReadingValue, name: ImmutableString| {
@@ -176,6 +190,7 @@ fn register_reading(engine: &mut Engine) {
 
 fn register_meter(engine: &mut Engine) {
     engine.register_type_with_name::<MeterValue>("Meter");
+
     engine.register_get("meter_id", |m: &mut MeterValue| {
         ImmutableString::from(&m.0.meter_id)
     });
@@ -206,7 +221,9 @@ fn register_meter(engine: &mut Engine) {
             .collect()
     });
     engine.register_fn("window", window);
+}
 
+fn register_window_stats(engine: &mut Engine) {
     engine.register_type_with_name::<WindowStats>("WindowStats");
     engine.register_get("hours", |s: &mut WindowStats| INT::from(s.hours));
     engine.register_get("hours_with_data", |s: &mut WindowStats| s.hours_with_data);

@@ -32,7 +32,7 @@ pub(super) struct RuleSet {
     fallback: RegionRules,
 }
 
-/// The rules that run for one region, with the engine that holds its parameters.
+/// The rules that run for one region, with the engine that contains its parameters.
 pub(super) struct RegionRules {
     pub engine: Engine,
     pub rules: Vec<CompiledRule>,

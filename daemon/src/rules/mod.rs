@@ -1,7 +1,7 @@
 //! Rhai rules per region: loading, sandboxed evaluation and hot reload.
 //!
-//! The rules folder has one sub-folder per region and one common folder (`common` unless
-//! `rules.common_folder` says otherwise):
+//! The rules folder has one sub-folder per region and one common folder, named by
+//! `rules.common_folder` (`common` by default):
 //!
 //! ```text
 //! rules/
@@ -65,7 +65,7 @@ pub struct RuleProblem {
     pub line: Option<usize>,
     /// Column number, starting at 1, when known.
     pub column: Option<usize>,
-    /// What is wrong, as a lowercase fragment.
+    /// Description of the problem, as a lowercase fragment.
     pub message: String,
 }
 
@@ -183,9 +183,10 @@ impl RuleEngine {
                     generation,
                     "rules reloaded"
                 );
-                self.active.store(Arc::new(set));
+                // Metrics first, so that a reader of the new generation also reads the new metrics.
                 Metrics::inc(&self.metrics.rule_reloads, "outcome", "success");
                 self.metrics.rules_stale.set(0);
+                self.active.store(Arc::new(set));
                 Ok(())
             }
             Err(problems) => {

@@ -15,7 +15,7 @@ use crate::alerts::AlertDraft;
 use crate::decode::Reading;
 use crate::state::MeterSnapshot;
 
-/// Why a rule call failed, as counted in the `error` label of `rule_errors`.
+/// Class of a rule call failure, the value of the `error` label of `rule_errors`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RuleErrorClass {
     /// The call ran more than `max_operations` operations.

@@ -15,8 +15,8 @@ use crate::state::{Interval, IntervalKind, WindowStats};
 /// A rig draws about 3.25 kW, day and night.
 const RIG_KW: f64 = 3.25;
 
-/// Hourly load of a UK household over one day, kW: about 0.12 kW at night, a breakfast bump and
-/// an evening cooking peak; the daily mean is about 0.38 kW.
+/// Hourly load of a UK household over one day, kW. It is about 0.12 kW at night, with a breakfast
+/// bump and an evening cooking peak, and its daily mean is about 0.38 kW.
 const HOUSEHOLD_DAY_KW: [f64; 24] = [
     0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.36, 0.72, 0.48, 0.21, 0.21, 0.21, 0.21, 0.21, 0.21, 0.21,
     0.36, 0.90, 1.68, 0.96, 0.60, 0.48, 0.30, 0.18,
@@ -120,7 +120,7 @@ fn write(dir: &Path, relative: &str, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-/// A rule that always raises one alert of `kind`.
+/// Returns a rule that always raises one alert of `kind`.
 fn constant_rule(kind: &str) -> String {
     format!("fn on_reading(reading, meter) {{ alert(\"{kind}\", \"info\", \"fired\", #{{}}); }}\n")
 }
@@ -158,7 +158,7 @@ fn reloads(metrics: &Metrics, outcome: &str) -> u64 {
         .get()
 }
 
-/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+/// Polls `condition` every 20 ms until it is true or `timeout` passes.
 fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -636,8 +636,8 @@ fn huge_array_trips_array_size_limit() {
 
 #[test]
 fn huge_map_trips_map_size_limit() {
-    // Rhai 1.27 checks a map's size after `+=` and native calls such as `mixin`, but not when
-    // `x[key] = value` adds a key; there only the operations limit bounds the map.
+    // Rhai 1.27 checks a map's size after `+=` and after native calls such as `mixin`. It does
+    // not check it when `x[key] = value` adds a key, so only the operations limit bounds that.
     let rule = "fn on_reading(r, m) {\n\
                     let x = #{}; let i = 0;\n\
                     loop { let y = #{}; y[`k${i}`] = i; x += y; i += 1; }\n\
@@ -669,6 +669,26 @@ fn import_is_rejected_at_compile_time() {
     let problems = load_problems(temp_config(dir.path()));
     assert_eq!(problems.len(), 1, "problems: {problems:?}");
     assert_eq!(problems[0].line, Some(1), "line of import: {}", problems[0]);
+}
+
+#[test]
+fn sleep_fails_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "common/sleep.rhai",
+        "fn on_reading(r, m) { sleep(60); sleep(0.5); }",
+    );
+    let (engine, metrics) = load(temp_config(dir.path()));
+    let start = Instant::now();
+    engine.evaluate(&reading("south"), &snapshot("south", week_stats(0.0)));
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "evaluate took {elapsed:?} with sleep(60)"
+    );
+    let errors = rule_errors(&metrics, "common/sleep.rhai", "runtime");
+    assert_eq!(errors, 1, "runtime errors for sleep");
 }
 
 #[test]
@@ -957,7 +977,7 @@ fn reload_survives_folder_deleted_and_recreated() {
     assert_eq!(fired(&engine), ["new"], "alerts after re-create");
     assert_eq!(metrics.rules_stale.get(), 0, "rules_stale after re-create");
 
-    // The re-armed watch sees later edits too.
+    // The re-armed watch reports later edits too.
     write(&root, "common/r.rhai", &constant_rule("newer"));
     assert!(
         wait_for_generation(&engine, 3),
