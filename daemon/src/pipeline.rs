@@ -20,7 +20,7 @@ use crate::rules::RuleEngine;
 use crate::state::{IntervalKind, MeterState, StateModel};
 use crate::store::{AlertWrite, BatchWrite, RejectedMessage, Store, StoreError};
 
-/// Longest wait between attempts to commit a batch while the store fails.
+/// Maximum wait between attempts to commit a batch while the store fails.
 const MAX_COMMIT_RETRY: Duration = Duration::from_secs(30);
 
 /// Settings the pipeline takes from the configuration.
@@ -48,7 +48,7 @@ impl PipelineSettings {
     }
 }
 
-/// What one committed batch did.
+/// Result of one committed batch.
 #[derive(Debug, Default)]
 pub struct BatchOutcome {
     /// Readings accepted.

@@ -60,7 +60,7 @@ pub struct Reading {
     pub extra: Map<String, Value>,
 }
 
-/// Why a message was rejected.
+/// Reason a message was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {

@@ -151,8 +151,8 @@ impl RuleEngine {
         })
     }
 
-    /// Runs the common rules and the rules of the reading's region, in file-name order, and
-    /// returns the alerts they raised.
+    /// Runs the common rules, then the rules of the reading's region, each group in file-name
+    /// order, and returns the alerts they raised.
     ///
     /// A rule that fails or hits a sandbox limit is counted in `rule_errors{rule, error}` and
     /// logged at most once per `error_log_interval_secs`. The other rules still run, and the

@@ -14,7 +14,7 @@ pub use register::{Interval, IntervalKind, RegisterLimits, RegisterTracker};
 use crate::config::StateConfig;
 use crate::decode::Reading;
 
-/// Longest rolling window in hours (28 days).
+/// Maximum rolling window length in hours (28 days).
 pub const MAX_WINDOW_HOURS: u32 = 24 * 28;
 
 /// A read-only view of one meter, handed to rules and plugins.
@@ -44,7 +44,7 @@ impl MeterSnapshot {
     }
 }
 
-/// What is kept of a meter's newest reading.
+/// The stored copy of a meter's newest reading.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LastReading {
     /// Reading time, Unix milliseconds.

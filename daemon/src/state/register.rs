@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a register step was classified.
+/// Classification of a register step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IntervalKind {
     /// First reading of a meter: no interval yet.
@@ -22,7 +22,7 @@ pub enum IntervalKind {
     Glitch,
     /// A large drop to a value that is not near zero: the register went backwards.
     Reversal,
-    /// A drop to near zero; the next reading tells a momentary zero from a meter exchange.
+    /// A drop to near zero; the next reading distinguishes a momentary zero from a meter exchange.
     DropPending,
     /// The register restarted near zero and continued from there: a new meter.
     Exchange,

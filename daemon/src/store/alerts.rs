@@ -16,7 +16,7 @@ pub struct AlertWrite {
     pub meter: String,
     /// Reading time, Unix milliseconds.
     pub ts_ms: i64,
-    /// What the rule raised.
+    /// The alert the rule raised.
     pub draft: AlertDraft,
 }
 
