@@ -160,6 +160,9 @@ pub struct StateConfig {
     pub night_start_hour: u8,
     /// Last hour (UTC, exclusive) of the night period.
     pub night_end_hour: u8,
+    /// Threads that apply readings and run rules, each owning a share of the meters; 0 uses
+    /// one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for StateConfig {
@@ -180,6 +183,7 @@ impl Default for StateConfig {
             exchange_max_start_kwh: 10.0,
             night_start_hour: 0,
             night_end_hour: 6,
+            workers: 0,
         }
     }
 }

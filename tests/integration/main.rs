@@ -3,5 +3,6 @@
 
 mod bad_input;
 mod mining;
+mod reload;
 mod restart;
 mod support;

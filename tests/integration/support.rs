@@ -233,3 +233,30 @@ pub async fn wait_until_processed(daemon: &Daemon) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// Hourly readings of a flat 6.5 kW load (two mining rigs) on `meter` in region `south`, for
+/// `hours` from `first_hour`.
+pub fn flat_load(meter: &str, first_hour: i64, hours: i64) -> Vec<(String, Vec<u8>)> {
+    let start_ms = 1_750_000_000_000 / 3_600_000 * 3_600_000;
+    (first_hour..first_hour + hours)
+        .map(|h| {
+            let ts = start_ms + h * 3_600_000;
+            let register = 5_000.0 + h as f64 * 6.5;
+            (
+                format!("meters/south/{meter}/telemetry"),
+                format!(r#"{{"ts":{ts},"energy_import_kwh":{register:.3}}}"#).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Returns the number of stored mining alerts.
+pub async fn mining_alerts(daemon: &Daemon) -> usize {
+    let alerts = get_json(&format!("{}/api/alerts", daemon.http)).await;
+    alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "mining")
+        .count()
+}

@@ -120,17 +120,47 @@ impl HourlyHistory {
 
     /// Computes statistics over the `hours` hours ending with the newest bucket.
     pub fn stats(&self, hours: u32, night: NightHours) -> WindowStats {
-        let mut acc = Accumulator::default();
+        self.stats_for(&[hours], night).pop().unwrap_or_default()
+    }
+
+    /// Computes statistics for several windows ending with the newest bucket, in one pass over
+    /// the buckets of the longest. Returns them in the order of `windows`.
+    pub fn stats_for(&self, windows: &[u32], night: NightHours) -> Vec<WindowStats> {
+        let mut accs: Vec<Accumulator> = windows.iter().map(|_| Accumulator::default()).collect();
         let cap = self.capacity() as i64;
-        if self.newest_hour != i64::MIN {
-            let oldest = self.newest_hour - i64::from(hours).min(cap) + 1;
-            for hour in oldest..=self.newest_hour {
-                let slot = hour.rem_euclid(cap) as usize;
-                let is_night = night.contains(hour.rem_euclid(24) as u8);
-                acc.add(self.energy_kwh[slot], self.covered_secs[slot], is_night);
+        let longest = windows.iter().copied().max().unwrap_or(0);
+        if self.newest_hour != i64::MIN && cap > 0 {
+            let span = i64::from(longest).min(cap);
+            let oldest = self.newest_hour - span + 1;
+            let mut slot = oldest.rem_euclid(cap) as usize;
+            let mut hour_of_day = oldest.rem_euclid(24) as u8;
+            for age in (0..span).rev() {
+                let covered = self.covered_secs[slot];
+                if covered > 0 {
+                    let is_night = night.contains(hour_of_day);
+                    let energy = self.energy_kwh[slot];
+                    for (acc, &hours) in accs.iter_mut().zip(windows) {
+                        if age < i64::from(hours) {
+                            acc.add(energy, covered, is_night);
+                        }
+                    }
+                }
+                slot = if slot + 1 == cap as usize {
+                    0
+                } else {
+                    slot + 1
+                };
+                hour_of_day = if hour_of_day == 23 {
+                    0
+                } else {
+                    hour_of_day + 1
+                };
             }
         }
-        acc.finish(hours)
+        accs.into_iter()
+            .zip(windows)
+            .map(|(acc, &hours)| acc.finish(hours))
+            .collect()
     }
 }
 
@@ -149,9 +179,6 @@ struct Accumulator {
 
 impl Accumulator {
     fn add(&mut self, energy: f32, covered: u16, is_night: bool) {
-        if covered == 0 {
-            return;
-        }
         let (energy, secs) = (f64::from(energy), f64::from(covered));
         self.energy += energy;
         self.covered_secs += secs;

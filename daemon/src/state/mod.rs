@@ -82,6 +82,7 @@ pub struct MeterState {
 pub struct StateModel {
     limits: RegisterLimits,
     windows: Vec<(String, u32)>,
+    window_hours: Vec<u32>,
     capacity_hours: u32,
     night: NightHours,
 }
@@ -94,7 +95,8 @@ impl StateModel {
             .iter()
             .map(|w| (w.name.clone(), w.hours))
             .collect();
-        let capacity_hours = windows.iter().map(|w| w.1).max().unwrap_or(24);
+        let window_hours: Vec<u32> = windows.iter().map(|w| w.1).collect();
+        let capacity_hours = window_hours.iter().copied().max().unwrap_or(24);
         StateModel {
             limits: RegisterLimits {
                 max_interval_ms: i64::from(config.max_interval_minutes) * 60_000,
@@ -103,6 +105,7 @@ impl StateModel {
                 max_power_kw,
             },
             windows,
+            window_hours,
             capacity_hours,
             night: NightHours {
                 start: config.night_start_hour,
@@ -174,7 +177,8 @@ impl StateModel {
             windows: self
                 .windows
                 .iter()
-                .map(|(name, hours)| (name.clone(), state.history.stats(*hours, self.night)))
+                .map(|(name, _)| name.clone())
+                .zip(state.history.stats_for(&self.window_hours, self.night))
                 .collect(),
             register_reversals: state.reversals.iter().filter(|&&t| t > since).count() as u32,
             readings: state.readings,

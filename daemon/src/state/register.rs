@@ -35,6 +35,21 @@ pub enum IntervalKind {
 }
 
 impl IntervalKind {
+    /// Every kind, in declaration order, so `kind as usize` indexes this array.
+    pub const ALL: [IntervalKind; 11] = [
+        IntervalKind::First,
+        IntervalKind::Normal,
+        IntervalKind::Duplicate,
+        IntervalKind::Late,
+        IntervalKind::Glitch,
+        IntervalKind::Reversal,
+        IntervalKind::DropPending,
+        IntervalKind::Exchange,
+        IntervalKind::Rollover,
+        IntervalKind::Gap,
+        IntervalKind::Jump,
+    ];
+
     /// Returns the snake_case name used by rules and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

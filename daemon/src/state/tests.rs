@@ -214,3 +214,24 @@ fn state_round_trips_through_postcard() {
     let back: MeterState = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(back, state);
 }
+
+#[test]
+fn one_pass_stats_match_single_windows() {
+    let model = StateModel::new(&StateConfig::default(), 10_000.0);
+    let mut state = model.new_state();
+    for hour in 0..200 {
+        let kwh = 1_000.0 + f64::from(hour) * 0.7 + f64::from(hour % 5);
+        model.apply(&mut state, &reading(f64::from(hour) * 0.93, kwh));
+    }
+    let night = NightHours { start: 22, end: 6 };
+    let together = state.history.stats_for(&[24, 168, 5], night);
+    for (i, hours) in [24, 168, 5].into_iter().enumerate() {
+        let alone = state.history.stats(hours, night);
+        // Debug output compares NaN ratios as equal, which `==` does not.
+        assert_eq!(
+            format!("{:?}", together[i]),
+            format!("{alone:?}"),
+            "window of {hours} hours"
+        );
+    }
+}

@@ -1,10 +1,12 @@
 //! The batch loop: decode, update meter state, run rules, commit, acknowledge.
 //!
-//! One pipeline owns all meter state in memory. It takes every message that is waiting (up to
-//! `store.commit_max_readings`), processes them, writes all their effects in one redb
-//! transaction and only then acknowledges them to the broker.
+//! The pipeline takes every message that is waiting (up to `store.commit_max_readings`),
+//! processes them, writes all their effects in one redb transaction and only then acknowledges
+//! them to the broker. Meter state is split into shards by meter; large batches are decoded and
+//! applied on one thread per shard, so a meter's readings stay in order on one thread.
 
-use std::collections::{HashMap, HashSet};
+mod shard;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,15 +15,20 @@ use tokio::sync::mpsc;
 
 use crate::alerts::{Alert, AlertChange};
 use crate::config::{Config, WebhookConfig};
-use crate::decode::{Decoder, Reading};
+use crate::decode::{Decoder, Reading, Rejection};
 use crate::ingest::Message;
 use crate::metrics::Metrics;
 use crate::rules::RuleEngine;
-use crate::state::{IntervalKind, MeterState, StateModel};
+use crate::state::StateModel;
 use crate::store::{AlertWrite, BatchWrite, RejectedMessage, Store, StoreError};
+
+use shard::{Shard, ShardContext, ShardOutput};
 
 /// Maximum wait between attempts to commit a batch while the store fails.
 const MAX_COMMIT_RETRY: Duration = Duration::from_secs(30);
+
+/// Smallest batch that is spread over threads; smaller ones run on the pipeline thread.
+const MIN_PARALLEL_BATCH: usize = 64;
 
 /// Settings the pipeline takes from the configuration.
 #[derive(Debug, Clone)]
@@ -34,16 +41,23 @@ pub struct PipelineSettings {
     pub rejected_payload_max_bytes: usize,
     /// Webhook endpoints.
     pub webhooks: Vec<WebhookConfig>,
+    /// Meter state shards, each applied on its own thread for large batches.
+    pub workers: usize,
 }
 
 impl PipelineSettings {
     /// Takes the pipeline's settings from the configuration.
     pub fn from_config(config: &Config) -> Self {
+        let workers = match config.state.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         PipelineSettings {
             commit_max_readings: config.store.commit_max_readings,
             max_rejected_kept: config.store.max_rejected_kept,
             rejected_payload_max_bytes: config.store.rejected_payload_max_bytes,
             webhooks: config.webhooks.clone(),
+            workers,
         }
     }
 }
@@ -62,22 +76,31 @@ pub struct BatchOutcome {
 /// Decodes, tracks state, evaluates rules and commits.
 pub struct Pipeline {
     decoder: Decoder,
-    model: StateModel,
-    rules: Arc<RuleEngine>,
-    store: Arc<Store>,
-    metrics: Arc<Metrics>,
+    context: ShardContext,
     settings: PipelineSettings,
-    meters: HashMap<String, MeterState>,
+    shards: Vec<Shard>,
     on_commit: Option<Box<dyn Fn() + Send>>,
 }
 
 /// Effects of a batch, kept until they are committed.
 #[derive(Default)]
 struct Pending {
-    dirty: HashSet<String>,
-    alerts: Vec<AlertWrite>,
+    shards: Vec<ShardOutput>,
     rejected: Vec<RejectedMessage>,
-    accepted: usize,
+}
+
+impl Pending {
+    fn accepted(&self) -> usize {
+        self.shards.iter().map(|s| s.accepted).sum()
+    }
+
+    /// Returns the alerts of every shard in the order their readings arrived.
+    fn alerts(&self) -> Vec<AlertWrite> {
+        let mut alerts: Vec<&(usize, AlertWrite)> =
+            self.shards.iter().flat_map(|s| &s.alerts).collect();
+        alerts.sort_by_key(|(index, _)| *index);
+        alerts.into_iter().map(|(_, alert)| alert.clone()).collect()
+    }
 }
 
 impl Pipeline {
@@ -90,14 +113,14 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         settings: PipelineSettings,
     ) -> Pipeline {
+        let shards = (0..settings.workers.max(1))
+            .map(|_| Shard::default())
+            .collect();
         Pipeline {
             decoder,
-            model,
-            rules,
-            store,
-            metrics,
+            context: ShardContext::new(model, rules, store, metrics),
             settings,
-            meters: HashMap::new(),
+            shards,
             on_commit: None,
         }
     }
@@ -109,7 +132,7 @@ impl Pipeline {
 
     /// Returns the number of meters held in memory.
     pub fn meter_count(&self) -> usize {
-        self.meters.len()
+        self.shards.iter().map(Shard::len).sum()
     }
 
     /// Processes messages until `messages` closes, acknowledging each batch once committed.
@@ -174,95 +197,107 @@ impl Pipeline {
     }
 
     fn process(&mut self, batch: &[Message], now_ms: i64) -> Pending {
+        let parallel = self.shards.len() > 1 && batch.len() >= MIN_PARALLEL_BATCH;
+        let decoded = self.decode_all(batch, now_ms, parallel);
+
         let mut pending = Pending::default();
-        for message in batch {
-            let publish = &message.publish;
-            match self
-                .decoder
-                .decode(&publish.topic, &publish.payload, now_ms)
-            {
-                Ok(reading) => self.accept(&reading, &mut pending),
-                Err(rejection) => {
-                    Metrics::inc(
-                        &self.metrics.readings_rejected,
-                        "reason",
-                        rejection.reason.as_str(),
-                    );
-                    tracing::debug!(topic = %publish.topic, reason = rejection.reason.as_str(), error = %rejection, "message rejected");
-                    pending.rejected.push(RejectedMessage::new(
-                        message.received_ms,
-                        &publish.topic,
-                        &publish.payload,
-                        &rejection,
-                        self.settings.rejected_payload_max_bytes,
-                    ));
+        let mut routed: Vec<Vec<(usize, Reading)>> = vec![Vec::new(); self.shards.len()];
+        for (index, (message, result)) in batch.iter().zip(decoded).enumerate() {
+            match result {
+                Ok(reading) => {
+                    let shard = shard::shard_of(&reading, self.shards.len());
+                    routed[shard].push((index, reading));
                 }
+                Err(rejection) => pending.rejected.push(self.reject(message, &rejection)),
             }
         }
+
+        let context = &self.context;
+        pending.shards = if parallel {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = self
+                    .shards
+                    .iter_mut()
+                    .zip(routed)
+                    .map(|(shard, readings)| scope.spawn(move || shard.apply(context, readings)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        } else {
+            self.shards
+                .iter_mut()
+                .zip(routed)
+                .map(|(shard, readings)| shard.apply(context, readings))
+                .collect()
+        };
+        context.metrics.meters.set(self.meter_count() as i64);
         pending
     }
 
-    fn accept(&mut self, reading: &Reading, pending: &mut Pending) {
-        let key = format!("{}/{}", reading.region, reading.meter_id);
-        if !self.meters.contains_key(&key) {
-            let state = self.load_state(&key);
-            self.meters.insert(key.clone(), state);
-            self.metrics.meters.set(self.meters.len() as i64);
-        }
-        let Some(state) = self.meters.get_mut(&key) else {
-            return;
+    /// Decodes every message, on one thread per shard when `parallel`, keeping batch order.
+    fn decode_all(
+        &self,
+        batch: &[Message],
+        now_ms: i64,
+        parallel: bool,
+    ) -> Vec<Result<Reading, Rejection>> {
+        let decoder = &self.decoder;
+        let decode = move |message: &Message| {
+            decoder.decode(&message.publish.topic, &message.publish.payload, now_ms)
         };
-        let interval = self.model.apply(state, reading);
-        Metrics::inc(
-            &self.metrics.register_intervals,
-            "kind",
-            interval.kind.as_str(),
-        );
-        self.metrics.readings_accepted.inc();
-        pending.accepted += 1;
-        if matches!(interval.kind, IntervalKind::Duplicate | IntervalKind::Late) {
-            // Already reflected in the state: running rules again would count a second firing.
-            return;
+        if !parallel {
+            return batch.iter().map(decode).collect();
         }
-        let snapshot = self.model.snapshot(state, reading, interval);
-        pending.dirty.insert(key);
-        for draft in self.rules.evaluate(reading, &snapshot) {
-            pending.alerts.push(AlertWrite {
-                region: reading.region.clone(),
-                meter: reading.meter_id.clone(),
-                ts_ms: reading.ts_ms,
-                draft,
-            });
-        }
+        let chunk = batch.len().div_ceil(self.shards.len());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || part.iter().map(decode).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
     }
 
-    fn load_state(&self, key: &str) -> MeterState {
-        match self.store.load_meter(key) {
-            Ok(Some(state)) => state,
-            Ok(None) => self.model.new_state(),
-            Err(error) => {
-                // NOTE: the meter restarts from empty state, which loses its history.
-                tracing::error!(meter = key, %error, "failed to load meter state; starting afresh");
-                self.model.new_state()
-            }
-        }
+    fn reject(&self, message: &Message, rejection: &Rejection) -> RejectedMessage {
+        let publish = &message.publish;
+        let metrics = &self.context.metrics;
+        Metrics::inc(
+            &metrics.readings_rejected,
+            "reason",
+            rejection.reason.as_str(),
+        );
+        tracing::debug!(topic = %publish.topic, reason = rejection.reason.as_str(), error = %rejection, "message rejected");
+        RejectedMessage::new(
+            message.received_ms,
+            &publish.topic,
+            &publish.payload,
+            rejection,
+            self.settings.rejected_payload_max_bytes,
+        )
     }
 
     fn commit(&self, pending: &Pending, now_ms: i64) -> Result<BatchOutcome, StoreError> {
-        let meters = pending
-            .dirty
+        let meters = self
+            .shards
             .iter()
-            .filter_map(|key| self.meters.get(key).map(|state| (key, state)))
+            .zip(&pending.shards)
+            .flat_map(|(shard, output)| shard.dirty_states(&output.dirty))
             .collect();
-        let alerts = self.store.commit_batch(BatchWrite {
+        let alerts = self.context.store.commit_batch(BatchWrite {
             meters,
-            alerts: pending.alerts.clone(),
+            alerts: pending.alerts(),
             rejected: pending.rejected.clone(),
             webhooks: &self.settings.webhooks,
             max_rejected_kept: self.settings.max_rejected_kept,
             now_ms,
         })?;
-        self.metrics.store_commits.inc();
+        self.context.metrics.store_commits.inc();
         for (alert, change) in &alerts {
             self.record_alert(alert, *change);
         }
@@ -270,7 +305,7 @@ impl Pipeline {
             callback();
         }
         Ok(BatchOutcome {
-            accepted: pending.accepted,
+            accepted: pending.accepted(),
             rejected: pending.rejected.len(),
             alerts,
         })
@@ -282,7 +317,7 @@ impl Pipeline {
             AlertChange::Escalated => "escalated",
             AlertChange::Repeated => "repeated",
         };
-        Metrics::inc(&self.metrics.alerts, "change", label);
+        Metrics::inc(&self.context.metrics.alerts, "change", label);
         if change != AlertChange::Repeated {
             tracing::info!(alert_id = %alert.id, meter = %alert.meter, region = %alert.region, kind = %alert.kind, severity = alert.severity.as_str(), change = label, "alert raised");
         }
