@@ -437,6 +437,21 @@ impl Config {
     fn validate(&self, problems: &mut Vec<String>) {
         self.validate_mqtt(problems);
         self.validate_state(problems);
+        let decode = &self.decode;
+        for (key, value) in [
+            ("decode.max_power_kw", decode.max_power_kw),
+            ("decode.max_register_kwh", decode.max_register_kwh),
+            ("decode.max_voltage_v", decode.max_voltage_v),
+            ("decode.max_current_a", decode.max_current_a),
+        ] {
+            positive_float(problems, key, value);
+        }
+        if decode.max_future_secs < 0 {
+            problems.push(format!(
+                "decode.max_future_secs: {} is negative, expected 0 or more",
+                decode.max_future_secs
+            ));
+        }
         if chrono::DateTime::parse_from_rfc3339(&self.decode.min_timestamp).is_err() {
             problems.push(format!(
                 "decode.min_timestamp: invalid value '{}', expected an RFC 3339 time",
@@ -472,11 +487,19 @@ impl Config {
                     hook.name
                 ));
             }
-            if let Err(e) = reqwest::Url::parse(&hook.url) {
-                problems.push(format!(
-                    "webhooks[{i}].url: invalid URL '{}': {e}",
-                    hook.url
-                ));
+            match reqwest::Url::parse(&hook.url) {
+                Err(e) => {
+                    problems.push(format!(
+                        "webhooks[{i}].url: invalid URL '{}': {e}",
+                        hook.url
+                    ));
+                }
+                Ok(url) if !matches!(url.scheme(), "http" | "https") => problems.push(format!(
+                    "webhooks[{i}].url: '{}' uses scheme '{}', expected http or https",
+                    hook.url,
+                    url.scheme()
+                )),
+                Ok(_) => {}
             }
             if let Err(e) = crate::delivery::signer::Signer::from_secret(hook.secret.expose()) {
                 problems.push(format!("webhooks[{i}].secret: {e}"));
@@ -494,6 +517,16 @@ impl Config {
         }
         if mqtt.topics.is_empty() {
             problems.push("mqtt.topics: expected at least one topic filter".into());
+        }
+        for (i, topic) in mqtt.topics.iter().enumerate() {
+            if let Err(problem) = check_topic_filter(topic) {
+                problems.push(format!(
+                    "mqtt.topics[{i}]: invalid filter '{topic}': {problem}"
+                ));
+            }
+        }
+        if mqtt.url.starts_with("mqtts://") && mqtt.ca_file.is_none() {
+            problems.push("mqtt.ca_file: required for mqtts:// URLs".into());
         }
         if let Err(e) = crate::decode::TopicLayout::parse(&mqtt.topic_layout) {
             problems.push(format!("mqtt.topic_layout: {e}"));
@@ -523,7 +556,14 @@ impl Config {
         if state.windows.is_empty() {
             problems.push("state.windows: expected at least one window".into());
         }
+        let mut names = std::collections::HashSet::new();
         for (i, w) in state.windows.iter().enumerate() {
+            if !names.insert(w.name.as_str()) {
+                problems.push(format!(
+                    "state.windows[{i}].name: duplicate name '{}'",
+                    w.name
+                ));
+            }
             if w.hours == 0 || w.hours > crate::state::MAX_WINDOW_HOURS {
                 problems.push(format!(
                     "state.windows[{i}].hours: {} is out of range, expected 1 to {}",
@@ -546,12 +586,46 @@ impl Config {
             "state.max_interval_minutes",
             u64::from(state.max_interval_minutes),
         );
+        for (key, value) in [
+            ("state.glitch_tolerance_kwh", state.glitch_tolerance_kwh),
+            ("state.exchange_max_start_kwh", state.exchange_max_start_kwh),
+        ] {
+            if value.is_nan() || value < 0.0 {
+                problems.push(format!("{key}: {value} is invalid, expected 0 or more"));
+            }
+        }
     }
 
     /// Returns the configuration with every secret replaced, for display.
     pub fn redacted(&self) -> String {
         format!("{self:#?}")
     }
+}
+
+fn positive_float(problems: &mut Vec<String>, key: &str, value: f64) {
+    if value.is_nan() || value <= 0.0 {
+        problems.push(format!(
+            "{key}: {value} is invalid, expected a number above 0"
+        ));
+    }
+}
+
+/// Checks an MQTT topic filter: not empty, and `+` and `#` each fill a whole level, with `#`
+/// only as the last level.
+fn check_topic_filter(filter: &str) -> Result<(), &'static str> {
+    if filter.is_empty() {
+        return Err("empty filter");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("'#' must be a whole level and the last one");
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("'+' must be a whole level");
+        }
+    }
+    Ok(())
 }
 
 fn positive(problems: &mut Vec<String>, key: &str, value: u64) {
@@ -652,6 +726,39 @@ mod tests {
             !joined.contains("plain-text-secret"),
             "secret echoed: {joined}"
         );
+    }
+
+    #[test]
+    fn implausible_values_rejected() {
+        let text = r#"
+            [mqtt]
+            url = "mqtts://broker:8883"
+            topics = ["meters/#/x", "meters/a+/b"]
+            [decode]
+            max_power_kw = -5.0
+            max_voltage_v = 0.0
+            [state]
+            windows = [{ name = "24h", hours = 24 }, { name = "24h", hours = 48 }]
+            [[webhooks]]
+            name = "a"
+            url = "ftp://example.org/hook"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        "#;
+        let joined = Config::parse(text).unwrap_err().join("\n");
+        for key in [
+            "mqtt.ca_file",
+            "mqtt.topics[0]",
+            "mqtt.topics[1]",
+            "decode.max_power_kw",
+            "decode.max_voltage_v",
+            "state.windows[1].name",
+            "webhooks[0].url",
+        ] {
+            assert!(
+                joined.contains(key),
+                "no problem reported for {key}: {joined}"
+            );
+        }
     }
 
     #[test]

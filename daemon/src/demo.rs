@@ -92,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let received = receiver.received();
     println!(
-        "received {} verified webhook deliveries ({} with a valid signature)",
+        "received {} webhook deliveries, {} with a valid signature",
         received.len(),
         received.iter().filter(|d| d.signature_valid).count()
     );

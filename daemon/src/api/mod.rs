@@ -35,8 +35,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Binds `addr` and serves until `shutdown` completes. Returns the bound address through
-/// `bound` so callers may pass port 0.
+/// Binds the HTTP endpoint. Port 0 picks a free port; the listener reports which.
 ///
 /// # Errors
 /// Returns an error when the address cannot be bound.
@@ -81,18 +80,20 @@ struct Page {
 
 async fn alerts(State(state): State<ApiState>, Query(page): Query<Page>) -> Response {
     let limit = page.limit.unwrap_or(100).min(MAX_LIMIT);
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.list_alerts(limit)).await {
-        Ok(Ok(alerts)) => Json(alerts).into_response(),
-        Ok(Err(error)) => internal_error(&error.to_string()),
-        Err(error) => internal_error(&error.to_string()),
-    }
+    list(state.store, move |store| store.list_alerts(limit)).await
 }
 
 async fn rejected(State(state): State<ApiState>, Query(page): Query<Page>) -> Response {
     let limit = page.limit.unwrap_or(100).min(MAX_LIMIT);
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.list_rejected(limit)).await {
+    list(state.store, move |store| store.list_rejected(limit)).await
+}
+
+/// Runs a store read off the async runtime and returns its rows as JSON.
+async fn list<T: serde::Serialize + Send + 'static>(
+    store: Arc<Store>,
+    read: impl FnOnce(&Store) -> Result<Vec<T>, crate::store::StoreError> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(move || read(&store)).await {
         Ok(Ok(rows)) => Json(rows).into_response(),
         Ok(Err(error)) => internal_error(&error.to_string()),
         Err(error) => internal_error(&error.to_string()),
