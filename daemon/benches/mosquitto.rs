@@ -4,7 +4,9 @@
 //! to webhook delivery of probe readings, which is an upper bound of publish to commit.
 //!
 //! Run with `cargo bench -p gridwatch --bench mosquitto`. Needs `mosquitto` installed.
-//! `GRIDWATCH_BENCH_READINGS` sets the number of readings (default 200,000 over 10,000 meters).
+//! `GRIDWATCH_BENCH_READINGS` sets the number of readings (default 200,000 over 10,000 meters)
+//! and `GRIDWATCH_BENCH_RATE` a steady publish rate in readings per second (default 0: as fast
+//! as the broker acknowledges).
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -58,6 +60,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    let rate: f64 = std::env::var("GRIDWATCH_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     let dir = tempfile::tempdir().unwrap();
     let broker_port = free_port();
     std::fs::write(
@@ -136,6 +142,10 @@ async fn main() {
     });
     let mut probes = Vec::new();
     for i in 0..total {
+        if rate > 0.0 && i % 100 == 0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
         let sent_ms = chrono::Utc::now().timestamp_millis();
         let (topic, body) = payload(i, sent_ms);
         if i % PROBE_EVERY == PROBE_EVERY - 1 {
@@ -166,7 +176,10 @@ async fn main() {
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
 
-    println!("readings: {total} over {METERS} meters, QoS 1, Mosquitto max_inflight_messages 1000");
+    println!(
+        "readings: {total} over {METERS} meters, QoS 1, Mosquitto max_inflight_messages 1000, \
+         target rate {rate} readings/s (0 = unpaced)"
+    );
     println!(
         "publish (all PubAcks): {publish_secs:.2} s = {:.0} readings/s",
         total as f64 / publish_secs

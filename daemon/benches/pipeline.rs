@@ -81,7 +81,7 @@ fn read_messages(path: &Path) -> Vec<Message> {
         .collect()
 }
 
-fn pipeline(dir: &Path) -> Pipeline {
+fn pipeline(dir: &Path, workers: usize) -> Pipeline {
     let mut config = Config::default();
     config.rules.dir = repo().join("rules");
     let metrics = Arc::new(Metrics::new());
@@ -93,6 +93,7 @@ fn pipeline(dir: &Path) -> Pipeline {
         config.mqtt.max_payload_bytes,
     )
     .unwrap();
+    config.state.workers = workers;
     let model = StateModel::new(&config.state, config.decode.max_power_kw);
     Pipeline::new(
         decoder,
@@ -117,20 +118,23 @@ fn offline_throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipeline");
     group.sample_size(10);
     group.throughput(Throughput::Elements(messages.len() as u64));
-    group.bench_function(format!("offline_{meters}_meters"), |b| {
-        b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                (pipeline(dir.path()), dir)
-            },
-            |(mut pipeline, _dir)| {
-                for chunk in messages.chunks(batch) {
-                    pipeline.process_batch(chunk, now_ms).unwrap();
-                }
-            },
-            BatchSize::PerIteration,
-        );
-    });
+    for workers in [1, 2] {
+        let name = format!("offline_{meters}_meters_{workers}_workers");
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let dir = tempfile::tempdir().unwrap();
+                    (pipeline(dir.path(), workers), dir)
+                },
+                |(mut pipeline, _dir)| {
+                    for chunk in messages.chunks(batch) {
+                        pipeline.process_batch(chunk, now_ms).unwrap();
+                    }
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
     group.finish();
 }
 
