@@ -380,6 +380,21 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads only the `[rules]` section of a configuration file, for reporting rule problems
+    /// when the rest of the file is invalid. Returns `None` when that section cannot be read.
+    pub fn load_rules_section(path: &Path) -> Option<RulesConfig> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let table: toml::Table = text.parse().ok()?;
+        let mut rules = match table.get("rules") {
+            Some(value) => deserialize_at::<RulesConfig>(value.clone(), "rules").ok()?,
+            None => RulesConfig::default(),
+        };
+        if rules.dir.is_relative() {
+            rules.dir = path.parent().unwrap_or(Path::new(".")).join(&rules.dir);
+        }
+        Some(rules)
+    }
+
     /// Parses and validates configuration text.
     ///
     /// # Errors
@@ -643,7 +658,32 @@ fn section<T: for<'de> Deserialize<'de>>(
     let Some(value) = table.get(name) else { return };
     match deserialize_at(value.clone(), name) {
         Ok(parsed) => *target = parsed,
-        Err(problem) => problems.push(problem),
+        Err(problem) => problems.extend(key_problems::<T>(value, name, problem)),
+    }
+}
+
+/// Finds every bad key of a section whose fields all have defaults, by deserializing each key
+/// on its own, because serde stops at the first error. Falls back to `first` when no single
+/// key fails alone.
+fn key_problems<T: for<'de> Deserialize<'de>>(
+    value: &toml::Value,
+    prefix: &str,
+    first: String,
+) -> Vec<String> {
+    let Some(table) = value.as_table() else {
+        return vec![first];
+    };
+    let problems: Vec<String> = table
+        .iter()
+        .filter_map(|(key, item)| {
+            let single = toml::Table::from_iter([(key.clone(), item.clone())]);
+            deserialize_at::<T>(toml::Value::Table(single), prefix).err()
+        })
+        .collect();
+    if problems.is_empty() {
+        vec![first]
+    } else {
+        problems
     }
 }
 
@@ -759,6 +799,14 @@ mod tests {
                 "no problem reported for {key}: {joined}"
             );
         }
+    }
+
+    #[test]
+    fn every_bad_key_of_a_section_reported() {
+        let text = "[mqtt]\nbogus_key = 1\nkeep_alive_secs = \"thirty\"\n";
+        let joined = Config::parse(text).unwrap_err().join("\n");
+        assert!(joined.contains("bogus_key"), "{joined}");
+        assert!(joined.contains("mqtt.keep_alive_secs"), "{joined}");
     }
 
     #[test]

@@ -123,18 +123,26 @@ async fn run(path: PathBuf) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(error) => return fail(&error),
+    let (rules, config_ok) = match Config::load(path) {
+        Ok(config) => (Some(config.rules), true),
+        Err(error) => {
+            eprintln!("error: {error}");
+            (Config::load_rules_section(path), false)
+        }
     };
-    let problems = gridwatch::rules::check(&config.rules);
-    if problems.is_empty() {
+    let problems = rules
+        .as_ref()
+        .map(gridwatch::rules::check)
+        .unwrap_or_default();
+    for (i, problem) in problems.iter().enumerate() {
+        if i == 0 {
+            eprintln!("error: {} rule problem(s):", problems.len());
+        }
+        eprintln!("  {problem}");
+    }
+    if config_ok && problems.is_empty() {
         println!("{}: configuration and rules are valid", path.display());
         return ExitCode::SUCCESS;
-    }
-    eprintln!("error: {} rule problem(s):", problems.len());
-    for problem in problems {
-        eprintln!("  {problem}");
     }
     ExitCode::FAILURE
 }

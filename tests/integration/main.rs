@@ -2,6 +2,7 @@
 //! receiver and a redb file.
 
 mod bad_input;
+mod check;
 mod mining;
 mod reload;
 mod restart;

@@ -195,3 +195,6 @@ pub struct BatchWrite<'a> {
     /// Commit time, Unix milliseconds.
     pub now_ms: i64,
 }
+
+#[cfg(test)]
+mod tests;
