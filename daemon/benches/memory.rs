@@ -1,5 +1,5 @@
 //! Memory per meter: resident set size of 100,000 meters that each received a week of hourly
-//! readings, held the way the pipeline holds them (a map from `region/meter_id` to state).
+//! readings, stored the way the pipeline stores them (a map from `region/meter_id` to state).
 //!
 //! Run with `cargo bench -p gridwatch --bench memory`; `GRIDWATCH_BENCH_METERS` sets the count.
 

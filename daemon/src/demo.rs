@@ -33,7 +33,7 @@ pub struct DemoArgs {
     /// Days of data replayed per meter.
     #[arg(long, default_value_t = 10)]
     pub days: i64,
-    /// Longest time to wait for alerts after the replay, in seconds.
+    /// Maximum time to wait for alerts after the replay, in seconds.
     #[arg(long, default_value_t = 20)]
     pub wait_secs: u64,
 }

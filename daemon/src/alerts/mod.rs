@@ -60,7 +60,7 @@ impl Severity {
     }
 }
 
-/// Where an alert came from.
+/// Origin of an alert: the rule file and its content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertSource {
     /// Rule file path relative to the rules folder, such as `common/mining.rhai`.

@@ -266,6 +266,7 @@ impl Decoder {
     ) -> Result<Reading, Rejection> {
         let b = &self.bounds;
         let ts_ms = self.timestamp(map.get("ts"), now_ms)?;
+
         let energy_import_kwh = required(&map, "energy_import_kwh")?;
         check_range(
             "energy_import_kwh",
@@ -277,6 +278,7 @@ impl Decoder {
         if let Some(v) = energy_export_kwh {
             check_range("energy_export_kwh", v, 0.0, b.max_register_kwh)?;
         }
+
         let power_w = number(&map, "power_w")?;
         if let Some(v) = power_w {
             let max_w = b.max_power_kw * 1000.0;
@@ -288,6 +290,7 @@ impl Decoder {
         if let Some(v) = power_factor {
             check_range("power_factor", v, -1.0, 1.0)?;
         }
+
         let events = events(map.get("events"))?;
         let seq = match number_value(&map, "seq")? {
             None => None,
@@ -296,6 +299,8 @@ impl Decoder {
                     .ok_or_else(|| wrong_type("seq", v, "a non-negative integer"))?,
             ),
         };
+
+        // What is left of the map is the extra fields.
         for key in KNOWN_FIELDS {
             map.remove(*key);
         }
@@ -481,10 +486,10 @@ fn string_number(field: &str, s: &str) -> Rejection {
             format!("field '{field}': \"{s}\" is not a finite number"),
         );
     }
-    let shown: String = s.chars().take(32).collect();
+    let prefix: String = s.chars().take(32).collect();
     Rejection::new(
         RejectReason::NumberAsString,
-        format!("field '{field}': got the string \"{shown}\", expected a JSON number"),
+        format!("field '{field}': got the string \"{prefix}\", expected a JSON number"),
     )
 }
 
@@ -564,5 +569,7 @@ fn events(value: Option<&Value>) -> Result<Vec<String>, Rejection> {
         .collect()
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -125,7 +125,7 @@ impl StateModel {
     /// Applies a reading to a meter's state and returns the interval it closes.
     pub fn apply(&self, state: &mut MeterState, reading: &Reading) -> Interval {
         if state.history.capacity() != self.capacity_hours as usize {
-            // The longest window changed since the state was stored: start the history afresh.
+            // The maximum window length changed since the state was stored, so the history restarts.
             state.history = HourlyHistory::new(self.capacity_hours);
         }
         let interval =
@@ -186,5 +186,7 @@ impl StateModel {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

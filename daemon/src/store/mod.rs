@@ -30,7 +30,7 @@ pub const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected
 pub enum StoreError {
     /// The database could not be opened.
     #[error(
-        "failed to open alert store '{path}' (if another gridwatch process holds it, stop that \
+        "failed to open alert store '{path}' (if another gridwatch process has it open, stop that \
          process or set store.path to another file)"
     )]
     Open {
@@ -81,7 +81,7 @@ impl Store {
     ///
     /// # Errors
     /// Returns an error when the folder cannot be created or the file cannot be opened, for
-    /// example because another process holds it.
+    /// example because another process has it open.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
