@@ -6,7 +6,8 @@
 //! Run with `cargo bench -p gridwatch --bench mosquitto`. Needs `mosquitto` installed.
 //! `GRIDWATCH_BENCH_READINGS` sets the number of readings (default 200,000 over 10,000 meters)
 //! and `GRIDWATCH_BENCH_RATE` a steady publish rate in readings per second (default 0: as fast
-//! as the broker acknowledges).
+//! as the broker acknowledges). `GRIDWATCH_BENCH_METERS` sets the number of meters (default
+//! 10,000). The daemon's resident set size is sampled every second.
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -18,7 +19,6 @@ use gridwatch::delivery::receiver::{Behaviour, Receiver};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const METERS: u64 = 10_000;
 const PROBE_EVERY: u64 = 1_000;
 
 fn free_port() -> u16 {
@@ -35,9 +35,26 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn payload(i: u64, sent_ms: i64) -> (String, Vec<u8>) {
-    let meter = i % METERS;
-    let hour = (i / METERS) as i64;
+/// Returns the resident set size of a process in bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    kib.unwrap_or(0) * 1024
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn payload(i: u64, meters: u64, sent_ms: i64) -> (String, Vec<u8>) {
+    let meter = i % meters;
+    let hour = (i / meters) as i64;
     let ts = 1_750_000_000_000 / 3_600_000 * 3_600_000 + hour * 3_600_000;
     if i % PROBE_EVERY == PROBE_EVERY - 1 {
         let topic = format!("meters/south/probe-{i}/telemetry");
@@ -54,8 +71,29 @@ fn payload(i: u64, sent_ms: i64) -> (String, Vec<u8>) {
     )
 }
 
+/// Prints a per-second series: all values when short, otherwise first, last, min and max.
+fn print_series(name: &str, values: &[u64], divisor: f64, unit: &str) {
+    let scaled: Vec<String> = values
+        .iter()
+        .map(|v| format!("{:.0}", *v as f64 / divisor))
+        .collect();
+    if values.len() <= 30 {
+        println!("{name}: [{}]{unit}", scaled.join(", "));
+        return;
+    }
+    let min = values.iter().min().copied().unwrap_or(0) as f64 / divisor;
+    let max = values.iter().max().copied().unwrap_or(0) as f64 / divisor;
+    println!(
+        "{name}: {} samples, first {}, last {}, min {min:.0}, max {max:.0}{unit}",
+        values.len(),
+        scaled[0],
+        scaled[scaled.len() - 1]
+    );
+}
+
 #[tokio::main]
 async fn main() {
+    let meters = env_number("GRIDWATCH_BENCH_METERS", 10_000);
     let total: u64 = std::env::var("GRIDWATCH_BENCH_READINGS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -110,16 +148,19 @@ async fn main() {
     let sampler = {
         let published = published.clone();
         let url = metrics_url.clone();
+        let pid = daemon.id();
         tokio::spawn(async move {
             let mut backlog = Vec::new();
+            let mut rss = Vec::new();
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
                 let accepted = metric(&text, "gridwatch_readings_accepted_total") as u64;
                 let sent = published.load(Ordering::Relaxed);
                 backlog.push(sent.saturating_sub(accepted));
+                rss.push(rss_bytes(pid));
                 if accepted >= total {
-                    return backlog;
+                    return (backlog, rss);
                 }
             }
         })
@@ -147,7 +188,7 @@ async fn main() {
             tokio::time::sleep_until(due.into()).await;
         }
         let sent_ms = chrono::Utc::now().timestamp_millis();
-        let (topic, body) = payload(i, sent_ms);
+        let (topic, body) = payload(i, meters, sent_ms);
         if i % PROBE_EVERY == PROBE_EVERY - 1 {
             probes.push((format!("probe-{i}"), Instant::now()));
         }
@@ -158,7 +199,7 @@ async fn main() {
     }
     let _events = poller.await.unwrap();
     let publish_secs = start.elapsed().as_secs_f64();
-    let backlog = sampler.await.unwrap();
+    let (backlog, rss) = sampler.await.unwrap();
     let process_secs = start.elapsed().as_secs_f64();
 
     let deliveries = receiver
@@ -177,7 +218,7 @@ async fn main() {
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
 
     println!(
-        "readings: {total} over {METERS} meters, QoS 1, Mosquitto max_inflight_messages 1000, \
+        "readings: {total} over {meters} meters, QoS 1, Mosquitto max_inflight_messages 1000, \
          target rate {rate} readings/s (0 = unpaced)"
     );
     println!(
@@ -188,7 +229,13 @@ async fn main() {
         "processed (all accepted): {process_secs:.2} s = {:.0} readings/s",
         total as f64 / process_secs
     );
-    println!("backlog per second (published - accepted): {backlog:?}");
+    print_series(
+        "backlog per second (published - accepted)",
+        &backlog,
+        1.0,
+        "",
+    );
+    print_series("daemon RSS per second", &rss, 1_048_576.0, " MiB");
     println!(
         "publish to webhook delivery, {} probes: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
