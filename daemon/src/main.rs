@@ -33,6 +33,9 @@ enum Command {
     },
     /// Streams a real data set as MQTT telemetry.
     Publish(gridwatch::publish::PublishArgs),
+    /// Lists and requeues dead-lettered webhook deliveries and enables disabled webhooks; the
+    /// daemon must be stopped.
+    Webhooks(gridwatch::delivery::admin::WebhooksArgs),
     /// Runs broker, daemon, publisher and webhook receiver together on bundled data.
     #[cfg(feature = "embedded-broker")]
     Demo(gridwatch::demo::DemoArgs),
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
             }
             Err(error) => fail(&error),
         },
+        Command::Webhooks(args) => webhooks(&args),
         #[cfg(feature = "embedded-broker")]
         Command::Demo(args) => match runtime.block_on(gridwatch::demo::run(args)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -118,6 +122,18 @@ async fn run(path: PathBuf) -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn webhooks(args: &gridwatch::delivery::admin::WebhooksArgs) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match gridwatch::delivery::admin::run(args, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = u8::try_from(error.exit_code()).unwrap_or(1);
+            fail(&error);
+            ExitCode::from(code)
         }
     }
 }

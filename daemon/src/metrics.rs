@@ -33,6 +33,9 @@ pub struct Metrics {
     pub outbox_depth: Gauge,
     /// Deliveries in the dead-letter table.
     pub dead_letters: Gauge,
+    /// 1 for a webhook disabled after its endpoint returned 410 Gone, 0 for a configured one that
+    /// is enabled, by `webhook`.
+    pub webhook_disabled: Family<Labels, Gauge>,
     /// 1 while connected to the MQTT broker.
     pub mqtt_connected: Gauge,
     /// MQTT connection attempts that failed.
@@ -66,6 +69,7 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             outbox_depth: Gauge::default(),
             dead_letters: Gauge::default(),
+            webhook_disabled: Family::default(),
             mqtt_connected: Gauge::default(),
             mqtt_connection_errors: Counter::default(),
             store_commits: Counter::default(),
@@ -122,6 +126,11 @@ impl Metrics {
             "dead_letters",
             "Deliveries in the dead-letter table",
             m.dead_letters.clone(),
+        );
+        r.register(
+            "webhook_disabled",
+            "1 for a webhook disabled after 410 Gone, by webhook",
+            m.webhook_disabled.clone(),
         );
         r.register(
             "mqtt_connected",

@@ -7,3 +7,4 @@ mod mining;
 mod reload;
 mod restart;
 mod support;
+mod webhook_faults;

@@ -399,11 +399,32 @@ fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
     }
 }
 
+/// Returns true when a bare word outside JSON strings is `NaN`, `Infinity` or `inf` in any case,
+/// so that a truncated payload with a string such as `"info"` still counts as malformed.
 fn contains_non_finite_literal(payload: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(payload);
-    ["NaN", "Infinity", "nan", "inf"]
-        .iter()
-        .any(|t| text.contains(t))
+    outside_strings(payload)
+        .split(|b| !b.is_ascii_alphabetic())
+        .any(|word| {
+            ["nan", "inf", "infinity"]
+                .iter()
+                .any(|literal| word.eq_ignore_ascii_case(literal.as_bytes()))
+        })
+}
+
+/// Returns the payload with every JSON string, quotes included, replaced by one space.
+fn outside_strings(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in payload {
+        if in_string {
+            in_string = escaped || byte != b'"';
+            escaped = !escaped && byte == b'\\';
+            continue;
+        }
+        in_string = byte == b'"';
+        out.push(if in_string { b' ' } else { byte });
+    }
+    out
 }
 
 fn json_type(value: &Value) -> &'static str {

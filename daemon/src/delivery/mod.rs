@@ -3,7 +3,8 @@
 //! The pipeline calls [`plan`] for each alert change and stores the resulting deliveries with
 //! [`crate::store::outbox::enqueue`] in the transaction that stores the alert, then calls
 //! [`Deliverer::notify`]. The [`Deliverer`] sends due deliveries, signed with [`signer`], and
-//! reschedules, completes or dead-letters them in the outbox. [`receiver`] is a verifying
+//! reschedules, completes or dead-letters them in the outbox. A 410 Gone response disables the
+//! webhook until an operator enables it with a command in [`admin`]. [`receiver`] is a verifying
 //! endpoint for the demo and for tests.
 //!
 //! | file | role |
@@ -12,8 +13,10 @@
 //! | `signer.rs` | Standard Webhooks HMAC-SHA256 signatures |
 //! | `retry.rs` | backoff, `Retry-After` and the decision after an attempt |
 //! | `worker.rs` | the delivery task |
+//! | `admin.rs` | the `gridwatch webhooks` commands: dead letters, retry, enable |
 //! | `receiver.rs` | a verifying webhook receiver |
 
+pub mod admin;
 pub mod receiver;
 pub mod retry;
 pub mod signer;

@@ -1,5 +1,5 @@
-//! The retry policy after an attempt: backoff with full jitter, `Retry-After` and the
-//! dead-letter deadline. Functions that depend on time take the current time as an argument.
+//! The retry policy after an attempt: backoff with full jitter, `Retry-After`, the dead-letter
+//! deadline and 410 Gone. Functions that depend on time take the current time as an argument.
 
 use std::time::{Duration, SystemTime};
 
@@ -47,15 +47,26 @@ pub enum Decision {
         /// Error of the last attempt.
         error: String,
     },
+    /// The endpoint is gone: disable the webhook and move its deliveries to the dead-letter
+    /// table.
+    Disable {
+        /// Error of this attempt, [`GONE_ERROR`].
+        error: String,
+    },
 }
+
+/// Last error of the deliveries that a 410 Gone response dead-letters.
+pub const GONE_ERROR: &str = "endpoint returned 410 Gone";
 
 /// Decides what follows an attempt that ended at `now_ms`. `delivery.attempts` counts the
 /// attempts before this one.
 ///
-/// A failed delivery older than `max_age_secs` goes to the dead-letter table. Otherwise a
-/// `Retry-After` delay is used when present, capped at `max_retry_after_secs` and raised to at
-/// least `initial_backoff_ms`. Without one, [`backoff_ms`] applies, and the retry is moved no later
-/// than just past the age limit, so the last attempt happens when the limit is reached.
+/// A 410 Gone response disables the webhook, whatever the delivery's age, because the receiver
+/// states that the endpoint will not come back. A failed delivery older than `max_age_secs` goes
+/// to the dead-letter table. Otherwise a `Retry-After` delay is used when present, capped at
+/// `max_retry_after_secs` and raised to at least `initial_backoff_ms`. Without one,
+/// [`backoff_ms`] applies, and the retry is moved no later than just past the age limit, so the
+/// last attempt happens when the limit is reached.
 pub fn decide(
     delivery: &Delivery,
     result: &AttemptResult,
@@ -65,6 +76,11 @@ pub fn decide(
 ) -> Decision {
     let (error, retry_after) = match result {
         AttemptResult::Delivered { .. } => return Decision::Complete,
+        AttemptResult::Rejected { status: 410, .. } => {
+            return Decision::Disable {
+                error: GONE_ERROR.to_owned(),
+            };
+        }
         AttemptResult::Rejected {
             status,
             retry_after,

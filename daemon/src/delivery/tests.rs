@@ -1,7 +1,7 @@
 //! Tests for signing, the outbox tables, endpoint filters and the delivery worker. Worker tests
 //! use a real redb file and a real HTTP receiver on 127.0.0.1 with a random port.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,7 +19,7 @@ use crate::alerts::{Alert, AlertChange, AlertSource, AlertStatus, Severity};
 use crate::config::{DeliveryConfig, Secret, WebhookConfig};
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::outbox::{self, DeadLetterFilter, Delivery, DueEntry};
+use crate::store::outbox::{self, DeadLetterFilter, Delivery, DisabledWebhook, DueEntry};
 
 /// Secret of the Standard Webhooks reference test vector (see `signer_matches_reference_vector`).
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -340,6 +340,24 @@ fn decide_dead_letters_after_max_age() {
     );
 }
 
+#[test]
+fn decide_disables_on_410_at_any_age() {
+    let config = fast_config();
+    let item = delivery("ops", Ulid::new(), "alert.opened", 1_000_000);
+    let result = AttemptResult::Rejected {
+        status: 410,
+        retry_after: None,
+    };
+    let mut rng = StdRng::seed_from_u64(1);
+    let expected = Decision::Disable {
+        error: retry::GONE_ERROR.into(),
+    };
+    for now_ms in [1_000_001, 9_000_000] {
+        let decision = retry::decide(&item, &result, now_ms, &config, &mut rng);
+        assert_eq!(decision, expected, "attempt at {now_ms}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Outbox tables
 
@@ -419,10 +437,8 @@ fn dead_letter_requeue_keeps_webhook_id() {
     assert_eq!(letters[0].dead_lettered_ms, 9_000);
 
     let filter = DeadLetterFilter::Id(item.id.clone());
-    assert_eq!(
-        outbox::requeue_dead_letters(store.db(), &filter, 20_000).unwrap(),
-        1
-    );
+    let moved = outbox::requeue_dead_letters(store.db(), &filter, 20_000).unwrap();
+    assert_eq!(moved.requeued, 1, "requeued");
     let due = outbox::due(store.db(), 20_000, 10, &HashSet::new()).unwrap();
     assert_eq!(ready_ids(&due), vec![item.id.clone()]);
     let depth = outbox::depth(store.db()).unwrap();
@@ -454,6 +470,128 @@ fn unreadable_record_is_set_aside_and_chain_continues() {
     let due = outbox::due(store.db(), 2_000, 10, &HashSet::new()).unwrap();
     assert_eq!(ready_ids(&due), vec![second.id.clone()]);
     assert_eq!(outbox::depth(store.db()).unwrap().unreadable, 1);
+}
+
+fn gone_record(disabled_ms: i64) -> DisabledWebhook {
+    DisabledWebhook {
+        url: "http://127.0.0.1:9/hook".into(),
+        disabled_ms,
+        reason: retry::GONE_ERROR.into(),
+    }
+}
+
+fn enqueue_all(store: &Store, items: &[&Delivery]) {
+    let txn = store.db().begin_write().unwrap();
+    for item in items {
+        outbox::enqueue(&txn, item).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn disable_dead_letters_only_that_webhook() {
+    let (_dir, store) = open_store();
+    let alert_id = Ulid::new();
+    let opened = delivery("ops", alert_id, "alert.opened", 1_000);
+    let escalated = delivery("ops", alert_id, "alert.escalated", 1_000);
+    let other_alert = delivery("ops", Ulid::new(), "alert.opened", 1_000);
+    let other_hook = delivery("audit", alert_id, "alert.opened", 1_000);
+    enqueue_all(&store, &[&opened, &escalated, &other_alert, &other_hook]);
+
+    // Sequence 3, `other_alert`, is in flight, so it stays for the caller to record.
+    let keep = HashSet::from([3]);
+    let disabled = outbox::disable_webhook(store.db(), "ops", &gone_record(5_000), &keep).unwrap();
+    assert!(disabled.newly_disabled, "first disable");
+    assert_eq!(disabled.dead_lettered, 2, "dead-lettered count");
+
+    let letters = outbox::dead_letters(store.db(), 10).unwrap();
+    let ids: Vec<&str> = letters.iter().map(|l| l.delivery.id.as_str()).collect();
+    assert_eq!(ids, vec![opened.id.as_str(), escalated.id.as_str()]);
+    for letter in &letters {
+        assert_eq!(
+            letter.delivery.last_error.as_deref(),
+            Some(retry::GONE_ERROR),
+            "last error of {}",
+            letter.delivery.id
+        );
+        assert_eq!(
+            letter.dead_lettered_ms, 5_000,
+            "time of {}",
+            letter.delivery.id
+        );
+    }
+    let due = outbox::due(store.db(), 2_000, 10, &HashSet::new()).unwrap();
+    assert_eq!(
+        ready_ids(&due),
+        vec![other_alert.id.clone(), other_hook.id.clone()]
+    );
+
+    let again = outbox::disable_webhook(store.db(), "ops", &gone_record(9_000), &HashSet::new());
+    let again = again.unwrap();
+    assert!(!again.newly_disabled, "second disable");
+    assert_eq!(
+        again.dead_lettered, 1,
+        "in-flight delivery moved on second disable"
+    );
+    let records = outbox::disabled_webhooks(store.db()).unwrap();
+    assert_eq!(records, vec![("ops".to_owned(), gone_record(5_000))]);
+}
+
+#[test]
+fn enqueue_for_disabled_webhook_dead_letters() {
+    let (_dir, store) = open_store();
+    outbox::disable_webhook(store.db(), "ops", &gone_record(5_000), &HashSet::new()).unwrap();
+    let item = delivery("ops", Ulid::new(), "alert.opened", 7_000);
+    let other = delivery("audit", Ulid::new(), "alert.opened", 7_000);
+    enqueue_all(&store, &[&item, &other]);
+
+    let depth = outbox::depth(store.db()).unwrap();
+    assert_eq!(depth.outbox, 1, "outbox depth");
+    assert_eq!(depth.dead_letters, 1, "dead letters");
+    let letters = outbox::dead_letters(store.db(), 10).unwrap();
+    assert_eq!(letters[0].delivery.id, item.id);
+    assert_eq!(
+        letters[0].delivery.last_error.as_deref(),
+        Some("webhook disabled: endpoint returned 410 Gone")
+    );
+    assert_eq!(letters[0].dead_lettered_ms, 7_000);
+}
+
+#[test]
+fn requeue_holds_back_until_enabled() {
+    let (_dir, store) = open_store();
+    let item = delivery("ops", Ulid::new(), "alert.opened", 1_000);
+    enqueue_all(&store, &[&item]);
+    outbox::disable_webhook(store.db(), "ops", &gone_record(5_000), &HashSet::new()).unwrap();
+
+    let all = DeadLetterFilter::All;
+    let while_disabled = outbox::requeue_dead_letters(store.db(), &all, 6_000).unwrap();
+    assert_eq!(while_disabled.requeued, 0, "requeued while disabled");
+    assert_eq!(while_disabled.held_back, 1, "held back while disabled");
+
+    let record = outbox::enable_webhook(store.db(), "ops").unwrap();
+    assert_eq!(record, Some(gone_record(5_000)));
+    assert_eq!(outbox::enable_webhook(store.db(), "ops").unwrap(), None);
+    let moved = outbox::requeue_dead_letters(store.db(), &all, 7_000).unwrap();
+    assert_eq!(moved.requeued, 1, "requeued after enable");
+    let due = outbox::due(store.db(), 7_000, 10, &HashSet::new()).unwrap();
+    assert_eq!(ready_ids(&due), vec![item.id.clone()]);
+}
+
+#[test]
+fn dead_letters_matching_filters_before_limit() {
+    let (_dir, store) = open_store();
+    let audit = delivery("audit", Ulid::new(), "alert.opened", 1_000);
+    let ops = delivery("ops", Ulid::new(), "alert.opened", 1_000);
+    enqueue_all(&store, &[&audit, &ops]);
+    for seq in [1, 2] {
+        assert!(outbox::move_to_dead_letters(store.db(), seq, "timed out", 2_000).unwrap());
+    }
+
+    let filter = DeadLetterFilter::Webhook("ops".into());
+    let letters = outbox::dead_letters_matching(store.db(), &filter, 1).unwrap();
+    let ids: Vec<&str> = letters.iter().map(|l| l.delivery.id.as_str()).collect();
+    assert_eq!(ids, vec![ops.id.as_str()]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -713,4 +851,220 @@ async fn receiver_rejects_tampered_body() {
     assert_eq!(received.len(), 1);
     assert!(!received[0].signature_valid, "tampered body verified");
     receiver.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiver faults
+
+/// Plans and enqueues an `alert.opened` and an `alert.escalated` for each of `alerts` new alerts,
+/// and returns every planned delivery.
+fn enqueue_opened_and_escalated(
+    store: &Store,
+    hooks: &[WebhookConfig],
+    alerts: usize,
+) -> Vec<Delivery> {
+    let mut planned = Vec::new();
+    for _ in 0..alerts {
+        let alert = alert("north", "mining", Severity::Medium);
+        for change in [AlertChange::Opened, AlertChange::Escalated] {
+            let deliveries = plan(&alert, change, hooks, now_ms());
+            let txn = store.db().begin_write().unwrap();
+            for delivery in &deliveries {
+                outbox::enqueue(&txn, delivery).unwrap();
+            }
+            txn.commit().unwrap();
+            planned.extend(deliveries);
+        }
+    }
+    planned
+}
+
+fn outcome_count(metrics: &Metrics, webhook: &str, outcome: &str) -> u64 {
+    let labels = vec![
+        ("webhook", webhook.to_owned()),
+        ("outcome", outcome.to_owned()),
+    ];
+    metrics.webhook_deliveries.get_or_create(&labels).get()
+}
+
+fn disabled_gauge(metrics: &Metrics, webhook: &str) -> i64 {
+    let labels = vec![("webhook", webhook.to_owned())];
+    metrics.webhook_disabled.get_or_create(&labels).get()
+}
+
+#[tokio::test]
+async fn receiver_down_then_back_delivers_all_in_order() {
+    let (_dir, store) = open_store();
+    // Bind and release a port, so nothing listens on it until the receiver starts there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let hooks = vec![
+        webhook("ops", &format!("http://{addr}/ops")),
+        webhook("audit", &format!("http://{addr}/audit")),
+    ];
+    let metrics = Arc::new(Metrics::new());
+    let deliverer = Deliverer::spawn(store.clone(), fast_config(), hooks.clone(), metrics.clone());
+
+    let planned = enqueue_opened_and_escalated(&store, &hooks, 5);
+    assert_eq!(planned.len(), 20, "planned deliveries");
+    deliverer.notify();
+
+    // About four failed attempts per alert and webhook, enough for the backoff ceiling to reach
+    // `max_backoff_ms`.
+    let chains = 10;
+    let retried = wait_until(|| {
+        let metrics = metrics.clone();
+        async move {
+            let retries =
+                outcome_count(&metrics, "ops", "retry") + outcome_count(&metrics, "audit", "retry");
+            retries >= 4 * chains
+        }
+    })
+    .await;
+    assert!(
+        retried,
+        "deliveries were not retried while the receiver was down"
+    );
+
+    let (_, receiver) = Receiver::start(addr, SECRET, Behaviour::accept())
+        .await
+        .unwrap();
+    let arrived = receiver.wait_for(planned.len(), WAIT).await;
+    let db = store.db();
+    let emptied = wait_until(|| async move { outbox::depth(db).unwrap().outbox == 0 }).await;
+    deliverer.shutdown().await;
+    receiver.shutdown().await;
+    let received = arrived.unwrap_or_else(|got| panic!("{} of 20 requests arrived", got.len()));
+    assert!(emptied, "outbox not emptied");
+
+    let mut arrivals: HashMap<String, Vec<usize>> = HashMap::new();
+    for (index, request) in received.iter().enumerate() {
+        assert!(
+            request.signature_valid,
+            "invalid signature: {:?}",
+            request.verify_error
+        );
+        let id = request.id.clone().expect("webhook-id header");
+        arrivals.entry(id).or_default().push(index);
+    }
+    for delivery in &planned {
+        let seen = arrivals.get(&delivery.id).map_or(0, Vec::len);
+        assert_eq!(seen, 1, "arrivals of {}", delivery.id);
+    }
+    assert_eq!(arrivals.len(), planned.len(), "distinct webhook-ids");
+
+    // Per alert and webhook, `alert.opened` arrives before `alert.escalated`.
+    for opened in planned.iter().filter(|d| d.event_type == "alert.opened") {
+        let escalated = planned
+            .iter()
+            .find(|d| {
+                d.event_type == "alert.escalated"
+                    && d.alert_id == opened.alert_id
+                    && d.webhook == opened.webhook
+            })
+            .expect("escalation planned for every opened alert");
+        let opened_at = arrivals[&opened.id][0];
+        let escalated_at = arrivals[&escalated.id][0];
+        assert!(
+            opened_at < escalated_at,
+            "alert {} on '{}': opened arrived {opened_at}, escalated {escalated_at}",
+            opened.alert_id,
+            opened.webhook
+        );
+    }
+    assert_eq!(outbox::depth(store.db()).unwrap().dead_letters, 0);
+}
+
+#[tokio::test]
+async fn gone_disables_webhook_across_restart() {
+    let (_dir, store) = open_store();
+    let any_port = "127.0.0.1:0".parse().unwrap();
+    let gone_replies = Behaviour::replies(vec![Reply::status(410)]);
+    let (gone_addr, gone) = Receiver::start(any_port, SECRET, gone_replies)
+        .await
+        .unwrap();
+    let (ops_addr, ops) = Receiver::start(any_port, SECRET, Behaviour::accept())
+        .await
+        .unwrap();
+    let hooks = vec![
+        webhook("gone", &format!("http://{gone_addr}/hook")),
+        webhook("ops", &format!("http://{ops_addr}/hook")),
+    ];
+    let metrics = Arc::new(Metrics::new());
+    let deliverer = Deliverer::spawn(store.clone(), fast_config(), hooks.clone(), metrics.clone());
+
+    enqueue_opened_and_escalated(&store, &hooks, 2);
+    deliverer.notify();
+    let db = store.db();
+    let settled = wait_until(|| async move {
+        let depth = outbox::depth(db).unwrap();
+        depth.outbox == 0 && depth.dead_letters == 4
+    })
+    .await;
+    assert!(settled, "depth {:?}", outbox::depth(db).unwrap());
+    ops.wait_for(4, WAIT).await.expect("ops deliveries");
+
+    // Only chain heads are sent, so at most one request per alert reached the gone endpoint.
+    let gone_requests = gone.received().len();
+    assert!(
+        (1..=2).contains(&gone_requests),
+        "requests to the gone endpoint: {gone_requests}"
+    );
+    let disabled = outbox::disabled_webhooks(db).unwrap();
+    let names: Vec<&str> = disabled.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, vec!["gone"]);
+    assert_eq!(disabled[0].1.reason, retry::GONE_ERROR);
+    assert_eq!(disabled[0].1.url, format!("http://{gone_addr}/hook"));
+    for letter in outbox::dead_letters(db, 10).unwrap() {
+        assert_eq!(
+            letter.delivery.webhook, "gone",
+            "dead letter {}",
+            letter.delivery.id
+        );
+        assert_eq!(
+            letter.delivery.last_error.as_deref(),
+            Some(retry::GONE_ERROR),
+            "dead letter {}",
+            letter.delivery.id
+        );
+    }
+    assert_eq!(disabled_gauge(&metrics, "gone"), 1, "gauge of 'gone'");
+    assert_eq!(disabled_gauge(&metrics, "ops"), 0, "gauge of 'ops'");
+    let text = metrics.encode();
+    let gauge_line = r#"gridwatch_webhook_disabled{webhook="gone"} 1"#;
+    assert!(text.contains(gauge_line), "{text}");
+    let gone_count = outcome_count(&metrics, "gone", "gone");
+    assert_eq!(gone_count, gone_requests as u64, "outcome 'gone' count");
+    deliverer.shutdown().await;
+
+    // After a restart the webhook is still disabled, and new alerts skip its endpoint.
+    let metrics = Arc::new(Metrics::new());
+    let deliverer = Deliverer::spawn(store.clone(), fast_config(), hooks.clone(), metrics.clone());
+    let restored = wait_until(|| {
+        let metrics = metrics.clone();
+        async move { disabled_gauge(&metrics, "gone") == 1 }
+    })
+    .await;
+    assert!(restored, "disabled gauge not set after restart");
+    enqueue_opened_and_escalated(&store, &hooks, 1);
+    let depth = outbox::depth(db).unwrap();
+    assert_eq!(
+        depth.dead_letters, 6,
+        "new deliveries to 'gone' not dead-lettered at once"
+    );
+    deliverer.notify();
+    ops.wait_for(6, WAIT)
+        .await
+        .expect("ops deliveries after restart");
+    deliverer.shutdown().await;
+
+    assert_eq!(
+        gone.received().len(),
+        gone_requests,
+        "requests to the gone endpoint after it was disabled"
+    );
+    gone.shutdown().await;
+    ops.shutdown().await;
 }

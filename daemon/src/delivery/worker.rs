@@ -13,7 +13,7 @@ use super::retry::{self, AttemptResult, Decision};
 use super::signer::Signer;
 use crate::config::{DeliveryConfig, WebhookConfig};
 use crate::metrics::Metrics;
-use crate::store::outbox::{self, DueEntry, Pending};
+use crate::store::outbox::{self, DisabledWebhook, DueEntry, Pending};
 use crate::store::{Store, StoreError};
 
 /// Requests in flight at once, over all webhooks.
@@ -38,7 +38,9 @@ impl Deliverer {
     /// Starts the delivery task on the current Tokio runtime.
     ///
     /// Webhooks whose secret is invalid are logged at error level, and their deliveries go to the
-    /// dead-letter table, as do deliveries for webhooks that are no longer configured.
+    /// dead-letter table, as do deliveries for webhooks that are no longer configured. A webhook
+    /// whose endpoint returns 410 Gone is disabled in the store, and stays disabled across
+    /// restarts until `gridwatch webhooks enable` runs.
     ///
     /// # Panics
     /// Panics when called outside a Tokio runtime.
@@ -92,6 +94,8 @@ struct Worker {
     notify: Arc<Notify>,
     /// Sequence numbers of the deliveries being sent, by attempt task.
     in_flight: HashMap<Id, u64>,
+    /// Reasons of the disabled webhooks, by name, as stored in the outbox's disabled table.
+    disabled: HashMap<String, String>,
     last_store_error_log: Option<Instant>,
 }
 
@@ -123,6 +127,7 @@ impl Worker {
             metrics,
             notify,
             in_flight: HashMap::new(),
+            disabled: HashMap::new(),
             last_store_error_log: None,
         }
     }
@@ -131,6 +136,7 @@ impl Worker {
         tracing::info!(endpoints = self.endpoints.len(), "webhook delivery started");
         let poll_interval = Duration::from_millis(self.config.poll_interval_ms.max(1));
         let mut attempts = JoinSet::new();
+        self.load_disabled().await;
         loop {
             self.refresh_gauges().await;
             self.dispatch(&mut attempts).await;
@@ -174,6 +180,10 @@ impl Worker {
     }
 
     async fn start(&mut self, pending: Pending, attempts: &mut JoinSet<Finished>) {
+        if let Some(reason) = self.disabled.get(&pending.delivery.webhook) {
+            let error = format!("webhook disabled: {reason}");
+            return self.give_up(pending, error).await;
+        }
         let endpoint = match self.endpoints.get(&pending.delivery.webhook) {
             Some(Ok(endpoint)) => endpoint.clone(),
             Some(Err(error)) => return self.give_up(pending, error.clone()).await,
@@ -238,6 +248,13 @@ impl Worker {
                 self.check("delete a delivered message", done);
                 self.count(&delivery.webhook, "success");
             }
+            Decision::Retry { error, .. } if self.disabled.contains_key(&delivery.webhook) => {
+                // Another attempt of this webhook returned 410 Gone while this one was in flight.
+                let reason = &self.disabled[&delivery.webhook];
+                let error = format!("{error} (webhook disabled: {reason})");
+                let pending = with_attempts(pending, attempt);
+                self.give_up(pending, error).await;
+            }
             Decision::Retry {
                 next_attempt_ms,
                 error,
@@ -261,14 +278,12 @@ impl Worker {
                 self.count(&delivery.webhook, "retry");
             }
             Decision::DeadLetter { error } => {
-                let pending = Pending {
-                    delivery: outbox::Delivery {
-                        attempts: attempt,
-                        ..pending.delivery
-                    },
-                    ..pending
-                };
+                let pending = with_attempts(pending, attempt);
                 self.give_up(pending, error).await;
+            }
+            Decision::Disable { error } => {
+                let pending = with_attempts(pending, attempt);
+                self.disable(pending, error).await;
             }
         }
     }
@@ -276,13 +291,23 @@ impl Worker {
     /// Moves a delivery to the dead-letter table.
     async fn give_up(&mut self, pending: Pending, error: String) {
         let delivery = &pending.delivery;
-        tracing::error!(
-            webhook = %delivery.webhook,
-            alert_id = %delivery.alert_id,
-            attempt = delivery.attempts,
-            %error,
-            "webhook delivery given up, moved to dead letters"
-        );
+        if self.disabled.contains_key(&delivery.webhook) {
+            // Disabling the webhook was logged once at error level, so each delivery is not.
+            tracing::debug!(
+                webhook = %delivery.webhook,
+                alert_id = %delivery.alert_id,
+                %error,
+                "webhook disabled, delivery moved to dead letters"
+            );
+        } else {
+            tracing::error!(
+                webhook = %delivery.webhook,
+                alert_id = %delivery.alert_id,
+                attempt = delivery.attempts,
+                %error,
+                "webhook delivery given up, moved to dead letters"
+            );
+        }
         let seq = pending.seq;
         let now_ms = now_ms();
         let moved = self
@@ -290,6 +315,79 @@ impl Worker {
             .await;
         self.check("move a delivery to dead letters", moved);
         self.count(&delivery.webhook, "dead_letter");
+    }
+
+    /// Disables the delivery's webhook after a 410 Gone response, and moves this delivery and
+    /// every pending one of the webhook to the dead-letter table. Attempts still in flight are
+    /// recorded when they end.
+    async fn disable(&mut self, pending: Pending, error: String) {
+        let webhook = pending.delivery.webhook.clone();
+        let url = match self.endpoints.get(&webhook) {
+            Some(Ok(endpoint)) => redact_url(&endpoint.url),
+            _ => String::new(),
+        };
+        let record = DisabledWebhook {
+            url: url.clone(),
+            disabled_ms: now_ms(),
+            reason: error,
+        };
+        let seq = pending.seq;
+        let attempts = pending.delivery.attempts;
+        let keep: HashSet<u64> = self
+            .in_flight
+            .values()
+            .copied()
+            .filter(|&other| other != seq)
+            .collect();
+
+        let name = webhook.clone();
+        let reason = record.reason.clone();
+        let disabled = self
+            .with_db(move |db| {
+                // The attempt is recorded first, so its dead letter counts it.
+                outbox::reschedule(db, seq, attempts, record.disabled_ms, &record.reason)?;
+                outbox::disable_webhook(db, &name, &record, &keep)
+            })
+            .await;
+        let Some(disabled) = self.check("disable a webhook", disabled) else {
+            return;
+        };
+        self.count(&webhook, "gone");
+        self.disabled.insert(webhook.clone(), reason);
+        self.set_disabled_gauge(&webhook, true);
+        log_disabled(&pending, &url, disabled);
+    }
+
+    /// Reads the disabled webhooks from the store and sets the `webhook_disabled` gauge of every
+    /// configured or disabled webhook.
+    async fn load_disabled(&mut self) {
+        let names: Vec<String> = self.endpoints.keys().cloned().collect();
+        for name in &names {
+            self.set_disabled_gauge(name, false);
+        }
+        let loaded = self.with_db(outbox::disabled_webhooks).await;
+        // NOTE: when this read fails, deliveries of a disabled webhook are attempted until its
+        // endpoint returns 410 Gone again.
+        let Some(disabled) = self.check("read disabled webhooks", loaded) else {
+            return;
+        };
+        for (name, record) in disabled {
+            tracing::warn!(
+                webhook = %name,
+                url = %record.url,
+                reason = %record.reason,
+                "webhook disabled, its deliveries go to dead letters; run \
+                 `gridwatch webhooks enable` to send to it again"
+            );
+            self.set_disabled_gauge(&name, true);
+            self.disabled.insert(name, record.reason);
+        }
+    }
+
+    fn set_disabled_gauge(&self, webhook: &str, disabled: bool) {
+        let labels = vec![("webhook", webhook.to_owned())];
+        let gauge = self.metrics.webhook_disabled.get_or_create(&labels);
+        gauge.set(i64::from(disabled));
     }
 
     async fn set_aside(&mut self, seq: u64, error: &str) {
@@ -356,6 +454,54 @@ impl Worker {
         }
         None
     }
+}
+
+/// Logs a 410 Gone response: at error level when it disabled the webhook, at debug level when
+/// the webhook was already disabled.
+fn log_disabled(pending: &Pending, url: &str, disabled: outbox::Disabled) {
+    let delivery = &pending.delivery;
+    if disabled.newly_disabled {
+        tracing::error!(
+            webhook = %delivery.webhook,
+            url,
+            alert_id = %delivery.alert_id,
+            dead_lettered = disabled.dead_lettered,
+            "webhook endpoint returned 410 Gone, webhook disabled and its pending deliveries \
+             moved to dead letters; run `gridwatch webhooks enable` to send to it again"
+        );
+    } else {
+        tracing::debug!(
+            webhook = %delivery.webhook,
+            alert_id = %delivery.alert_id,
+            dead_lettered = disabled.dead_lettered,
+            "disabled webhook returned 410 Gone again, deliveries moved to dead letters"
+        );
+    }
+}
+
+fn with_attempts(pending: Pending, attempts: u32) -> Pending {
+    Pending {
+        delivery: outbox::Delivery {
+            attempts,
+            ..pending.delivery
+        },
+        ..pending
+    }
+}
+
+/// Returns the URL without user info, query and fragment, which can hold credentials, for logs
+/// and the disabled-webhook record. The path is kept.
+// NOTE: some services put a token in the path (Slack incoming webhooks do), and it is kept.
+fn redact_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "<invalid URL>".to_owned();
+    };
+    // Both calls fail only for URLs that cannot have user info, which then have none to remove.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    parsed.to_string()
 }
 
 fn endpoint(hook: &WebhookConfig) -> Result<Arc<Endpoint>, String> {

@@ -26,7 +26,7 @@ pub struct WindowStats {
     pub peak_kw: f64,
     /// Lowest hourly mean power (base load), kW.
     pub base_kw: f64,
-    /// Mean divided by peak.
+    /// Mean of the hourly means over hours at least half covered, divided by the peak.
     pub load_factor: f64,
     /// Mean night power divided by mean day power.
     pub night_day_ratio: f64,
@@ -218,7 +218,9 @@ impl Accumulator {
             },
             peak_kw: self.peak_kw,
             base_kw: self.base_kw,
-            load_factor: ratio(mean_kw, self.peak_kw),
+            // The hourly mean, not `mean_kw`, because partly covered hours are left out of the
+            // peak and could otherwise push the ratio above 1.
+            load_factor: ratio(hourly_mean, self.peak_kw),
             night_day_ratio: ratio(
                 ratio(self.night.0, self.night.1),
                 ratio(self.day.0, self.day.1),

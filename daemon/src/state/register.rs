@@ -22,7 +22,8 @@ pub enum IntervalKind {
     Glitch,
     /// A large drop to a value that is not near zero: the register went backwards.
     Reversal,
-    /// A drop to near zero; the next reading distinguishes a momentary zero from a meter exchange.
+    /// A drop to near zero; the next reading distinguishes a momentary zero, a rollover and a
+    /// meter exchange.
     DropPending,
     /// The register restarted near zero and continued from there: a new meter.
     Exchange,
@@ -169,23 +170,44 @@ impl RegisterTracker {
             return None;
         }
         if kwh >= drop.kwh - limits.glitch_tolerance_kwh {
-            // The register continues from the low value: a new meter counts from there. The
-            // energy between the old meter's last reading and the exchange is unknown.
-            self.baseline = Some(Point {
-                ts_ms,
-                kwh: kwh.max(drop.kwh),
-            });
-            let energy = (kwh - drop.kwh).max(0.0);
-            return Some(interval(IntervalKind::Exchange, drop.ts_ms, ts_ms, energy));
+            return Some(self.continue_from_drop(base, drop, ts_ms, kwh, limits));
         }
         self.pending_drop = Some(Point { ts_ms, kwh });
         Some(interval(IntervalKind::DropPending, drop.ts_ms, ts_ms, 0.0))
     }
 
+    /// Classifies a reading that continues from the low value of a pending drop: a rollover
+    /// that wrapped to near zero, or a new meter that counts from the drop.
+    fn continue_from_drop(
+        &mut self,
+        base: Point,
+        drop: Point,
+        ts_ms: i64,
+        kwh: f64,
+        limits: &RegisterLimits,
+    ) -> Interval {
+        let max_energy_since_base = max_energy_kwh(base.ts_ms, ts_ms, limits);
+        if let Some(energy) = rollover_energy(base.kwh, kwh, max_energy_since_base) {
+            self.baseline = Some(Point { ts_ms, kwh });
+            return interval(IntervalKind::Rollover, base.ts_ms, ts_ms, energy);
+        }
+
+        // The energy between the old meter's last reading and the exchange is unknown.
+        let energy = (kwh - drop.kwh).max(0.0);
+        if energy > max_energy_kwh(drop.ts_ms, ts_ms, limits) {
+            self.baseline = Some(Point { ts_ms, kwh });
+            return interval(IntervalKind::Jump, drop.ts_ms, ts_ms, 0.0);
+        }
+        self.baseline = Some(Point {
+            ts_ms,
+            kwh: kwh.max(drop.kwh),
+        });
+        interval(IntervalKind::Exchange, drop.ts_ms, ts_ms, energy)
+    }
+
     fn step(&mut self, base: Point, ts_ms: i64, kwh: f64, limits: &RegisterLimits) -> Interval {
         let delta = kwh - base.kwh;
-        let hours = (ts_ms - base.ts_ms) as f64 / 3_600_000.0;
-        let max_energy = limits.max_power_kw * hours;
+        let max_energy = max_energy_kwh(base.ts_ms, ts_ms, limits);
         if delta >= 0.0 {
             self.baseline = Some(Point { ts_ms, kwh });
             let kind = if delta > max_energy {
@@ -206,17 +228,25 @@ impl RegisterTracker {
             // Keep the higher baseline so the next reading is measured against it.
             return interval(IntervalKind::Glitch, base.ts_ms, ts_ms, 0.0);
         }
-        if let Some(energy) = rollover_energy(base.kwh, kwh, max_energy) {
-            self.baseline = Some(Point { ts_ms, kwh });
-            return interval(IntervalKind::Rollover, base.ts_ms, ts_ms, energy);
-        }
+        // A drop to near zero may be a momentary zero even at the top of the register, so the
+        // next reading decides between a momentary zero, a rollover and a meter exchange.
         if kwh <= limits.exchange_max_start_kwh {
             self.pending_drop = Some(Point { ts_ms, kwh });
             return interval(IntervalKind::DropPending, base.ts_ms, ts_ms, 0.0);
         }
+        if let Some(energy) = rollover_energy(base.kwh, kwh, max_energy) {
+            self.baseline = Some(Point { ts_ms, kwh });
+            return interval(IntervalKind::Rollover, base.ts_ms, ts_ms, energy);
+        }
         self.baseline = Some(Point { ts_ms, kwh });
         interval(IntervalKind::Reversal, base.ts_ms, ts_ms, 0.0)
     }
+}
+
+/// Returns the most energy a meter can plausibly record between two times, in kWh.
+fn max_energy_kwh(start_ms: i64, end_ms: i64, limits: &RegisterLimits) -> f64 {
+    let hours = (end_ms - start_ms) as f64 / 3_600_000.0;
+    limits.max_power_kw * hours
 }
 
 /// Returns the energy of a wrap from `before` to `after` when `before` sits in the top tenth of

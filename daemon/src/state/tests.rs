@@ -60,8 +60,18 @@ fn register_cases_give_expected_interval_energy() {
         ),
         (
             "register rollover",
-            &[(0.0, 99_999.0), (1.0, 2.0)],
-            &[(First, 0.0), (Rollover, 3.0)],
+            &[(0.0, 99_999.0), (1.0, 12.0)],
+            &[(First, 0.0), (Rollover, 13.0)],
+        ),
+        (
+            "rollover to near zero decided by the next reading",
+            &[(0.0, 99_999.0), (1.0, 2.0), (2.0, 3.0)],
+            &[(First, 0.0), (DropPending, 0.0), (Rollover, 4.0)],
+        ),
+        (
+            "momentary zero at the top of the register",
+            &[(0.0, 99_990.0), (1.0, 0.0), (2.0, 99_991.0)],
+            &[(First, 0.0), (DropPending, 0.0), (Normal, 1.0)],
         ),
         (
             "meter exchange",
@@ -77,6 +87,11 @@ fn register_cases_give_expected_interval_energy() {
             "gap is marked",
             &[(0.0, 100.0), (10.0, 130.0), (11.0, 131.0)],
             &[(First, 0.0), (Gap, 30.0), (Normal, 1.0)],
+        ),
+        (
+            "exchange faster than max power",
+            &[(0.0, 5000.0), (1.0, 0.0), (1.001, 4000.0)],
+            &[(First, 0.0), (DropPending, 0.0), (Jump, 0.0)],
         ),
         (
             "register going backwards",

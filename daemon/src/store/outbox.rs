@@ -7,6 +7,10 @@
 //! a later event of an alert while an earlier one is pending. Removing a chain's first delivery
 //! (sent, dead-lettered or set aside) lists the next one.
 //!
+//! A webhook whose endpoint answered 410 Gone is listed in [`DISABLED_WEBHOOKS`] until an operator
+//! enables it again. While it is listed, [`enqueue`] writes its new deliveries straight to
+//! [`DEAD_LETTERS`] and [`requeue_dead_letters`] leaves its dead letters where they are.
+//!
 //! Records are a format version byte followed by the postcard encoding.
 
 use std::collections::HashSet;
@@ -34,12 +38,16 @@ pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead
 /// Outbox records that failed to decode, kept byte for byte for inspection.
 pub const OUTBOX_UNREADABLE: TableDefinition<u64, &[u8]> =
     TableDefinition::new("outbox_unreadable");
+/// Disabled webhooks by name, encoded [`DisabledWebhook`] records.
+pub const DISABLED_WEBHOOKS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("disabled_webhooks");
 
 /// Key of the counter in [`OUTBOX_SEQUENCE`].
 pub const NEXT_SEQUENCE_KEY: &str = "next";
 
 const OUTBOX_NAME: &str = "outbox";
 const DEAD_LETTERS_NAME: &str = "dead_letters";
+const DISABLED_WEBHOOKS_NAME: &str = "disabled_webhooks";
 const FORMAT_VERSION: u8 = 1;
 
 /// One webhook message for one endpoint, with its retry state.
@@ -99,7 +107,36 @@ pub struct DeadLetter {
     pub dead_lettered_ms: i64,
 }
 
-/// Dead letters chosen by [`requeue_dead_letters`].
+/// A webhook that is no longer sent to until an operator enables it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisabledWebhook {
+    /// Endpoint URL at the time it was disabled, without user info, query or fragment.
+    pub url: String,
+    /// Time it was disabled, Unix milliseconds.
+    pub disabled_ms: i64,
+    /// Reason it was disabled, such as "endpoint returned 410 Gone".
+    pub reason: String,
+}
+
+/// Outcome of [`disable_webhook`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Disabled {
+    /// True when the webhook was not disabled before this call.
+    pub newly_disabled: bool,
+    /// Pending deliveries moved to the dead-letter table.
+    pub dead_lettered: usize,
+}
+
+/// Outcome of [`requeue_dead_letters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Dead letters moved back into the outbox.
+    pub requeued: usize,
+    /// Matching dead letters left in place because their webhook is disabled.
+    pub held_back: usize,
+}
+
+/// Dead letters chosen by [`dead_letters_matching`] and [`requeue_dead_letters`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeadLetterFilter {
     /// Every dead letter.
@@ -142,17 +179,35 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(OUTBOX_SEQUENCE)?;
     txn.open_table(DEAD_LETTERS)?;
     txn.open_table(OUTBOX_UNREADABLE)?;
+    txn.open_table(DISABLED_WEBHOOKS)?;
     Ok(())
 }
 
 /// Adds a delivery to the outbox inside the caller's transaction, so it commits together with
 /// the alert it reports. Deliveries of the same alert and webhook go out in enqueue order.
 ///
+/// A delivery for a disabled webhook goes to the dead-letter table instead, with the reason the
+/// webhook was disabled as its last error.
+///
 /// # Errors
 /// Returns an error when a table cannot be written.
 pub fn enqueue(txn: &WriteTransaction, delivery: &Delivery) -> Result<(), StoreError> {
     let seq = next_sequence(txn)?;
-    insert_pending(txn, seq, delivery)
+    let Some(reason) = disabled_reason(txn, &delivery.webhook)? else {
+        return insert_pending(txn, seq, delivery);
+    };
+
+    let letter = DeadLetter {
+        seq,
+        delivery: Delivery {
+            last_error: Some(format!("webhook disabled: {reason}")),
+            ..delivery.clone()
+        },
+        dead_lettered_ms: delivery.created_ms,
+    };
+    txn.open_table(DEAD_LETTERS)?
+        .insert(seq, encode(DEAD_LETTERS_NAME, &letter)?.as_slice())?;
+    Ok(())
 }
 
 /// Returns up to `limit` deliveries whose next attempt is at or before `now_ms`, earliest first,
@@ -329,19 +384,40 @@ pub fn set_aside_unreadable(db: &Database, seq: u64) -> Result<bool, StoreError>
 /// # Errors
 /// Returns an error when the database cannot be read or a record fails to decode.
 pub fn dead_letters(db: &Database, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    dead_letters_matching(db, &DeadLetterFilter::All, limit)
+}
+
+/// Returns up to `limit` dead letters that match `filter`, oldest sequence number first.
+///
+/// # Errors
+/// Returns an error when the database cannot be read or a record fails to decode.
+pub fn dead_letters_matching(
+    db: &Database,
+    filter: &DeadLetterFilter,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(DEAD_LETTERS)?;
     let mut letters = Vec::new();
-    for row in table.range(..)?.take(limit) {
+    for row in table.range(..)? {
+        if letters.len() >= limit {
+            break;
+        }
         let (_, bytes) = row?;
-        letters.push(decode(DEAD_LETTERS_NAME, bytes.value())?);
+        let letter: DeadLetter = decode(DEAD_LETTERS_NAME, bytes.value())?;
+        if filter.matches(&letter.delivery) {
+            letters.push(letter);
+        }
     }
     Ok(letters)
 }
 
-/// Moves the dead letters that match `filter` back into the outbox, due at `now_ms`, and returns
-/// how many moved. Each keeps its `webhook-id` and last error. Its attempt count restarts at 0,
-/// and its age counts from `now_ms`, so it gets a full `max_age_secs` again.
+/// Moves the dead letters that match `filter` back into the outbox, due at `now_ms`. Each keeps
+/// its `webhook-id` and last error. Its attempt count restarts at 0, and its age counts from
+/// `now_ms`, so it gets a full `max_age_secs` again.
+///
+/// Dead letters of a disabled webhook stay in the dead-letter table and are counted in
+/// [`Requeued::held_back`], because the worker would only move them back.
 ///
 /// # Errors
 /// Returns an error when the database cannot be written or a record fails to decode.
@@ -349,15 +425,22 @@ pub fn requeue_dead_letters(
     db: &Database,
     filter: &DeadLetterFilter,
     now_ms: i64,
-) -> Result<usize, StoreError> {
+) -> Result<Requeued, StoreError> {
     let txn = db.begin_write()?;
     let mut chosen = Vec::new();
+    let mut held_back = 0;
     {
         let table = txn.open_table(DEAD_LETTERS)?;
+        let disabled = txn.open_table(DISABLED_WEBHOOKS)?;
         for row in table.range(..)? {
             let (key, bytes) = row?;
             let letter: DeadLetter = decode(DEAD_LETTERS_NAME, bytes.value())?;
-            if filter.matches(&letter.delivery) {
+            if !filter.matches(&letter.delivery) {
+                continue;
+            }
+            if disabled.get(letter.delivery.webhook.as_str())?.is_some() {
+                held_back += 1;
+            } else {
                 chosen.push((key.value(), letter.delivery));
             }
         }
@@ -374,7 +457,97 @@ pub fn requeue_dead_letters(
         insert_pending(&txn, seq, &delivery)?;
     }
     txn.commit()?;
-    Ok(chosen.len())
+    Ok(Requeued {
+        requeued: chosen.len(),
+        held_back,
+    })
+}
+
+/// Disables a webhook and moves its pending deliveries to the dead-letter table with
+/// `record.reason` as their last error, except the sequence numbers in `keep` (attempts still in
+/// flight, whose outcome the caller records). A webhook that is already disabled keeps its
+/// original record.
+///
+/// # Errors
+/// Returns an error when the database cannot be written or a record fails to decode.
+pub fn disable_webhook(
+    db: &Database,
+    name: &str,
+    record: &DisabledWebhook,
+    keep: &HashSet<u64>,
+) -> Result<Disabled, StoreError> {
+    let txn = db.begin_write()?;
+    let newly_disabled = {
+        let mut table = txn.open_table(DISABLED_WEBHOOKS)?;
+        let known = table.get(name)?.is_some();
+        if !known {
+            table.insert(name, encode(DISABLED_WEBHOOKS_NAME, record)?.as_slice())?;
+        }
+        !known
+    };
+
+    let mut pending = Vec::new();
+    for row in txn
+        .open_table(OUTBOX_CHAINS)?
+        .range((name, 0, 0)..=(name, u128::MAX, u64::MAX))?
+    {
+        let (_, _, seq) = row?.0.value();
+        if !keep.contains(&seq) {
+            pending.push(seq);
+        }
+    }
+    for &seq in &pending {
+        let Some(mut delivery) = remove_pending(&txn, seq)? else {
+            continue;
+        };
+        delivery.last_error = Some(record.reason.clone());
+        let letter = DeadLetter {
+            seq,
+            delivery,
+            dead_lettered_ms: record.disabled_ms,
+        };
+        txn.open_table(DEAD_LETTERS)?
+            .insert(seq, encode(DEAD_LETTERS_NAME, &letter)?.as_slice())?;
+    }
+    txn.commit()?;
+    Ok(Disabled {
+        newly_disabled,
+        dead_lettered: pending.len(),
+    })
+}
+
+/// Enables a disabled webhook again and returns the record it had, or `None` when it was not
+/// disabled. Its dead letters stay where they are.
+///
+/// # Errors
+/// Returns an error when the database cannot be written or the record fails to decode.
+pub fn enable_webhook(db: &Database, name: &str) -> Result<Option<DisabledWebhook>, StoreError> {
+    let txn = db.begin_write()?;
+    let removed = txn
+        .open_table(DISABLED_WEBHOOKS)?
+        .remove(name)?
+        .map(|guard| guard.value().to_vec());
+    let record = removed
+        .map(|bytes| decode(DISABLED_WEBHOOKS_NAME, &bytes))
+        .transpose()?;
+    txn.commit()?;
+    Ok(record)
+}
+
+/// Returns every disabled webhook with its record, by name.
+///
+/// # Errors
+/// Returns an error when the database cannot be read or a record fails to decode.
+pub fn disabled_webhooks(db: &Database) -> Result<Vec<(String, DisabledWebhook)>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(DISABLED_WEBHOOKS)?;
+    let mut disabled = Vec::new();
+    for row in table.iter()? {
+        let (name, bytes) = row?;
+        let record = decode(DISABLED_WEBHOOKS_NAME, bytes.value())?;
+        disabled.push((name.value().to_owned(), record));
+    }
+    Ok(disabled)
 }
 
 /// Returns the record counts of the outbox tables.
@@ -388,6 +561,18 @@ pub fn depth(db: &Database) -> Result<Depth, StoreError> {
         dead_letters: txn.open_table(DEAD_LETTERS)?.len()?,
         unreadable: txn.open_table(OUTBOX_UNREADABLE)?.len()?,
     })
+}
+
+/// Returns why `webhook` is disabled, or `None` when it is not. A record that fails to decode
+/// still disables the webhook, because only an operator may enable it again.
+fn disabled_reason(txn: &WriteTransaction, webhook: &str) -> Result<Option<String>, StoreError> {
+    let table = txn.open_table(DISABLED_WEBHOOKS)?;
+    let Some(bytes) = table.get(webhook)? else {
+        return Ok(None);
+    };
+    let reason = decode::<DisabledWebhook>(DISABLED_WEBHOOKS_NAME, bytes.value())
+        .map_or_else(|error| error.to_string(), |record| record.reason);
+    Ok(Some(reason))
 }
 
 fn next_sequence(txn: &WriteTransaction) -> Result<u64, StoreError> {
