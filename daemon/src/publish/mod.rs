@@ -49,7 +49,7 @@ pub struct PublishArgs {
     #[arg(long, default_value = "mqtt://127.0.0.1:1883", value_name = "URL")]
     pub broker: String,
 
-    /// Region in the topic meters/<region>/<meter_id>/telemetry.
+    /// Region in the topic `meters/<region>/<meter_id>/telemetry`.
     #[arg(long, default_value = "south")]
     pub region: String,
 
