@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
@@ -18,6 +19,10 @@ use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::rules::RuleEngine;
 use crate::state::StateModel;
 use crate::store::Store;
+
+/// Longest wait for the pipeline thread after the MQTT ingest has stopped. Ingest itself waits up
+/// to 5 s for the pipeline's last acknowledgements, so the pipeline has normally ended by then.
+const PIPELINE_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Exit status when the store cannot be opened, for example because another process holds it.
 pub const EXIT_STORE_UNAVAILABLE: i32 = 3;
@@ -103,11 +108,31 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = ingest_task.await;
-    let _ = tokio::task::spawn_blocking(move || pipeline_thread.join()).await;
+    wait_for_pipeline(pipeline_thread).await;
     if let Ok(deliverer) = Arc::try_unwrap(deliverer) {
         deliverer.shutdown().await;
     }
     let _ = api_task.await;
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// Waits for the pipeline thread, which ends once it has committed and acknowledged the messages
+/// it held. After [`PIPELINE_STOP_TIMEOUT`] it is left to end with the process: its uncommitted
+/// batch was never acknowledged, so the broker delivers it again.
+async fn wait_for_pipeline(thread: std::thread::JoinHandle<()>) {
+    let deadline = tokio::time::Instant::now() + PIPELINE_STOP_TIMEOUT;
+    while !thread.is_finished() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::error!(
+                timeout_ms = PIPELINE_STOP_TIMEOUT.as_millis() as u64,
+                "pipeline did not stop in time; its uncommitted batch stays unacknowledged"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if thread.join().is_err() {
+        tracing::error!("pipeline thread panicked");
+    }
 }

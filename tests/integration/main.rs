@@ -1,8 +1,12 @@
 //! Integration tests against real components: Mosquitto, the daemon binary, an HTTP webhook
 //! receiver and a redb file.
 
+mod accounting;
 mod bad_input;
+mod broker_restart;
 mod check;
+mod crash;
+mod graceful;
 mod mining;
 mod reload;
 mod restart;

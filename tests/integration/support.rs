@@ -3,7 +3,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Returns a loopback port that was free a moment ago.
@@ -27,45 +27,115 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
     }
 }
 
+/// Sends a signal such as `TERM` or `INT` to a process with the `kill` command.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("failed to run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed: {status}");
+}
+
+/// Waits until `child` exits and returns its status, or `None` when `timeout` passes first.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Mosquitto settings that differ between tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// `max_queued_messages` per client session; 0 means no limit.
+    pub max_queued_messages: u64,
+    /// Keeps sessions and their queued messages in a file across broker restarts.
+    pub persistence: bool,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> BrokerSettings {
+        BrokerSettings {
+            max_queued_messages: 1_000_000,
+            persistence: false,
+        }
+    }
+}
+
+impl BrokerSettings {
+    /// No queue limit and sessions kept on disk, so nothing is dropped while the daemon or the
+    /// broker is down.
+    pub fn durable() -> BrokerSettings {
+        BrokerSettings {
+            max_queued_messages: 0,
+            persistence: true,
+        }
+    }
+
+    fn config(&self, port: u16, dir: &Path) -> String {
+        let mut config = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n\
+             max_queued_messages {}\n",
+            self.max_queued_messages
+        );
+        if self.persistence {
+            let data = persistence_dir(dir);
+            // The trailing slash makes Mosquitto treat the location as a folder.
+            config.push_str(&format!(
+                "persistence true\npersistence_location {}/\n",
+                data.display()
+            ));
+        } else {
+            config.push_str("persistence false\n");
+        }
+        config
+    }
+}
+
+/// Creates the folder for Mosquitto's persistence file inside `dir`. Started as root, Mosquitto
+/// drops to its own user, so the folder is writable by all and `dir` readable by all.
+fn persistence_dir(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    data
+}
+
 /// A Mosquitto broker on a free loopback port.
 pub struct Mosquitto {
     child: Child,
     /// Broker port.
     pub port: u16,
+    conf: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Mosquitto {
     /// Starts Mosquitto and waits until it accepts connections.
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with(BrokerSettings::default())
+    }
+
+    /// Starts Mosquitto with `settings` and waits until it accepts connections.
+    pub fn start_with(settings: BrokerSettings) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_inflight_messages 1000\nmax_queued_messages 1000000\n"
-            ),
-        )
-        .unwrap();
-        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("mosquitto is not installed: apt-get install -y mosquitto");
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("failed to start mosquitto");
-        wait_for("mosquitto to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        std::fs::write(&conf, settings.config(port, dir.path())).unwrap();
+        let child = spawn_mosquitto(&conf, port);
         Mosquitto {
             child,
             port,
+            conf,
             _dir: dir,
         }
     }
@@ -74,6 +144,41 @@ impl Mosquitto {
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
+
+    /// Stops the broker with SIGTERM, which makes it write its persistence file, and waits for
+    /// it to exit.
+    pub fn stop(&mut self) {
+        send_signal(self.child.id(), "TERM");
+        let status = wait_exit(&mut self.child, Duration::from_secs(10));
+        assert!(
+            status.is_some(),
+            "mosquitto did not exit within 10 s of SIGTERM"
+        );
+    }
+
+    /// Starts the broker again on the same port with the same configuration and persistence
+    /// file.
+    pub fn restart(&mut self) {
+        self.child = spawn_mosquitto(&self.conf, self.port);
+    }
+}
+
+fn spawn_mosquitto(conf: &Path, port: u16) -> Child {
+    let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("mosquitto is not installed: apt-get install -y mosquitto");
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("failed to start mosquitto");
+    wait_for("mosquitto to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    child
 }
 
 impl Drop for Mosquitto {
@@ -90,6 +195,20 @@ pub struct Daemon {
     pub http: String,
     /// Its working folder (config, store, copied rules).
     pub dir: PathBuf,
+}
+
+/// Copies the folder `from` and everything below it to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 /// Returns the repository root.
@@ -134,6 +253,26 @@ impl Daemon {
     /// Returns the daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Waits until the daemon's log contains `text`.
+    pub fn wait_for_log(&self, text: &str, timeout: Duration) {
+        wait_for(&format!("'{text}' in the daemon log"), timeout, || {
+            self.log().contains(text)
+        });
+    }
+
+    /// Kills the daemon with SIGKILL and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (such as `TERM` or `INT`) and returns the exit status, or `None` when the
+    /// daemon is still running after `timeout`.
+    pub fn stop_with(&mut self, signal: &str, timeout: Duration) -> Option<ExitStatus> {
+        send_signal(self.child.id(), signal);
+        wait_exit(&mut self.child, timeout)
     }
 }
 

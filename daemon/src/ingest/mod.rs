@@ -47,8 +47,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions, Publish, QoS,
-    TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish,
+    QoS, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -143,85 +143,154 @@ fn tls(config: &MqttConfig) -> Result<TlsConfiguration, IngestError> {
     })
 }
 
+/// Longest wait at shutdown for the pipeline to commit the messages it holds and hand back their
+/// acknowledgements. Messages still unacknowledged after it stay with the broker, which delivers
+/// them again to the next session.
+const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait for the disconnect packet to be written at shutdown.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the ingest loop does after an event.
+enum Step {
+    /// Poll the next event.
+    Continue,
+    /// Hand a message to the pipeline.
+    Forward(Message),
+    /// Wait before the next connection attempt.
+    Retry(Duration),
+}
+
 /// Connects, subscribes and forwards messages until `shutdown` turns true.
 ///
 /// Messages go to `messages`, a bounded queue: when the pipeline falls behind, polling pauses
 /// and the broker holds the backlog. Acknowledgements arrive on `acks` once a message's effects
 /// are committed. The event loop task does nothing else, so slow rules or storage never delay
 /// keep-alives.
+///
+/// At shutdown it stops taking messages and closes `messages`, so the pipeline commits what it
+/// holds and sends the last acknowledgements. It keeps the connection serviced until those are
+/// queued on the client (at most [`SHUTDOWN_ACK_TIMEOUT`]) and only then disconnects, so a clean
+/// stop leaves nothing committed but unacknowledged.
 pub async fn run(
     config: MqttConfig,
     options: MqttOptions,
     messages: mpsc::Sender<Message>,
-    mut acks: mpsc::UnboundedReceiver<Publish>,
+    acks: mpsc::UnboundedReceiver<Publish>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (client, mut events) = AsyncClient::new(options, config.queue_capacity.max(16));
-    let ack_client = client.clone();
-    let ack_task = tokio::spawn(async move {
-        while let Some(publish) = acks.recv().await {
-            if let Err(error) = ack_client.ack(&publish).await {
-                tracing::debug!(%error, "failed to queue acknowledgement");
-            }
-        }
-    });
+    let mut ack_task = tokio::spawn(forward_acks(acks, client.clone()));
     let mut backoff = Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms);
     loop {
-        tokio::select! {
+        let event = tokio::select! {
             _ = shutdown.changed() => break,
+            event = events.poll() => event,
+        };
+        match handle_event(event, &client, &config, &metrics, &mut backoff).await {
+            Step::Continue => {}
+            Step::Forward(message) => tokio::select! {
+                _ = shutdown.changed() => break,
+                sent = messages.send(message) => if sent.is_err() { break },
+            },
+            Step::Retry(delay) => tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(delay) => {}
+            },
+        }
+    }
+
+    // The pipeline ends once its queue is closed and drained.
+    drop(messages);
+    flush_acks(&mut events, &mut ack_task, &config).await;
+    metrics.mqtt_connected.set(0);
+    let _ = client.disconnect().await;
+    drain_disconnect(&mut events).await;
+}
+
+/// Queues each acknowledgement on the client until the pipeline drops its sender.
+async fn forward_acks(mut acks: mpsc::UnboundedReceiver<Publish>, client: AsyncClient) {
+    while let Some(publish) = acks.recv().await {
+        if let Err(error) = client.ack(&publish).await {
+            tracing::debug!(%error, "failed to queue acknowledgement");
+        }
+    }
+}
+
+/// Polls the connection until every acknowledgement the pipeline sends is queued on the client.
+/// Messages that arrive meanwhile are neither processed nor acknowledged.
+async fn flush_acks(
+    events: &mut EventLoop,
+    ack_task: &mut tokio::task::JoinHandle<()>,
+    config: &MqttConfig,
+) {
+    let deadline = tokio::time::sleep(SHUTDOWN_ACK_TIMEOUT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => {
+                tracing::warn!(
+                    timeout_ms = SHUTDOWN_ACK_TIMEOUT.as_millis() as u64,
+                    "pipeline did not finish before the shutdown timeout, so the broker keeps its \
+                     unacknowledged messages for the next session"
+                );
+                ack_task.abort();
+                return;
+            }
+            _ = &mut *ack_task => return,
             event = events.poll() => {
-                if !handle_event(event, &client, &config, &messages, &metrics, &mut backoff).await {
-                    break;
+                if let Err(error) = event {
+                    tracing::debug!(%error, "broker connection failed during shutdown");
+                    let pause = config.reconnect_min_ms.min(1_000);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
             }
         }
     }
-    metrics.mqtt_connected.set(0);
-    let _ = client.disconnect().await;
-    drain_disconnect(&mut events).await;
-    ack_task.abort();
 }
 
+/// Polls until the disconnect packet, and every request queued before it, has been written.
 async fn drain_disconnect(events: &mut EventLoop) {
-    let deadline = tokio::time::sleep(Duration::from_secs(2));
+    let deadline = tokio::time::sleep(DISCONNECT_TIMEOUT);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             _ = &mut deadline => return,
-            event = events.poll() => if event.is_err() { return },
+            event = events.poll() => match event {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            },
         }
     }
 }
 
-/// Handles one event-loop result; returns false when the pipeline has gone away.
+/// Handles one event-loop result and returns what the loop does next.
 async fn handle_event(
     event: Result<Event, rumqttc::ConnectionError>,
     client: &AsyncClient,
     config: &MqttConfig,
-    messages: &mpsc::Sender<Message>,
     metrics: &Metrics,
     backoff: &mut Backoff,
-) -> bool {
+) -> Step {
     match event {
         Ok(Event::Incoming(Incoming::Publish(publish))) => {
             metrics.readings_received.inc();
             let received_ms = chrono::Utc::now().timestamp_millis();
-            return messages
-                .send(Message {
-                    publish,
-                    received_ms,
-                })
-                .await
-                .is_ok();
+            return Step::Forward(Message {
+                publish,
+                received_ms,
+            });
         }
         Ok(Event::Incoming(Incoming::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
             backoff.reset();
             metrics.mqtt_connected.set(1);
             tracing::info!(url = %config.url, session_present = ack.session_present, "connected to broker");
-            if !ack.session_present {
-                subscribe(client, config).await;
-            }
+            // A stored session can lack the subscriptions when the daemon stopped between the
+            // connection and the subscription. Subscribing again replaces an identical
+            // subscription without interrupting its flow (MQTT 3.1.1, 3.8.4), but resends
+            // retained messages, which the register then classifies as duplicates.
+            subscribe(client, config).await;
         }
         Ok(_) => {}
         Err(error) => {
@@ -229,10 +298,10 @@ async fn handle_event(
             metrics.mqtt_connection_errors.inc();
             let delay = backoff.next_delay();
             tracing::warn!(url = %config.url, %error, retry_in_ms = delay.as_millis() as u64, "broker connection failed");
-            tokio::time::sleep(delay).await;
+            return Step::Retry(delay);
         }
     }
-    true
+    Step::Continue
 }
 
 async fn subscribe(client: &AsyncClient, config: &MqttConfig) {
