@@ -20,7 +20,7 @@ use crate::rules::RuleEngine;
 use crate::state::StateModel;
 use crate::store::Store;
 
-/// Longest wait for the pipeline thread after the MQTT ingest has stopped. Ingest itself waits up
+/// Maximum wait for the pipeline thread after the MQTT ingest has stopped. Ingest itself waits up
 /// to 5 s for the pipeline's last acknowledgements, so the pipeline has normally ended by then.
 const PIPELINE_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -143,15 +143,15 @@ fn tls(config: &MqttConfig) -> Result<TlsConfiguration, IngestError> {
     })
 }
 
-/// Longest wait at shutdown for the pipeline to commit the messages it holds and hand back their
+/// Maximum wait at shutdown for the pipeline to commit the messages it contains and return their
 /// acknowledgements. Messages still unacknowledged after it stay with the broker, which delivers
 /// them again to the next session.
 const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Longest wait for the disconnect packet to be written at shutdown.
+/// Maximum wait for the disconnect packet to be written at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the ingest loop does after an event.
+/// Next action of the ingest loop after an event.
 enum Step {
     /// Poll the next event.
     Continue,
