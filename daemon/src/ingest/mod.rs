@@ -44,6 +44,7 @@ impl BrokerAddress {
 }
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
@@ -70,6 +71,9 @@ pub struct Message {
     pub publish: Publish,
     /// Time of receipt, Unix milliseconds.
     pub received_ms: i64,
+    /// Broker session the message arrived in. A session ends when the broker reconnects
+    /// without the stored session, and packet ids of an ended session may be reused.
+    pub session: u64,
 }
 
 impl Message {
@@ -78,6 +82,7 @@ impl Message {
         Message {
             publish: Publish::new(topic, QoS::AtMostOnce, payload),
             received_ms,
+            session: 0,
         }
     }
 }
@@ -170,25 +175,26 @@ enum Step {
 ///
 /// At shutdown it stops taking messages and closes `messages`, so the pipeline commits what it
 /// holds and sends the last acknowledgements. It keeps the connection serviced until those are
-/// queued on the client (at most [`SHUTDOWN_ACK_TIMEOUT`]) and only then disconnects, so a clean
+/// queued on the client (at most 5 s) and only then disconnects, so a clean
 /// stop leaves nothing committed but unacknowledged.
 pub async fn run(
     config: MqttConfig,
     options: MqttOptions,
     messages: mpsc::Sender<Message>,
-    acks: mpsc::UnboundedReceiver<Publish>,
+    acks: mpsc::UnboundedReceiver<Message>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (client, mut events) = AsyncClient::new(options, config.queue_capacity.max(16));
-    let mut ack_task = tokio::spawn(forward_acks(acks, client.clone()));
+    let session = Arc::new(AtomicU64::new(0));
+    let mut ack_task = tokio::spawn(forward_acks(acks, client.clone(), session.clone()));
     let mut backoff = Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms);
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => break,
             event = events.poll() => event,
         };
-        match handle_event(event, &client, &config, &metrics, &mut backoff).await {
+        match handle_event(event, &client, &config, &metrics, &mut backoff, &session).await {
             Step::Continue => {}
             Step::Forward(message) => tokio::select! {
                 _ = shutdown.changed() => break,
@@ -209,10 +215,23 @@ pub async fn run(
     drain_disconnect(&mut events).await;
 }
 
-/// Queues each acknowledgement on the client until the pipeline drops its sender.
-async fn forward_acks(mut acks: mpsc::UnboundedReceiver<Publish>, client: AsyncClient) {
-    while let Some(publish) = acks.recv().await {
-        if let Err(error) = client.ack(&publish).await {
+/// Queues each acknowledgement on the client until the pipeline drops its sender. Messages of
+/// an ended broker session are not acknowledged, because their packet ids may now belong to
+/// other, uncommitted messages; the broker discarded them with the session.
+async fn forward_acks(
+    mut acks: mpsc::UnboundedReceiver<Message>,
+    client: AsyncClient,
+    session: Arc<AtomicU64>,
+) {
+    while let Some(message) = acks.recv().await {
+        if message.session != session.load(Ordering::Acquire) {
+            tracing::debug!(
+                pkid = message.publish.pkid,
+                "acknowledgement of an ended session dropped"
+            );
+            continue;
+        }
+        if let Err(error) = client.ack(&message.publish).await {
             tracing::debug!(%error, "failed to queue acknowledgement");
         }
     }
@@ -272,6 +291,7 @@ async fn handle_event(
     config: &MqttConfig,
     metrics: &Metrics,
     backoff: &mut Backoff,
+    session: &AtomicU64,
 ) -> Step {
     match event {
         Ok(Event::Incoming(Incoming::Publish(publish))) => {
@@ -280,11 +300,15 @@ async fn handle_event(
             return Step::Forward(Message {
                 publish,
                 received_ms,
+                session: session.load(Ordering::Acquire),
             });
         }
         Ok(Event::Incoming(Incoming::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
             backoff.reset();
             metrics.mqtt_connected.set(1);
+            if !ack.session_present {
+                session.fetch_add(1, Ordering::AcqRel);
+            }
             tracing::info!(url = %config.url, session_present = ack.session_present, "connected to broker");
             // A stored session can lack the subscriptions when the daemon stopped between the
             // connection and the subscription. Subscribing again replaces an identical

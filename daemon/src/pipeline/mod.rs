@@ -10,7 +10,6 @@ mod shard;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::Publish;
 use tokio::sync::mpsc;
 
 use crate::alerts::{Alert, AlertChange};
@@ -140,7 +139,7 @@ impl Pipeline {
     pub fn run(
         mut self,
         mut messages: mpsc::Receiver<Message>,
-        acks: Option<mpsc::UnboundedSender<Publish>>,
+        acks: Option<mpsc::UnboundedSender<Message>>,
     ) {
         while let Some(first) = messages.blocking_recv() {
             let mut batch = vec![first];
@@ -160,7 +159,7 @@ impl Pipeline {
             if let Some(acks) = &acks {
                 for message in batch {
                     // The receiver is gone only during shutdown; the broker then redelivers.
-                    let _ = acks.send(message.publish);
+                    let _ = acks.send(message);
                 }
             }
         }

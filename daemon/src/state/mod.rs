@@ -33,7 +33,7 @@ pub struct MeterSnapshot {
     /// Register steps that went backwards outside a rollover or meter exchange, within the
     /// longest window.
     pub register_reversals: u32,
-    /// Readings accepted for this meter.
+    /// Readings that took effect for this meter; duplicates and late readings are not counted.
     pub readings: u64,
 }
 
@@ -71,7 +71,7 @@ pub struct MeterState {
     pub history: HourlyHistory,
     /// Newest reading by timestamp.
     pub last: Option<LastReading>,
-    /// Readings accepted.
+    /// Readings that took effect; duplicates and late readings are not counted.
     pub readings: u64,
     /// Times of recent register reversals, oldest first.
     reversals: Vec<i64>,
@@ -153,7 +153,9 @@ impl StateModel {
                 seq: reading.seq,
             });
         }
-        state.readings += 1;
+        if !matches!(interval.kind, IntervalKind::Duplicate | IntervalKind::Late) {
+            state.readings += 1;
+        }
         interval
     }
 
