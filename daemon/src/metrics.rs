@@ -42,6 +42,8 @@ pub struct Metrics {
     pub mqtt_connection_errors: Counter,
     /// Redb commits of reading batches.
     pub store_commits: Counter,
+    /// 1 while batch commits succeed, 0 while they fail and readings stay unacknowledged.
+    pub store_healthy: Gauge,
     /// Meters held in memory.
     pub meters: Gauge,
 }
@@ -73,6 +75,7 @@ impl Metrics {
             mqtt_connected: Gauge::default(),
             mqtt_connection_errors: Counter::default(),
             store_commits: Counter::default(),
+            store_healthy: Gauge::default(),
             meters: Gauge::default(),
         };
         let r = &mut registry;
@@ -147,7 +150,13 @@ impl Metrics {
             "Commits of reading batches",
             m.store_commits.clone(),
         );
+        r.register(
+            "store_healthy",
+            "1 while batch commits succeed",
+            m.store_healthy.clone(),
+        );
         r.register("meters", "Meters held in memory", m.meters.clone());
+        m.store_healthy.set(1);
         Metrics { registry, ..m }
     }
 

@@ -246,7 +246,7 @@ async fn sigkill_loses_and_duplicates_nothing() {
     let stored = check_alerts(&store, &expected);
     let deliveries = receiver.received();
     check_deliveries(&deliveries, &stored);
-    let depth = outbox::depth(store.db()).unwrap();
+    let depth = outbox::depth(&store.db()).unwrap();
     assert_eq!(depth.outbox, 0, "deliveries left in the outbox");
     assert_eq!(depth.dead_letters, 0, "dead letters");
 

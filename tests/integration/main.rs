@@ -10,5 +10,6 @@ mod graceful;
 mod mining;
 mod reload;
 mod restart;
+mod storage;
 mod support;
 mod webhook_faults;

@@ -77,7 +77,7 @@ fn dead_letter_all(store: &Store, deliveries: &[&Delivery], error: &str) {
     }
     txn.commit().unwrap();
     for seq in 1..=deliveries.len() as u64 {
-        assert!(outbox::move_to_dead_letters(store.db(), seq, error, 1_740_795_300_000).unwrap());
+        assert!(outbox::move_to_dead_letters(&store.db(), seq, error, 1_740_795_300_000).unwrap());
     }
 }
 
@@ -189,7 +189,7 @@ async fn dead_letters_list_and_retry_keeps_webhook_id() {
     deliverer.shutdown().await;
     receiver.shutdown().await;
 
-    let depth = outbox::depth(store.db()).unwrap();
+    let depth = outbox::depth(&store.db()).unwrap();
     assert_eq!(depth.outbox, 0, "outbox after delivery");
     assert_eq!(depth.dead_letters, 2, "dead letters after delivery");
 }
@@ -209,7 +209,7 @@ fn enable_reenables_disabled_webhook() {
             disabled_ms: 1_740_795_300_000,
             reason: "endpoint returned 410 Gone".into(),
         };
-        outbox::disable_webhook(store.db(), "ops", &record, &HashSet::new()).unwrap();
+        outbox::disable_webhook(&store.db(), "ops", &record, &HashSet::new()).unwrap();
     }
 
     let listed = webhooks(&config_path, &["dead-letters"]);
@@ -261,8 +261,8 @@ fn enable_reenables_disabled_webhook() {
         retried.stdout
     );
     let store = Store::open(&dir.path().join("gridwatch.redb")).unwrap();
-    assert!(outbox::disabled_webhooks(store.db()).unwrap().is_empty());
-    assert_eq!(outbox::depth(store.db()).unwrap().outbox, 1);
+    assert!(outbox::disabled_webhooks(&store.db()).unwrap().is_empty());
+    assert_eq!(outbox::depth(&store.db()).unwrap().outbox, 1);
 }
 
 #[test]

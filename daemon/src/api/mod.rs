@@ -57,8 +57,12 @@ pub async fn serve(
         .await
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<ApiState>) -> Response {
+    if state.metrics.store_healthy.get() == 0 {
+        let body = "unhealthy: alert store commits are failing, readings are not acknowledged\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
+    "ok\n".into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

@@ -161,11 +161,11 @@ pub fn run(args: &WebhooksArgs, out: &mut dyn Write) -> Result<(), AdminError> {
             let filter = webhook
                 .clone()
                 .map_or(DeadLetterFilter::All, DeadLetterFilter::Webhook);
-            let letters = outbox::dead_letters_matching(store.db(), &filter, *limit)?;
+            let letters = outbox::dead_letters_matching(&store.db(), &filter, *limit)?;
             if *json {
                 return print_json(&letters, out);
             }
-            let disabled = outbox::disabled_webhooks(store.db())?;
+            let disabled = outbox::disabled_webhooks(&store.db())?;
             print_table(&letters, &disabled, out)
         }
         WebhooksCommand::Retry { config, target } => {
@@ -198,7 +198,7 @@ fn open(path: &Path) -> Result<(Config, Store), AdminError> {
 
 fn retry(store: &Store, target: &RetryTarget, out: &mut dyn Write) -> Result<(), AdminError> {
     let filter = target.filter();
-    let moved = outbox::requeue_dead_letters(store.db(), &filter, now_ms())?;
+    let moved = outbox::requeue_dead_letters(&store.db(), &filter, now_ms())?;
     let found = moved.requeued + moved.held_back;
     if let (DeadLetterFilter::Id(id), 0) = (&filter, found) {
         return Err(AdminError::NoSuchDeadLetter(id.clone()));
@@ -206,7 +206,7 @@ fn retry(store: &Store, target: &RetryTarget, out: &mut dyn Write) -> Result<(),
 
     writeln!(out, "requeued {} dead letters", moved.requeued)?;
     if moved.held_back > 0 {
-        let names: Vec<String> = outbox::disabled_webhooks(store.db())?
+        let names: Vec<String> = outbox::disabled_webhooks(&store.db())?
             .into_iter()
             .map(|(name, _)| name)
             .collect();
@@ -227,7 +227,7 @@ fn enable(
     name: &str,
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
-    let Some(record) = outbox::enable_webhook(store.db(), name)? else {
+    let Some(record) = outbox::enable_webhook(&store.db(), name)? else {
         if config.webhooks.iter().any(|hook| hook.name == name) {
             writeln!(out, "webhook '{name}' is not disabled")?;
             return Ok(());
@@ -236,7 +236,7 @@ fn enable(
     };
 
     let filter = DeadLetterFilter::Webhook(name.to_owned());
-    let waiting = outbox::dead_letters_matching(store.db(), &filter, usize::MAX)?.len();
+    let waiting = outbox::dead_letters_matching(&store.db(), &filter, usize::MAX)?.len();
     writeln!(
         out,
         "enabled webhook '{name}', disabled since {}: {}",

@@ -374,7 +374,7 @@ fn outbox_releases_alert_events_in_order() {
     }
     txn.commit().unwrap();
 
-    let first = outbox::due(store.db(), 2_000, 10, &HashSet::new()).unwrap();
+    let first = outbox::due(&store.db(), 2_000, 10, &HashSet::new()).unwrap();
     assert_eq!(
         ready_ids(&first),
         vec![opened.id.clone(), other_hook.id.clone()]
@@ -383,8 +383,8 @@ fn outbox_releases_alert_events_in_order() {
     let DueEntry::Ready(head) = &first[0] else {
         panic!("unreadable head")
     };
-    assert!(outbox::complete(store.db(), head.seq).unwrap());
-    let second = outbox::due(store.db(), 2_000, 10, &HashSet::new()).unwrap();
+    assert!(outbox::complete(&store.db(), head.seq).unwrap());
+    let second = outbox::due(&store.db(), 2_000, 10, &HashSet::new()).unwrap();
     assert_eq!(
         ready_ids(&second),
         vec![escalated.id.clone(), other_hook.id.clone()]
@@ -398,15 +398,15 @@ fn outbox_reschedule_hides_until_due() {
     let txn = store.db().begin_write().unwrap();
     outbox::enqueue(&txn, &item).unwrap();
     txn.commit().unwrap();
-    let seq = match &outbox::due(store.db(), 1_000, 10, &HashSet::new()).unwrap()[0] {
+    let seq = match &outbox::due(&store.db(), 1_000, 10, &HashSet::new()).unwrap()[0] {
         DueEntry::Ready(pending) => pending.seq,
         DueEntry::Unreadable { error, .. } => panic!("unreadable: {error}"),
     };
 
-    assert!(outbox::reschedule(store.db(), seq, 1, 5_000, "HTTP status 500").unwrap());
-    let early = outbox::due(store.db(), 4_999, 10, &HashSet::new()).unwrap();
+    assert!(outbox::reschedule(&store.db(), seq, 1, 5_000, "HTTP status 500").unwrap());
+    let early = outbox::due(&store.db(), 4_999, 10, &HashSet::new()).unwrap();
     assert!(early.is_empty(), "due before its time: {early:?}");
-    let on_time = outbox::due(store.db(), 5_000, 10, &HashSet::new()).unwrap();
+    let on_time = outbox::due(&store.db(), 5_000, 10, &HashSet::new()).unwrap();
     let DueEntry::Ready(pending) = &on_time[0] else {
         panic!("unreadable record")
     };
@@ -426,10 +426,10 @@ fn dead_letter_requeue_keeps_webhook_id() {
     txn.commit().unwrap();
     let seq = 1;
 
-    assert!(outbox::move_to_dead_letters(store.db(), seq, "connection refused", 9_000).unwrap());
-    let depth = outbox::depth(store.db()).unwrap();
+    assert!(outbox::move_to_dead_letters(&store.db(), seq, "connection refused", 9_000).unwrap());
+    let depth = outbox::depth(&store.db()).unwrap();
     assert_eq!((depth.outbox, depth.dead_letters), (0, 1));
-    let letters = outbox::dead_letters(store.db(), 10).unwrap();
+    let letters = outbox::dead_letters(&store.db(), 10).unwrap();
     assert_eq!(
         letters[0].delivery.last_error.as_deref(),
         Some("connection refused")
@@ -437,11 +437,11 @@ fn dead_letter_requeue_keeps_webhook_id() {
     assert_eq!(letters[0].dead_lettered_ms, 9_000);
 
     let filter = DeadLetterFilter::Id(item.id.clone());
-    let moved = outbox::requeue_dead_letters(store.db(), &filter, 20_000).unwrap();
+    let moved = outbox::requeue_dead_letters(&store.db(), &filter, 20_000).unwrap();
     assert_eq!(moved.requeued, 1, "requeued");
-    let due = outbox::due(store.db(), 20_000, 10, &HashSet::new()).unwrap();
+    let due = outbox::due(&store.db(), 20_000, 10, &HashSet::new()).unwrap();
     assert_eq!(ready_ids(&due), vec![item.id.clone()]);
-    let depth = outbox::depth(store.db()).unwrap();
+    let depth = outbox::depth(&store.db()).unwrap();
     assert_eq!((depth.outbox, depth.dead_letters), (1, 0));
 }
 
@@ -460,16 +460,16 @@ fn unreadable_record_is_set_aside_and_chain_continues() {
         .unwrap();
     txn.commit().unwrap();
 
-    let due = outbox::due(store.db(), 2_000, 10, &HashSet::new()).unwrap();
+    let due = outbox::due(&store.db(), 2_000, 10, &HashSet::new()).unwrap();
     assert!(
         matches!(due[..], [DueEntry::Unreadable { seq: 1, .. }]),
         "{due:?}"
     );
-    assert!(outbox::set_aside_unreadable(store.db(), 1).unwrap());
+    assert!(outbox::set_aside_unreadable(&store.db(), 1).unwrap());
 
-    let due = outbox::due(store.db(), 2_000, 10, &HashSet::new()).unwrap();
+    let due = outbox::due(&store.db(), 2_000, 10, &HashSet::new()).unwrap();
     assert_eq!(ready_ids(&due), vec![second.id.clone()]);
-    assert_eq!(outbox::depth(store.db()).unwrap().unreadable, 1);
+    assert_eq!(outbox::depth(&store.db()).unwrap().unreadable, 1);
 }
 
 fn gone_record(disabled_ms: i64) -> DisabledWebhook {
@@ -500,11 +500,11 @@ fn disable_dead_letters_only_that_webhook() {
 
     // Sequence 3, `other_alert`, is in flight, so it stays for the caller to record.
     let keep = HashSet::from([3]);
-    let disabled = outbox::disable_webhook(store.db(), "ops", &gone_record(5_000), &keep).unwrap();
+    let disabled = outbox::disable_webhook(&store.db(), "ops", &gone_record(5_000), &keep).unwrap();
     assert!(disabled.newly_disabled, "first disable");
     assert_eq!(disabled.dead_lettered, 2, "dead-lettered count");
 
-    let letters = outbox::dead_letters(store.db(), 10).unwrap();
+    let letters = outbox::dead_letters(&store.db(), 10).unwrap();
     let ids: Vec<&str> = letters.iter().map(|l| l.delivery.id.as_str()).collect();
     assert_eq!(ids, vec![opened.id.as_str(), escalated.id.as_str()]);
     for letter in &letters {
@@ -520,35 +520,35 @@ fn disable_dead_letters_only_that_webhook() {
             letter.delivery.id
         );
     }
-    let due = outbox::due(store.db(), 2_000, 10, &HashSet::new()).unwrap();
+    let due = outbox::due(&store.db(), 2_000, 10, &HashSet::new()).unwrap();
     assert_eq!(
         ready_ids(&due),
         vec![other_alert.id.clone(), other_hook.id.clone()]
     );
 
-    let again = outbox::disable_webhook(store.db(), "ops", &gone_record(9_000), &HashSet::new());
+    let again = outbox::disable_webhook(&store.db(), "ops", &gone_record(9_000), &HashSet::new());
     let again = again.unwrap();
     assert!(!again.newly_disabled, "second disable");
     assert_eq!(
         again.dead_lettered, 1,
         "in-flight delivery moved on second disable"
     );
-    let records = outbox::disabled_webhooks(store.db()).unwrap();
+    let records = outbox::disabled_webhooks(&store.db()).unwrap();
     assert_eq!(records, vec![("ops".to_owned(), gone_record(5_000))]);
 }
 
 #[test]
 fn enqueue_for_disabled_webhook_dead_letters() {
     let (_dir, store) = open_store();
-    outbox::disable_webhook(store.db(), "ops", &gone_record(5_000), &HashSet::new()).unwrap();
+    outbox::disable_webhook(&store.db(), "ops", &gone_record(5_000), &HashSet::new()).unwrap();
     let item = delivery("ops", Ulid::new(), "alert.opened", 7_000);
     let other = delivery("audit", Ulid::new(), "alert.opened", 7_000);
     enqueue_all(&store, &[&item, &other]);
 
-    let depth = outbox::depth(store.db()).unwrap();
+    let depth = outbox::depth(&store.db()).unwrap();
     assert_eq!(depth.outbox, 1, "outbox depth");
     assert_eq!(depth.dead_letters, 1, "dead letters");
-    let letters = outbox::dead_letters(store.db(), 10).unwrap();
+    let letters = outbox::dead_letters(&store.db(), 10).unwrap();
     assert_eq!(letters[0].delivery.id, item.id);
     assert_eq!(
         letters[0].delivery.last_error.as_deref(),
@@ -562,19 +562,19 @@ fn requeue_holds_back_until_enabled() {
     let (_dir, store) = open_store();
     let item = delivery("ops", Ulid::new(), "alert.opened", 1_000);
     enqueue_all(&store, &[&item]);
-    outbox::disable_webhook(store.db(), "ops", &gone_record(5_000), &HashSet::new()).unwrap();
+    outbox::disable_webhook(&store.db(), "ops", &gone_record(5_000), &HashSet::new()).unwrap();
 
     let all = DeadLetterFilter::All;
-    let while_disabled = outbox::requeue_dead_letters(store.db(), &all, 6_000).unwrap();
+    let while_disabled = outbox::requeue_dead_letters(&store.db(), &all, 6_000).unwrap();
     assert_eq!(while_disabled.requeued, 0, "requeued while disabled");
     assert_eq!(while_disabled.held_back, 1, "held back while disabled");
 
-    let record = outbox::enable_webhook(store.db(), "ops").unwrap();
+    let record = outbox::enable_webhook(&store.db(), "ops").unwrap();
     assert_eq!(record, Some(gone_record(5_000)));
-    assert_eq!(outbox::enable_webhook(store.db(), "ops").unwrap(), None);
-    let moved = outbox::requeue_dead_letters(store.db(), &all, 7_000).unwrap();
+    assert_eq!(outbox::enable_webhook(&store.db(), "ops").unwrap(), None);
+    let moved = outbox::requeue_dead_letters(&store.db(), &all, 7_000).unwrap();
     assert_eq!(moved.requeued, 1, "requeued after enable");
-    let due = outbox::due(store.db(), 7_000, 10, &HashSet::new()).unwrap();
+    let due = outbox::due(&store.db(), 7_000, 10, &HashSet::new()).unwrap();
     assert_eq!(ready_ids(&due), vec![item.id.clone()]);
 }
 
@@ -585,11 +585,11 @@ fn dead_letters_matching_filters_before_limit() {
     let ops = delivery("ops", Ulid::new(), "alert.opened", 1_000);
     enqueue_all(&store, &[&audit, &ops]);
     for seq in [1, 2] {
-        assert!(outbox::move_to_dead_letters(store.db(), seq, "timed out", 2_000).unwrap());
+        assert!(outbox::move_to_dead_letters(&store.db(), seq, "timed out", 2_000).unwrap());
     }
 
     let filter = DeadLetterFilter::Webhook("ops".into());
-    let letters = outbox::dead_letters_matching(store.db(), &filter, 1).unwrap();
+    let letters = outbox::dead_letters_matching(&store.db(), &filter, 1).unwrap();
     let ids: Vec<&str> = letters.iter().map(|l| l.delivery.id.as_str()).collect();
     assert_eq!(ids, vec![ops.id.as_str()]);
 }
@@ -688,8 +688,9 @@ async fn retries_503_then_delivers_once() {
     assert_eq!(enqueue(&store, &alert, AlertChange::Opened, &hooks), 1);
     deliverer.notify();
     let received = receiver.wait_for(3, WAIT).await.expect("three requests");
-    let db = store.db();
-    let emptied = wait_until(|| async move { outbox::depth(db).unwrap().outbox == 0 }).await;
+    let store_ref = &store;
+    let emptied =
+        wait_until(|| async move { outbox::depth(&store_ref.db()).unwrap().outbox == 0 }).await;
     deliverer.shutdown().await;
 
     assert_eq!(received.len(), 3, "requests: {received:?}");
@@ -777,14 +778,16 @@ async fn unreachable_receiver_ends_in_dead_letters() {
         &hooks,
     );
     deliverer.notify();
-    let db = store.db();
-    let moved = wait_until(|| async move { outbox::depth(db).unwrap().dead_letters == 1 }).await;
+    let store_ref = &store;
+    let moved =
+        wait_until(|| async move { outbox::depth(&store_ref.db()).unwrap().dead_letters == 1 })
+            .await;
     deliverer.shutdown().await;
 
     assert!(moved, "delivery not dead-lettered");
-    let depth = outbox::depth(store.db()).unwrap();
+    let depth = outbox::depth(&store.db()).unwrap();
     assert_eq!(depth.outbox, 0, "outbox not empty");
-    let letters = outbox::dead_letters(store.db(), 10).unwrap();
+    let letters = outbox::dead_letters(&store.db(), 10).unwrap();
     let last_error = letters[0].delivery.last_error.clone().unwrap_or_default();
     assert!(!last_error.is_empty(), "dead letter has no last error");
     assert!(
@@ -810,15 +813,17 @@ async fn unconfigured_webhook_goes_to_dead_letters() {
         Vec::new(),
         Arc::new(Metrics::new()),
     );
-    let db = store.db();
-    let moved = wait_until(|| async move { outbox::depth(db).unwrap().dead_letters == 1 }).await;
+    let store_ref = &store;
+    let moved =
+        wait_until(|| async move { outbox::depth(&store_ref.db()).unwrap().dead_letters == 1 })
+            .await;
     deliverer.shutdown().await;
 
     assert!(
         moved,
         "delivery for an unconfigured webhook not dead-lettered"
     );
-    let letters = outbox::dead_letters(store.db(), 10).unwrap();
+    let letters = outbox::dead_letters(&store.db(), 10).unwrap();
     let last_error = letters[0].delivery.last_error.clone().unwrap_or_default();
     assert!(
         last_error.contains("'removed' is not configured"),
@@ -932,8 +937,9 @@ async fn receiver_down_then_back_delivers_all_in_order() {
         .await
         .unwrap();
     let arrived = receiver.wait_for(planned.len(), WAIT).await;
-    let db = store.db();
-    let emptied = wait_until(|| async move { outbox::depth(db).unwrap().outbox == 0 }).await;
+    let store_ref = &store;
+    let emptied =
+        wait_until(|| async move { outbox::depth(&store_ref.db()).unwrap().outbox == 0 }).await;
     deliverer.shutdown().await;
     receiver.shutdown().await;
     let received = arrived.unwrap_or_else(|got| panic!("{} of 20 requests arrived", got.len()));
@@ -974,7 +980,7 @@ async fn receiver_down_then_back_delivers_all_in_order() {
             opened.webhook
         );
     }
-    assert_eq!(outbox::depth(store.db()).unwrap().dead_letters, 0);
+    assert_eq!(outbox::depth(&store.db()).unwrap().dead_letters, 0);
 }
 
 #[tokio::test]
@@ -997,13 +1003,13 @@ async fn gone_disables_webhook_across_restart() {
 
     enqueue_opened_and_escalated(&store, &hooks, 2);
     deliverer.notify();
-    let db = store.db();
+    let store_ref = &store;
     let settled = wait_until(|| async move {
-        let depth = outbox::depth(db).unwrap();
+        let depth = outbox::depth(&store_ref.db()).unwrap();
         depth.outbox == 0 && depth.dead_letters == 4
     })
     .await;
-    assert!(settled, "depth {:?}", outbox::depth(db).unwrap());
+    assert!(settled, "depth {:?}", outbox::depth(&store.db()).unwrap());
     ops.wait_for(4, WAIT).await.expect("ops deliveries");
 
     // Only chain heads are sent, so at most one request per alert reached the gone endpoint.
@@ -1012,12 +1018,12 @@ async fn gone_disables_webhook_across_restart() {
         (1..=2).contains(&gone_requests),
         "requests to the gone endpoint: {gone_requests}"
     );
-    let disabled = outbox::disabled_webhooks(db).unwrap();
+    let disabled = outbox::disabled_webhooks(&store.db()).unwrap();
     let names: Vec<&str> = disabled.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, vec!["gone"]);
     assert_eq!(disabled[0].1.reason, retry::GONE_ERROR);
     assert_eq!(disabled[0].1.url, format!("http://{gone_addr}/hook"));
-    for letter in outbox::dead_letters(db, 10).unwrap() {
+    for letter in outbox::dead_letters(&store.db(), 10).unwrap() {
         assert_eq!(
             letter.delivery.webhook, "gone",
             "dead letter {}",
@@ -1049,7 +1055,7 @@ async fn gone_disables_webhook_across_restart() {
     .await;
     assert!(restored, "disabled gauge not set after restart");
     enqueue_opened_and_escalated(&store, &hooks, 1);
-    let depth = outbox::depth(db).unwrap();
+    let depth = outbox::depth(&store.db()).unwrap();
     assert_eq!(
         depth.dead_letters, 6,
         "new deliveries to 'gone' not dead-lettered at once"

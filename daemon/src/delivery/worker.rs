@@ -431,7 +431,7 @@ impl Worker {
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || operation(store.db())).await {
+        match tokio::task::spawn_blocking(move || operation(&store.db())).await {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(e) => Err(format!("store task failed: {e}")),
         }

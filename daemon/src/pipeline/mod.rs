@@ -172,11 +172,19 @@ impl Pipeline {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.commit(&pending, now_ms) {
-                Ok(outcome) => return outcome,
+                Ok(outcome) => {
+                    self.context.metrics.store_healthy.set(1);
+                    return outcome;
+                }
                 Err(error) => {
+                    self.context.metrics.store_healthy.set(0);
                     tracing::error!(%error, retry_in_ms = delay.as_millis() as u64, "failed to commit batch; readings stay unacknowledged");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(MAX_COMMIT_RETRY);
+                    // redb refuses every transaction after an I/O error until it is reopened.
+                    if let Err(error) = self.context.store.recover() {
+                        tracing::warn!(%error, "failed to reopen the alert store");
+                    }
                 }
             }
         }

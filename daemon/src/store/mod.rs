@@ -9,7 +9,10 @@ pub use alerts::{AlertWrite, open_alert_key};
 pub use rejected::RejectedMessage;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::{RwLock, RwLockReadGuard};
+use redb::backends::InMemoryBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::alerts::{Alert, AlertChange};
@@ -61,6 +64,21 @@ pub enum StoreError {
     /// A commit failed.
     #[error("alert store commit failed: {0}")]
     Commit(#[from] redb::CommitError),
+    /// The file is not open after an I/O error; see [`Store::recover`].
+    #[error("alert store '{path}' is unavailable after an I/O error; retrying")]
+    Degraded {
+        /// File path.
+        path: PathBuf,
+    },
+    /// The file's integrity check failed.
+    #[error("alert store '{path}' failed its integrity check: {source}")]
+    Integrity {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: redb::DatabaseError,
+    },
     /// A stored record could not be decoded.
     #[error("invalid record in table '{table}': {detail}")]
     Corrupt {
@@ -72,8 +90,15 @@ pub enum StoreError {
 }
 
 /// Handle to the open database.
+///
+/// After an I/O error redb refuses every further transaction until the file is opened again,
+/// so [`Store::recover`] reopens it. While the file cannot be opened, an empty in-memory
+/// database stands in for readers and [`Store::commit_batch`] fails, so no reading is
+/// acknowledged until its effects are on disk.
 pub struct Store {
-    db: Database,
+    db: RwLock<Database>,
+    path: PathBuf,
+    degraded: AtomicBool,
 }
 
 impl Store {
@@ -89,17 +114,42 @@ impl Store {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|source| StoreError::Open {
+        let db = open_checked(path)?;
+        let store = Store {
+            db: RwLock::new(db),
             path: path.to_owned(),
-            source,
-        })?;
-        let store = Store { db };
+            degraded: AtomicBool::new(false),
+        };
         store.create_tables()?;
         Ok(store)
     }
 
+    /// Reopens the database file after an I/O error. Until it succeeds, commits fail.
+    ///
+    /// # Errors
+    /// Returns an error when the file cannot be opened yet, for example while the disk is full.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write();
+        self.degraded.store(true, Ordering::Release);
+        // The file lock is released only when the old handle is dropped, so a stand-in
+        // replaces it before the file is opened again.
+        *db = standin()?;
+        *db = open_checked(&self.path)?;
+        drop(db);
+        self.create_tables()?;
+        self.degraded.store(false, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "alert store reopened");
+        Ok(())
+    }
+
+    /// Returns true while the database file is not open, after a failed [`Store::recover`].
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
     fn create_tables(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let db = self.db.read();
+        let txn = db.begin_write()?;
         txn.open_table(METERS)?;
         txn.open_table(ALERTS)?;
         txn.open_table(OPEN_ALERTS)?;
@@ -109,9 +159,9 @@ impl Store {
         Ok(())
     }
 
-    /// Returns the underlying database.
-    pub fn db(&self) -> &Database {
-        &self.db
+    /// Returns the underlying database. Hold the guard briefly: [`Store::recover`] waits for it.
+    pub fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read()
     }
 
     /// Loads a meter's stored state.
@@ -119,7 +169,7 @@ impl Store {
     /// # Errors
     /// Returns an error when the read fails or the record cannot be decoded.
     pub fn load_meter(&self, key: &str) -> Result<Option<MeterState>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.read().begin_read()?;
         let table = txn.open_table(METERS)?;
         let Some(bytes) = table.get(key)? else {
             return Ok(None);
@@ -141,7 +191,13 @@ impl Store {
         &self,
         batch: BatchWrite<'_>,
     ) -> Result<Vec<(Alert, AlertChange)>, StoreError> {
-        let txn = self.db.begin_write()?;
+        if self.is_degraded() {
+            return Err(StoreError::Degraded {
+                path: self.path.clone(),
+            });
+        }
+        let db = self.db.read();
+        let txn = db.begin_write()?;
         {
             let mut meters = txn.open_table(METERS)?;
             let mut buf = Vec::new();
@@ -168,7 +224,7 @@ impl Store {
     /// # Errors
     /// Returns an error when the read fails.
     pub fn list_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
-        alerts::list(&self.db, limit)
+        alerts::list(&self.db.read(), limit)
     }
 
     /// Lists rejected messages, newest first.
@@ -176,8 +232,38 @@ impl Store {
     /// # Errors
     /// Returns an error when the read fails.
     pub fn list_rejected(&self, limit: usize) -> Result<Vec<RejectedMessage>, StoreError> {
-        rejected::list(&self.db, limit)
+        rejected::list(&self.db.read(), limit)
     }
+}
+
+/// Opens the file and verifies its checksums, repairing what redb can repair.
+fn open_checked(path: &Path) -> Result<Database, StoreError> {
+    let mut db = Database::create(path).map_err(|source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    // NOTE: the check reads the whole file, so start-up time grows with the store's size.
+    match db.check_integrity() {
+        Ok(true) => Ok(db),
+        Ok(false) => {
+            tracing::warn!(path = %path.display(), "alert store was repaired on open");
+            Ok(db)
+        }
+        Err(source) => Err(StoreError::Integrity {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Returns an empty in-memory database that stands in while the file is closed.
+fn standin() -> Result<Database, StoreError> {
+    Database::builder()
+        .create_with_backend(InMemoryBackend::new())
+        .map_err(|source| StoreError::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })
 }
 
 /// Everything one batch of readings writes.

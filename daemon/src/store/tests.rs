@@ -69,7 +69,7 @@ fn repeat_updates_and_escalation_notifies() {
     assert_eq!(alert.count, 3);
     assert_eq!(alert.severity, Severity::High);
     assert_eq!((alert.first_seen_ms, alert.last_seen_ms), (10, 30));
-    let depth = outbox::depth(store.db()).unwrap();
+    let depth = outbox::depth(&store.db()).unwrap();
     assert_eq!(
         depth.outbox, 2,
         "opened and escalated are sent, the repeat is not"
