@@ -3,22 +3,9 @@
 use std::time::Duration;
 
 use crate::support::{
-    Daemon, Mosquitto, flat_load, get_text, metric, mining_alerts, publish_all, repo_root,
-    wait_until_processed,
+    Daemon, Mosquitto, copy_dir, flat_load, get_text, metric, mining_alerts, publish_all,
+    repo_root, wait_until_processed,
 };
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_survives_rule_reload() {

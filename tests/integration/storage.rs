@@ -119,3 +119,35 @@ async fn full_disk_pauses_and_resumes() {
         daemon.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_daemon_on_same_store_exits_3() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"gridwatch-lock\"\n\n[rules]\ndir = \"{}\"\n",
+        broker.url(),
+        repo_root().join("rules").display()
+    );
+    let _daemon = Daemon::start(dir.path(), &config);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("gridwatch.toml"))
+        .output()
+        .expect("failed to run a second gridwatch");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "exit status; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("gridwatch.redb"),
+        "names the file: {stderr}"
+    );
+    assert!(
+        stderr.contains("another gridwatch process"),
+        "says what to do: {stderr}"
+    );
+}
