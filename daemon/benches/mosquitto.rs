@@ -71,23 +71,25 @@ fn payload(i: u64, meters: u64, sent_ms: i64) -> (String, Vec<u8>) {
     )
 }
 
-/// Prints a per-second series: all values when short, otherwise first, last, min and max.
+/// Prints a per-second series: every value when short, otherwise eleven evenly spaced samples
+/// (start, each tenth, end) with the minimum and maximum.
 fn print_series(name: &str, values: &[u64], divisor: f64, unit: &str) {
-    let scaled: Vec<String> = values
-        .iter()
-        .map(|v| format!("{:.0}", *v as f64 / divisor))
-        .collect();
+    let scale = |v: u64| format!("{:.0}", v as f64 / divisor);
     if values.len() <= 30 {
-        println!("{name}: [{}]{unit}", scaled.join(", "));
+        let all: Vec<String> = values.iter().map(|v| scale(*v)).collect();
+        println!("{name}: [{}]{unit}", all.join(", "));
         return;
     }
-    let min = values.iter().min().copied().unwrap_or(0) as f64 / divisor;
-    let max = values.iter().max().copied().unwrap_or(0) as f64 / divisor;
+    let last = values.len() - 1;
+    let samples: Vec<String> = (0..=10).map(|i| scale(values[last * i / 10])).collect();
+    let min = values.iter().min().copied().unwrap_or(0);
+    let max = values.iter().max().copied().unwrap_or(0);
     println!(
-        "{name}: {} samples, first {}, last {}, min {min:.0}, max {max:.0}{unit}",
+        "{name}: {} samples; at 0%, 10%, ..., 100%: [{}]; min {}, max {}{unit}",
         values.len(),
-        scaled[0],
-        scaled[scaled.len() - 1]
+        samples.join(", "),
+        scale(min),
+        scale(max)
     );
 }
 

@@ -43,7 +43,10 @@ pub async fn run(
     on_listening: impl FnOnce(SocketAddr) + Send,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let store = Arc::new(Store::open(&config.store.path).map_err(StoreUnavailable)?);
+    let store = Arc::new(
+        Store::open_with_cache(&config.store.path, config.store.cache_bytes)
+            .map_err(StoreUnavailable)?,
+    );
     let rules = Arc::new(
         RuleEngine::load(config.rules.clone(), metrics.clone()).context("failed to load rules")?,
     );
@@ -72,6 +75,7 @@ pub async fn run(
     let api_state = ApiState {
         store: store.clone(),
         metrics: metrics.clone(),
+        api_token: config.http.api_token.clone(),
     };
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, api_state, async move {

@@ -254,6 +254,8 @@ pub struct StoreConfig {
     pub max_rejected_kept: u64,
     /// Payload bytes kept per rejected message.
     pub rejected_payload_max_bytes: usize,
+    /// Page cache of the database, bytes.
+    pub cache_bytes: usize,
     /// Largest number of readings in one commit. A batch is committed as soon as no further
     /// message is waiting, so batches grow with load and stay small when traffic is light.
     pub commit_max_readings: usize,
@@ -266,6 +268,7 @@ impl Default for StoreConfig {
             max_rejected_kept: 10_000,
             rejected_payload_max_bytes: 1024,
             commit_max_readings: 5_000,
+            cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -276,12 +279,16 @@ impl Default for StoreConfig {
 pub struct HttpConfig {
     /// Listen address; loopback unless set otherwise.
     pub listen: SocketAddr,
+    /// Bearer token required by every route under `/api/`; empty disables those routes.
+    /// `/healthz` and `/metrics` need no token.
+    pub api_token: Secret,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            api_token: Secret::default(),
         }
     }
 }

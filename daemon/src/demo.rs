@@ -62,11 +62,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("webhook receiver listening on http://{receiver_addr}/");
 
     let store_dir = tempfile::tempdir().context("failed to create a temporary folder")?;
+    let api_token = Secret::new(format!("{:032x}", rand::random::<u128>()));
     let config = demo_config(
         &args,
         broker_port,
         receiver_addr,
         store_dir.path().join("gridwatch.redb"),
+        api_token.clone(),
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (http_tx, http_rx) = tokio::sync::oneshot::channel();
@@ -82,7 +84,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let http = http_rx
         .await
         .context("the daemon stopped during start-up")?;
-    println!("gridwatch metrics on http://{http}/metrics, alerts on http://{http}/api/alerts");
+    println!("gridwatch metrics: curl http://{http}/metrics");
+    println!(
+        "gridwatch alerts: curl -H 'Authorization: Bearer {}' http://{http}/api/alerts",
+        api_token.expose()
+    );
 
     let published = replay(&args, broker_port).await?;
     println!("published {published} readings; waiting for alerts");
@@ -102,13 +108,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn demo_config(args: &DemoArgs, broker_port: u16, receiver: SocketAddr, store: PathBuf) -> Config {
+fn demo_config(
+    args: &DemoArgs,
+    broker_port: u16,
+    receiver: SocketAddr,
+    store: PathBuf,
+    api_token: Secret,
+) -> Config {
     let mut config = Config::default();
     config.mqtt.url = format!("mqtt://127.0.0.1:{broker_port}");
     config.mqtt.client_id = "gridwatch-demo".into();
     config.rules.dir = args.rules.clone();
     config.store.path = store;
     config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.http.api_token = api_token;
     config.delivery.initial_backoff_ms = 200;
     config.webhooks.push(WebhookConfig {
         name: "demo".into(),

@@ -2,6 +2,7 @@
 //! receiver and a redb file.
 
 mod accounting;
+mod api;
 mod bad_input;
 mod broker_restart;
 mod check;
@@ -12,4 +13,5 @@ mod reload;
 mod restart;
 mod storage;
 mod support;
+mod tls;
 mod webhook_faults;

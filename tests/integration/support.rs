@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Bearer token of the daemons the tests start, for the `/api/` routes.
+pub const API_TOKEN: &str = "integration-test-token";
+
 /// Returns a loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -140,6 +143,25 @@ impl Mosquitto {
         }
     }
 
+    /// Starts Mosquitto with a whole configuration from `config`, which gets the port of the
+    /// plain listener that start-up waits for, and the broker's folder (readable by all, so
+    /// Mosquitto can read files placed there after dropping root).
+    pub fn start_custom(config: impl FnOnce(u16, &Path) -> String) -> Mosquitto {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, config(port, dir.path())).unwrap();
+        let child = spawn_mosquitto(&conf, port);
+        Mosquitto {
+            child,
+            port,
+            conf,
+            _dir: dir,
+        }
+    }
+
     /// Returns the broker URL.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
@@ -225,7 +247,8 @@ impl Daemon {
     pub fn start(dir: &Path, config: &str) -> Daemon {
         let http_port = free_port();
         let full = format!(
-            "{config}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n[store]\npath = \"gridwatch.redb\"\n"
+            "{config}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\napi_token = \"{API_TOKEN}\"\n\n\
+             [store]\npath = \"gridwatch.redb\"\n"
         );
         let path = dir.join("gridwatch.toml");
         std::fs::write(&path, full).unwrap();
@@ -305,7 +328,13 @@ mod reqwest {
 
 /// Fetches a JSON document from the daemon.
 pub async fn get_json(url: &str) -> serde_json::Value {
-    let text = ::reqwest::get(url).await.unwrap().text().await.unwrap();
+    let response = ::reqwest::Client::new()
+        .get(url)
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("invalid JSON from {url}: {e}: {text}"))
 }
 

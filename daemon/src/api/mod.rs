@@ -1,15 +1,20 @@
 //! HTTP endpoint: health, Prometheus metrics and read-only alert and rejection listings.
+//!
+//! `/healthz` and `/metrics` are open. Routes under `/api/` need `Authorization: Bearer <token>`
+//! with `http.api_token`, and are disabled while no token is configured.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -23,15 +28,20 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Token the `/api/` routes require; empty disables them.
+    pub api_token: Secret,
 }
 
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/api/alerts", get(alerts))
+        .route("/api/rejected", get(rejected))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/alerts", get(alerts))
-        .route("/api/rejected", get(rejected))
+        .merge(api)
         .with_state(state)
 }
 
@@ -55,6 +65,40 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Rejects requests without the configured bearer token.
+async fn require_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let expected = state.api_token.expose();
+    if expected.is_empty() {
+        let body = "the API is disabled: set http.api_token to enable it\n";
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        let body = "missing or invalid bearer token\n";
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            body,
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn healthz(State(state): State<ApiState>) -> Response {

@@ -129,7 +129,15 @@ pub fn options(config: &MqttConfig) -> Result<MqttOptions, IngestError> {
     Ok(options)
 }
 
+/// Selects ring as rustls's process-wide crypto provider. The dependency tree enables both ring
+/// and aws-lc-rs, and rustls then refuses to choose and panics on the first TLS connection.
+pub fn install_crypto_provider() {
+    // An error means a provider is already installed, which is what is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn tls(config: &MqttConfig) -> Result<TlsConfiguration, IngestError> {
+    install_crypto_provider();
     let read = |path: &std::path::PathBuf| {
         std::fs::read(path).map_err(|source| IngestError::TlsFile {
             path: path.clone(),

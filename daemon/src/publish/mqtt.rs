@@ -85,6 +85,7 @@ fn mqtt_options(args: &PublishArgs) -> Result<MqttOptions, PublishError> {
     if address.tls {
         // NOTE: rumqttc 0.25 builds this configuration from the platform's root certificates and
         // panics when it cannot read them. The TLS path has not been run against a broker.
+        crate::ingest::install_crypto_provider();
         options.set_transport(Transport::tls_with_default_config());
     }
 

@@ -98,8 +98,13 @@ pub enum StoreError {
 pub struct Store {
     db: RwLock<Database>,
     path: PathBuf,
+    cache_bytes: usize,
     degraded: AtomicBool,
 }
+
+/// Page cache of [`Store::open`]: redb's own default is 1 GiB, which the cache grows into as
+/// the file grows.
+pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 impl Store {
     /// Opens or creates the database file and its tables.
@@ -108,16 +113,25 @@ impl Store {
     /// Returns an error when the folder cannot be created or the file cannot be opened, for
     /// example because another process has it open.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens or creates the database file with a page cache of at most `cache_bytes`.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_owned(),
                 source,
             })?;
         }
-        let db = open_checked(path)?;
+        let db = open_checked(path, cache_bytes)?;
         let store = Store {
             db: RwLock::new(db),
             path: path.to_owned(),
+            cache_bytes,
             degraded: AtomicBool::new(false),
         };
         store.create_tables()?;
@@ -134,7 +148,7 @@ impl Store {
         // The file lock is released only when the old handle is dropped, so a stand-in
         // replaces it before the file is opened again.
         *db = standin()?;
-        *db = open_checked(&self.path)?;
+        *db = open_checked(&self.path, self.cache_bytes)?;
         drop(db);
         self.create_tables()?;
         self.degraded.store(false, Ordering::Release);
@@ -237,8 +251,10 @@ impl Store {
 }
 
 /// Opens the file and verifies its checksums, repairing what redb can repair.
-fn open_checked(path: &Path) -> Result<Database, StoreError> {
-    let mut db = Database::create(path).map_err(|source| StoreError::Open {
+fn open_checked(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_bytes);
+    let mut db = builder.create(path).map_err(|source| StoreError::Open {
         path: path.to_owned(),
         source,
     })?;
