@@ -22,20 +22,8 @@ fn main() {
         .unwrap_or(100_000);
     let model = StateModel::new(&StateConfig::default(), 10_000.0);
     let start_ms = 1_700_000_000_000 / 3_600_000 * 3_600_000;
-    let mut reading = Reading {
-        region: "south".into(),
-        meter_id: String::new(),
-        ts_ms: 0,
-        energy_import_kwh: 0.0,
-        energy_export_kwh: None,
-        power_w: Some(500.0),
-        voltage_v: Vec::new(),
-        current_a: Vec::new(),
-        power_factor: None,
-        events: Vec::new(),
-        seq: None,
-        extra: Default::default(),
-    };
+    let mut reading = Reading::new("south", "", 0, 0.0);
+    reading.power_w = Some(500.0);
 
     let before = rss_bytes();
     let mut states: HashMap<String, MeterState> = HashMap::new();

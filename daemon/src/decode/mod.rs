@@ -60,6 +60,26 @@ pub struct Reading {
     pub extra: Map<String, Value>,
 }
 
+impl Reading {
+    /// Builds a reading with only the required fields set, for tests, benchmarks and tools.
+    pub fn new(region: &str, meter_id: &str, ts_ms: i64, energy_import_kwh: f64) -> Reading {
+        Reading {
+            region: region.to_owned(),
+            meter_id: meter_id.to_owned(),
+            ts_ms,
+            energy_import_kwh,
+            energy_export_kwh: None,
+            power_w: None,
+            voltage_v: Vec::new(),
+            current_a: Vec::new(),
+            power_factor: None,
+            events: Vec::new(),
+            seq: None,
+            extra: Map::new(),
+        }
+    }
+}
+
 /// Reason a message was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -133,20 +133,7 @@ fn monotone_readings(max_power_kw: f64) -> impl Strategy<Value = Vec<(i64, f64)>
 }
 
 fn reading(ts_ms: i64, kwh: f64) -> Reading {
-    Reading {
-        region: "south".into(),
-        meter_id: "m1".into(),
-        ts_ms,
-        energy_import_kwh: kwh,
-        energy_export_kwh: None,
-        power_w: None,
-        voltage_v: Vec::new(),
-        current_a: Vec::new(),
-        power_factor: None,
-        events: Vec::new(),
-        seq: None,
-        extra: Default::default(),
-    }
+    Reading::new("south", "m1", ts_ms, kwh)
 }
 
 /// Returns true when the step lowered the baseline, after which the register may climb its

@@ -116,20 +116,7 @@ fn register_cases_give_expected_interval_energy() {
 }
 
 fn reading(hours: f64, kwh: f64) -> Reading {
-    Reading {
-        region: "south".into(),
-        meter_id: "m1".into(),
-        ts_ms: T0 + (hours * H as f64) as i64,
-        energy_import_kwh: kwh,
-        energy_export_kwh: None,
-        power_w: None,
-        voltage_v: Vec::new(),
-        current_a: Vec::new(),
-        power_factor: None,
-        events: Vec::new(),
-        seq: None,
-        extra: Default::default(),
-    }
+    Reading::new("south", "m1", T0 + (hours * H as f64) as i64, kwh)
 }
 
 /// Feeds hourly readings whose hourly energy is `load(hour)` and returns the 7-day stats.
