@@ -8,6 +8,11 @@
 //! and `GRIDWATCH_BENCH_RATE` a steady publish rate in readings per second (default 0: as fast
 //! as the broker acknowledges). `GRIDWATCH_BENCH_METERS` sets the number of meters (default
 //! 10,000). The daemon's resident set size is sampled every second.
+//!
+//! With `GRIDWATCH_BENCH_BURST=1` the daemon is paused (SIGSTOP) while everything is published,
+//! so the whole run waits at the broker, and then resumed (SIGCONT): the broker then delivers as
+//! fast as the daemon acknowledges, which shows whether the daemon applies backpressure or
+//! buffers the burst in memory.
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -33,6 +38,16 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Sends a signal by name with kill(1).
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("failed to run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// Returns the resident set size of a process in bytes, from /proc.
@@ -168,6 +183,10 @@ async fn main() {
         })
     };
 
+    let burst = std::env::var("GRIDWATCH_BENCH_BURST").is_ok_and(|v| v == "1");
+    if burst {
+        signal(daemon.id(), "STOP");
+    }
     let start = Instant::now();
     let mut options = MqttOptions::new("bench-publisher", "127.0.0.1", broker_port);
     options.set_inflight(1000);
@@ -201,6 +220,9 @@ async fn main() {
     }
     let _events = poller.await.unwrap();
     let publish_secs = start.elapsed().as_secs_f64();
+    if burst {
+        signal(daemon.id(), "CONT");
+    }
     let (backlog, rss) = sampler.await.unwrap();
     let process_secs = start.elapsed().as_secs_f64();
 
