@@ -16,6 +16,7 @@ use crate::delivery::Deliverer;
 use crate::ingest;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::plugins::PluginHost;
 use crate::rules::RuleEngine;
 use crate::state::StateModel;
 use crate::store::Store;
@@ -51,6 +52,12 @@ pub async fn run(
         RuleEngine::load(config.rules.clone(), metrics.clone()).context("failed to load rules")?,
     );
     let _watcher = rules.watch().context("failed to watch the rules folder")?;
+    let plugins = Arc::new(
+        PluginHost::start(&config.plugins, metrics.clone()).context("failed to start plugins")?,
+    );
+    let _plugin_watcher = plugins
+        .watch()
+        .context("failed to watch the plugins folder")?;
     let decoder = Decoder::new(
         &config.mqtt.topic_layout,
         config.decode.clone(),
@@ -92,7 +99,8 @@ pub async fn run(
         store.clone(),
         metrics.clone(),
         PipelineSettings::from_config(&config),
-    );
+    )
+    .with_plugins(plugins.clone());
     let notify = deliverer.clone();
     pipeline.on_commit(move || notify.notify());
     let pipeline_thread = std::thread::Builder::new()

@@ -3,6 +3,7 @@
 //! Loading collects every problem it finds (unknown keys, wrong types, out-of-range values) and
 //! reports them together, each with its key path. Secret values are never part of a message.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// Webhook endpoints that receive alerts.
     pub webhooks: Vec<WebhookConfig>,
+    /// WebAssembly detector plugins: folder, sandbox limits and per-region settings.
+    pub plugins: PluginsConfig,
 }
 
 /// A secret string (password, signing key). Its `Debug` output is redacted.
@@ -244,6 +247,146 @@ impl Default for RulesConfig {
     }
 }
 
+/// WebAssembly detector plugins: the folder they load from and the sandbox every call runs in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Folder of `.wasm` components, watched for changes.
+    pub dir: PathBuf,
+    /// Folder for compiled plugins, keyed by content hash; an empty path turns the cache off.
+    pub cache_dir: PathBuf,
+    /// Fuel (roughly, wasm instructions) a call may use for each reading it carries.
+    pub fuel_per_reading: u64,
+    /// Fuel every call gets on top of the per-reading budget.
+    pub fuel_per_call: u64,
+    /// Wall-clock limit of one call, in milliseconds; a backstop behind fuel.
+    pub call_timeout_ms: u64,
+    /// Linear memory a plugin instance may grow to, in bytes.
+    pub max_memory_bytes: usize,
+    /// Wasm stack a call may use, in bytes.
+    pub max_stack_bytes: usize,
+    /// Bytes of findings (strings and fixed overhead per finding) one call may return.
+    pub max_output_bytes: usize,
+    /// Readings passed in one call; larger batches are split.
+    pub max_readings_per_call: usize,
+    /// Consecutive failed calls after which a plugin is quarantined.
+    pub quarantine_after_failures: u32,
+    /// First quarantine length, in seconds; it doubles on each quarantine in a row.
+    pub quarantine_initial_secs: u64,
+    /// Longest quarantine, in seconds.
+    pub quarantine_max_secs: u64,
+    /// Quiet time after the last file change before a reload, in milliseconds.
+    pub reload_debounce_ms: u64,
+    /// Plugins to run, by plugin name. A loaded plugin without an entry runs nowhere.
+    pub detectors: BTreeMap<String, DetectorConfig>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: PathBuf::from("plugins"),
+            cache_dir: PathBuf::from("data/plugin-cache"),
+            fuel_per_reading: 1_000_000,
+            fuel_per_call: 10_000_000,
+            call_timeout_ms: 1_000,
+            max_memory_bytes: 64 << 20,
+            max_stack_bytes: 512 << 10,
+            max_output_bytes: 1 << 20,
+            max_readings_per_call: 1_024,
+            quarantine_after_failures: 3,
+            quarantine_initial_secs: 10,
+            quarantine_max_secs: 600,
+            reload_debounce_ms: 300,
+            detectors: BTreeMap::new(),
+        }
+    }
+}
+
+impl PluginsConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        for (key, value) in [
+            ("plugins.fuel_per_reading", self.fuel_per_reading),
+            ("plugins.fuel_per_call", self.fuel_per_call),
+            ("plugins.call_timeout_ms", self.call_timeout_ms),
+            ("plugins.max_memory_bytes", self.max_memory_bytes as u64),
+            ("plugins.max_stack_bytes", self.max_stack_bytes as u64),
+            ("plugins.max_output_bytes", self.max_output_bytes as u64),
+            (
+                "plugins.max_readings_per_call",
+                self.max_readings_per_call as u64,
+            ),
+            (
+                "plugins.quarantine_after_failures",
+                u64::from(self.quarantine_after_failures),
+            ),
+            (
+                "plugins.quarantine_initial_secs",
+                self.quarantine_initial_secs,
+            ),
+        ] {
+            positive(problems, key, value);
+        }
+        if self.quarantine_max_secs < self.quarantine_initial_secs {
+            problems.push(format!(
+                "plugins.quarantine_max_secs: {} is below quarantine_initial_secs {}, expected \
+                 at least that",
+                self.quarantine_max_secs, self.quarantine_initial_secs
+            ));
+        }
+        for (name, detector) in &self.detectors {
+            detector.validate(name, problems);
+        }
+    }
+}
+
+/// Where one plugin runs and the settings it gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Regions the plugin runs in; `"*"` means every region.
+    #[serde(default = "every_region")]
+    pub regions: Vec<String>,
+    /// Settings for every region, by setting name.
+    #[serde(default)]
+    pub settings: toml::Table,
+    /// Settings for single regions, replacing keys of `settings`, by region then setting name.
+    #[serde(default)]
+    pub region_settings: BTreeMap<String, toml::Table>,
+}
+
+fn every_region() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+impl DetectorConfig {
+    /// Returns true when the plugin runs in `region`.
+    pub fn runs_in(&self, region: &str) -> bool {
+        self.regions.iter().any(|r| r == "*" || r == region)
+    }
+
+    fn validate(&self, name: &str, problems: &mut Vec<String>) {
+        let tables = std::iter::once(("settings.".to_owned(), &self.settings)).chain(
+            self.region_settings
+                .iter()
+                .map(|(region, table)| (format!("region_settings.{region}."), table)),
+        );
+        for (prefix, table) in tables {
+            for (key, value) in table {
+                if matches!(
+                    value,
+                    toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)
+                ) {
+                    problems.push(format!(
+                        "plugins.detectors.{name}.{prefix}{key}: unsupported {} value, expected \
+                         a boolean, integer, float or string",
+                        value.type_str()
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// Embedded database settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -364,7 +507,7 @@ fn format_problems(problems: &[String]) -> String {
 }
 
 const SECTIONS: &[&str] = &[
-    "mqtt", "decode", "state", "rules", "store", "http", "delivery",
+    "mqtt", "decode", "state", "rules", "store", "http", "delivery", "plugins",
 ];
 
 impl Config {
@@ -427,6 +570,7 @@ impl Config {
         section(&table, "store", &mut config.store, &mut problems);
         section(&table, "http", &mut config.http, &mut problems);
         section(&table, "delivery", &mut config.delivery, &mut problems);
+        section(&table, "plugins", &mut config.plugins, &mut problems);
         config.webhooks = webhooks(&table, &mut problems);
         config.validate(&mut problems);
         if problems.is_empty() {
@@ -443,6 +587,10 @@ impl Config {
             }
         };
         resolve(&mut self.rules.dir);
+        resolve(&mut self.plugins.dir);
+        if !self.plugins.cache_dir.as_os_str().is_empty() {
+            resolve(&mut self.plugins.cache_dir);
+        }
         resolve(&mut self.store.path);
         for p in [
             &mut self.mqtt.ca_file,
@@ -481,6 +629,7 @@ impl Config {
             ));
         }
         positive(problems, "rules.max_operations", self.rules.max_operations);
+        self.plugins.validate(problems);
         positive(
             problems,
             "store.commit_max_readings",

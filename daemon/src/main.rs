@@ -36,6 +36,8 @@ enum Command {
     /// Lists and requeues dead-lettered webhook deliveries and enables disabled webhooks; the
     /// daemon must be stopped.
     Webhooks(gridwatch::delivery::admin::WebhooksArgs),
+    /// Inspects a WebAssembly detector plugin or tests it on recorded messages.
+    Plugin(gridwatch::plugins::tool::PluginArgs),
     /// Runs broker, daemon, publisher and webhook receiver together on bundled data.
     #[cfg(feature = "embedded-broker")]
     Demo(gridwatch::demo::DemoArgs),
@@ -65,6 +67,14 @@ fn main() -> ExitCode {
             Err(error) => fail(&error),
         },
         Command::Webhooks(args) => webhooks(&args),
+        Command::Plugin(args) => {
+            let mut out = std::io::stdout().lock();
+            match gridwatch::plugins::tool::run(&args, &mut out) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(error) => fail(&error),
+            }
+        }
         #[cfg(feature = "embedded-broker")]
         Command::Demo(args) => match runtime.block_on(gridwatch::demo::run(args)) {
             Ok(()) => ExitCode::SUCCESS,

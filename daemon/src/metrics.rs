@@ -46,6 +46,21 @@ pub struct Metrics {
     pub store_healthy: Gauge,
     /// Meters held in memory.
     pub meters: Gauge,
+    /// Plugins loaded from the plugins folder.
+    pub plugins_loaded: Gauge,
+    /// Plugin folder reloads, by `outcome` (success, failure).
+    pub plugin_reloads: Family<Labels, Counter>,
+    /// Readings passed to plugins, by `plugin`.
+    pub plugin_readings: Family<Labels, Counter>,
+    /// Findings returned by plugins, by `plugin`.
+    pub plugin_findings: Family<Labels, Counter>,
+    /// Failed plugin calls, by `plugin` and `cause` (fuel, deadline, memory, stack, output,
+    /// trap, invalid_finding, instantiate).
+    pub plugin_failures: Family<Labels, Counter>,
+    /// 1 while a plugin is quarantined after repeated failures, by `plugin`.
+    pub plugin_quarantined: Family<Labels, Gauge>,
+    /// Times a plugin entered quarantine, by `plugin`.
+    pub plugin_quarantines: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -77,6 +92,13 @@ impl Metrics {
             store_commits: Counter::default(),
             store_healthy: Gauge::default(),
             meters: Gauge::default(),
+            plugins_loaded: Gauge::default(),
+            plugin_reloads: Family::default(),
+            plugin_readings: Family::default(),
+            plugin_findings: Family::default(),
+            plugin_failures: Family::default(),
+            plugin_quarantined: Family::default(),
+            plugin_quarantines: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -149,6 +171,41 @@ impl Metrics {
             "store_commits",
             "Commits of reading batches",
             m.store_commits.clone(),
+        );
+        r.register(
+            "plugins_loaded",
+            "Plugins loaded from the plugins folder",
+            m.plugins_loaded.clone(),
+        );
+        r.register(
+            "plugin_reloads",
+            "Plugin folder reloads, by outcome",
+            m.plugin_reloads.clone(),
+        );
+        r.register(
+            "plugin_readings",
+            "Readings passed to plugins, by plugin",
+            m.plugin_readings.clone(),
+        );
+        r.register(
+            "plugin_findings",
+            "Findings returned by plugins, by plugin",
+            m.plugin_findings.clone(),
+        );
+        r.register(
+            "plugin_failures",
+            "Failed plugin calls, by plugin and cause",
+            m.plugin_failures.clone(),
+        );
+        r.register(
+            "plugin_quarantined",
+            "1 while a plugin is quarantined, by plugin",
+            m.plugin_quarantined.clone(),
+        );
+        r.register(
+            "plugin_quarantines",
+            "Times a plugin entered quarantine, by plugin",
+            m.plugin_quarantines.clone(),
         );
         r.register(
             "store_healthy",

@@ -9,6 +9,7 @@ mod check;
 mod crash;
 mod graceful;
 mod mining;
+mod plugins;
 mod reload;
 mod restart;
 mod storage;

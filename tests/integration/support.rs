@@ -428,3 +428,51 @@ pub async fn mining_alerts(daemon: &Daemon) -> usize {
         .filter(|a| a["kind"] == "mining")
         .count()
 }
+
+/// Builds the example detector and the fixture plugins for `wasm32-wasip2` once per test run,
+/// in `target/plugins`, and returns the component's path: `mining` for the example detector,
+/// otherwise the fixture's name (an example of `tests/plugins`).
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let out = BUILT.get_or_init(|| {
+        let root = repo_root();
+        let target = root.join("target/plugins");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--locked",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+            ])
+            .args([
+                "-p",
+                "gridwatch-plugin-mining",
+                "-p",
+                "gridwatch-test-plugins",
+            ])
+            .args(["--lib", "--examples", "--target-dir"])
+            .arg(&target)
+            .output()
+            .expect("failed to run cargo build for the plugins");
+        assert!(
+            output.status.success(),
+            "building the plugins failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        target.join("wasm32-wasip2/release")
+    });
+    if name == "mining" {
+        out.join("gridwatch_plugin_mining.wasm")
+    } else {
+        out.join("examples").join(format!("{name}.wasm"))
+    }
+}
+
+/// Returns the alerts the daemon has stored.
+pub async fn alerts(daemon: &Daemon) -> Vec<serde_json::Value> {
+    let alerts = get_json(&format!("{}/api/alerts?limit=1000", daemon.http)).await;
+    alerts.as_array().expect("alerts array").clone()
+}

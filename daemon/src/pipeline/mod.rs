@@ -1,9 +1,10 @@
-//! The batch loop: decode, update meter state, run rules, commit, acknowledge.
+//! The batch loop: decode, update meter state, run plugins and rules, commit, acknowledge.
 //!
 //! The pipeline takes every message that is waiting (up to `store.commit_max_readings`),
 //! processes them, writes all their effects in one redb transaction and only then acknowledges
 //! them to the broker. Meter state is split into shards by meter; large batches are decoded and
-//! applied on one thread per shard, so a meter's readings stay in order on one thread.
+//! applied on one thread per shard, so a meter's readings stay in order on one thread. Plugins
+//! then see the whole batch at once, and the rules run last so they can read plugin scores.
 
 mod shard;
 
@@ -17,11 +18,12 @@ use crate::config::{Config, WebhookConfig};
 use crate::decode::{Decoder, Reading, Rejection};
 use crate::ingest::Message;
 use crate::metrics::Metrics;
+use crate::plugins::{HistorySource, MeterRef, PluginBank, PluginHost, PluginStates};
 use crate::rules::RuleEngine;
 use crate::state::StateModel;
 use crate::store::{AlertWrite, BatchWrite, RejectedMessage, Store, StoreError};
 
-use shard::{Shard, ShardContext, ShardOutput};
+use shard::{MeterMap, Shard, ShardContext, ShardOutput};
 
 /// Maximum wait between attempts to commit a batch while the store fails.
 const MAX_COMMIT_RETRY: Duration = Duration::from_secs(30);
@@ -78,6 +80,7 @@ pub struct Pipeline {
     context: ShardContext,
     settings: PipelineSettings,
     shards: Vec<Shard>,
+    plugins: Option<PluginBank>,
     on_commit: Option<Box<dyn Fn() + Send>>,
 }
 
@@ -86,6 +89,8 @@ pub struct Pipeline {
 struct Pending {
     shards: Vec<ShardOutput>,
     rejected: Vec<RejectedMessage>,
+    plugin_state: Vec<(String, Option<Vec<u8>>)>,
+    plugin_alerts: Vec<(usize, AlertWrite)>,
 }
 
 impl Pending {
@@ -93,10 +98,14 @@ impl Pending {
         self.shards.iter().map(|s| s.accepted).sum()
     }
 
-    /// Returns the alerts of every shard in the order their readings arrived.
+    /// Returns the alerts of every shard and plugin in the order their readings arrived.
     fn alerts(&self) -> Vec<AlertWrite> {
-        let mut alerts: Vec<&(usize, AlertWrite)> =
-            self.shards.iter().flat_map(|s| &s.alerts).collect();
+        let mut alerts: Vec<&(usize, AlertWrite)> = self
+            .shards
+            .iter()
+            .flat_map(|s| &s.alerts)
+            .chain(&self.plugin_alerts)
+            .collect();
         alerts.sort_by_key(|(index, _)| *index);
         alerts.into_iter().map(|(_, alert)| alert.clone()).collect()
     }
@@ -120,8 +129,20 @@ impl Pipeline {
             context: ShardContext::new(model, rules, store, metrics),
             settings,
             shards,
+            plugins: None,
             on_commit: None,
         }
+    }
+
+    /// Runs the host's plugins on every batch, with their state kept in the store.
+    pub fn with_plugins(mut self, host: Arc<PluginHost>) -> Pipeline {
+        let states = Arc::new(PluginStates::new(self.context.store.clone()));
+        let history = Arc::new(ShardHistory {
+            maps: self.shards.iter().map(|s| s.meters.clone()).collect(),
+        });
+        let metrics = self.context.metrics.clone();
+        self.plugins = Some(PluginBank::new(host, states, history, metrics));
+        self
     }
 
     /// Sets a callback run after each commit, such as waking the webhook deliverer.
@@ -212,19 +233,19 @@ impl Pipeline {
         for (index, (message, result)) in batch.iter().zip(decoded).enumerate() {
             match result {
                 Ok(reading) => {
-                    let shard = shard::shard_of(&reading, self.shards.len());
-                    routed[shard].push((index, reading));
+                    let key = shard::meter_key(&reading);
+                    routed[shard::shard_of(&key, self.shards.len())].push((index, reading));
                 }
                 Err(rejection) => pending.rejected.push(self.reject(message, &rejection)),
             }
         }
 
         let context = &self.context;
-        pending.shards = if parallel {
+        let shards = &self.shards;
+        let mut outputs: Vec<ShardOutput> = if parallel {
             std::thread::scope(|scope| {
-                let handles: Vec<_> = self
-                    .shards
-                    .iter_mut()
+                let handles: Vec<_> = shards
+                    .iter()
                     .zip(routed)
                     .map(|(shard, readings)| scope.spawn(move || shard.apply(context, readings)))
                     .collect();
@@ -234,14 +255,56 @@ impl Pipeline {
                     .collect()
             })
         } else {
-            self.shards
-                .iter_mut()
+            shards
+                .iter()
                 .zip(routed)
                 .map(|(shard, readings)| shard.apply(context, readings))
                 .collect()
         };
+
+        self.run_plugins(&mut outputs, &mut pending);
+        let context = &self.context;
+        if parallel {
+            std::thread::scope(|scope| {
+                for output in &mut outputs {
+                    scope.spawn(move || Shard::evaluate(context, output));
+                }
+            });
+        } else {
+            for output in &mut outputs {
+                Shard::evaluate(context, output);
+            }
+        }
+        pending.shards = outputs;
         context.metrics.meters.set(self.meter_count() as i64);
         pending
+    }
+
+    /// Runs the plugins over the applied readings in batch order and records their scores.
+    fn run_plugins(&mut self, outputs: &mut [ShardOutput], pending: &mut Pending) {
+        let Some(bank) = self.plugins.as_mut() else {
+            return;
+        };
+        if bank.is_empty() {
+            return;
+        }
+        let mut items: Vec<MeterRef<'_>> = outputs
+            .iter()
+            .flat_map(|o| &o.applied)
+            .map(|a| MeterRef {
+                index: a.index,
+                reading: &a.reading,
+                snapshot: &a.snapshot,
+            })
+            .collect();
+        items.sort_by_key(|item| item.index);
+        let found = bank.run(&items);
+        drop(items);
+        pending.plugin_state = bank.take_state();
+        pending.plugin_alerts = found.alerts;
+        for (shard, output) in self.shards.iter().zip(outputs.iter_mut()) {
+            shard.set_scores(output, &found.scores);
+        }
     }
 
     /// Decodes every message, on one thread per shard when `parallel`, keeping batch order.
@@ -290,20 +353,28 @@ impl Pipeline {
     }
 
     fn commit(&self, pending: &Pending, now_ms: i64) -> Result<BatchOutcome, StoreError> {
-        let meters = self
-            .shards
+        let guards: Vec<_> = self.shards.iter().map(|s| s.meters.read()).collect();
+        let meters = guards
             .iter()
             .zip(&pending.shards)
-            .flat_map(|(shard, output)| shard.dirty_states(&output.dirty))
+            .flat_map(|(meters, output)| {
+                output
+                    .dirty
+                    .iter()
+                    .filter_map(|key| meters.get(key).map(|state| (key, state)))
+            })
             .collect();
-        let alerts = self.context.store.commit_batch(BatchWrite {
+        let written = self.context.store.commit_batch(BatchWrite {
             meters,
+            plugin_state: pending.plugin_state.clone(),
             alerts: pending.alerts(),
             rejected: pending.rejected.clone(),
             webhooks: &self.settings.webhooks,
             max_rejected_kept: self.settings.max_rejected_kept,
             now_ms,
-        })?;
+        });
+        drop(guards);
+        let alerts = written?;
         self.context.metrics.store_commits.inc();
         for (alert, change) in &alerts {
             self.record_alert(alert, *change);
@@ -328,5 +399,20 @@ impl Pipeline {
         if change != AlertChange::Repeated {
             tracing::info!(alert_id = %alert.id, meter = %alert.meter, region = %alert.region, kind = %alert.kind, severity = alert.severity.as_str(), change = label, "alert raised");
         }
+    }
+}
+
+/// The plugins' view of meter history: the shards' meter maps.
+struct ShardHistory {
+    maps: Vec<MeterMap>,
+}
+
+impl HistorySource for ShardHistory {
+    fn history(&self, key: &str, hours: u32) -> Vec<(i64, f64, u32)> {
+        let map = &self.maps[shard::shard_of(key, self.maps.len())];
+        map.read()
+            .get(key)
+            .map(|state| state.history.recent(hours))
+            .unwrap_or_default()
     }
 }

@@ -1,25 +1,37 @@
 //! One shard of meter state: applies readings and runs rules for the meters it owns.
+//!
+//! A batch passes a shard twice: first every reading is applied to its meter's state, then,
+//! after the plugins have scored the batch, the rules run on each reading.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, LazyLock};
 
+use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::decode::Reading;
 use crate::metrics::Metrics;
 use crate::rules::RuleEngine;
-use crate::state::{IntervalKind, MeterState, StateModel};
+use crate::state::{IntervalKind, MeterSnapshot, MeterState, StateModel};
 use crate::store::{AlertWrite, Store};
 
 /// Hasher that assigns meters to shards, fixed for the life of the process.
 static SHARD_HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
-/// Returns the shard that owns the reading's meter.
-pub(super) fn shard_of(reading: &Reading, shards: usize) -> usize {
-    let hash = SHARD_HASHER.hash_one((&reading.region, &reading.meter_id));
+/// Returns the shard that owns the meter `region/meter_id`.
+pub(super) fn shard_of(key: &str, shards: usize) -> usize {
+    let hash = SHARD_HASHER.hash_one(key);
     (hash % shards as u64) as usize
 }
+
+/// Returns the key meter state is kept under.
+pub(super) fn meter_key(reading: &Reading) -> String {
+    format!("{}/{}", reading.region, reading.meter_id)
+}
+
+/// Meter states of one shard, by `region/meter_id`, shared with the plugins' history import.
+pub(super) type MeterMap = Arc<RwLock<HashMap<String, MeterState>>>;
 
 /// What every shard shares: the state model, rules, store and metrics.
 pub(super) struct ShardContext {
@@ -68,82 +80,102 @@ impl ShardContext {
     }
 }
 
+/// A reading that took effect, with its meter's state, waiting for plugins and rules.
+pub(super) struct Applied {
+    /// Position of its message in the batch.
+    pub(super) index: usize,
+    pub(super) reading: Reading,
+    pub(super) snapshot: MeterSnapshot,
+}
+
 /// Effects of one shard's part of a batch.
 #[derive(Default)]
 pub(super) struct ShardOutput {
     /// Meters whose state changed, by `region/meter_id`.
     pub(super) dirty: HashSet<String>,
+    /// Readings that took effect, in batch order.
+    pub(super) applied: Vec<Applied>,
     /// Alerts raised, each with the index of its message in the batch.
     pub(super) alerts: Vec<(usize, AlertWrite)>,
     /// Readings accepted.
     pub(super) accepted: usize,
 }
 
-/// Meter state of the meters one shard owns, by `region/meter_id`.
+/// Meter state of the meters one shard owns.
 #[derive(Default)]
 pub(super) struct Shard {
-    meters: HashMap<String, MeterState>,
+    pub(super) meters: MeterMap,
 }
 
 impl Shard {
     pub(super) fn len(&self) -> usize {
-        self.meters.len()
+        self.meters.read().len()
     }
 
-    /// Applies readings in batch order and runs the rules on each.
+    /// Applies readings to meter state in batch order.
     pub(super) fn apply(
-        &mut self,
+        &self,
         context: &ShardContext,
         readings: Vec<(usize, Reading)>,
     ) -> ShardOutput {
         let mut output = ShardOutput::default();
+        let mut meters = self.meters.write();
         for (index, reading) in readings {
-            self.accept(context, index, &reading, &mut output);
+            let key = meter_key(&reading);
+            let state = meters
+                .entry(key.clone())
+                .or_insert_with(|| context.load_state(&key));
+            let interval = context.model.apply(state, &reading);
+            context.interval_counters[interval.kind as usize].inc();
+            context.metrics.readings_accepted.inc();
+            output.accepted += 1;
+            if matches!(interval.kind, IntervalKind::Duplicate | IntervalKind::Late) {
+                // Already reflected in the state: running plugins and rules again would count a
+                // second firing.
+                continue;
+            }
+            let snapshot = context.model.snapshot(state, &reading, interval);
+            output.dirty.insert(key);
+            output.applied.push(Applied {
+                index,
+                reading,
+                snapshot,
+            });
         }
         output
     }
 
-    fn accept(
-        &mut self,
-        context: &ShardContext,
-        index: usize,
-        reading: &Reading,
-        output: &mut ShardOutput,
-    ) {
-        let key = format!("{}/{}", reading.region, reading.meter_id);
-        let state = self
-            .meters
-            .entry(key.clone())
-            .or_insert_with(|| context.load_state(&key));
-        let interval = context.model.apply(state, reading);
-        context.interval_counters[interval.kind as usize].inc();
-        context.metrics.readings_accepted.inc();
-        output.accepted += 1;
-        if matches!(interval.kind, IntervalKind::Duplicate | IntervalKind::Late) {
-            // Already reflected in the state: running rules again would count a second firing.
-            return;
-        }
-
-        let snapshot = context.model.snapshot(state, reading, interval);
-        output.dirty.insert(key);
-        for draft in context.rules.evaluate(reading, &snapshot) {
-            let alert = AlertWrite {
-                region: reading.region.clone(),
-                meter: reading.meter_id.clone(),
-                ts_ms: reading.ts_ms,
-                draft,
-            };
-            output.alerts.push((index, alert));
+    /// Runs the rules on every applied reading.
+    pub(super) fn evaluate(context: &ShardContext, output: &mut ShardOutput) {
+        for applied in &output.applied {
+            for draft in context.rules.evaluate(&applied.reading, &applied.snapshot) {
+                let alert = AlertWrite {
+                    region: applied.reading.region.clone(),
+                    meter: applied.reading.meter_id.clone(),
+                    ts_ms: applied.reading.ts_ms,
+                    draft,
+                };
+                output.alerts.push((applied.index, alert));
+            }
         }
     }
 
-    /// Returns the states of the given meters, for the commit.
-    pub(super) fn dirty_states<'a>(
-        &'a self,
-        dirty: &'a HashSet<String>,
-    ) -> impl Iterator<Item = (&'a String, &'a MeterState)> + 'a {
-        dirty
-            .iter()
-            .filter_map(|key| self.meters.get(key).map(|state| (key, state)))
+    /// Records plugin scores in the meters' state and in the snapshots the rules will read.
+    pub(super) fn set_scores(&self, output: &mut ShardOutput, scores: &[(String, String, f64)]) {
+        if scores.is_empty() {
+            return;
+        }
+        let mut meters = self.meters.write();
+        for (key, plugin, score) in scores {
+            if let Some(state) = meters.get_mut(key) {
+                state.set_score(plugin, *score);
+            }
+        }
+        for applied in &mut output.applied {
+            let key = meter_key(&applied.reading);
+            if let Some(state) = meters.get(&key) {
+                applied.snapshot.scores.clone_from(&state.scores);
+            }
+        }
     }
 }

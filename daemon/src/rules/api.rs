@@ -220,6 +220,13 @@ fn register_meter(engine: &mut Engine) {
             .map(|(name, _)| Dynamic::from(name.clone()))
             .collect()
     });
+    // Plugin scores by plugin name; a plugin that has not scored the meter is absent.
+    engine.register_get("scores", |m: &mut MeterValue| -> rhai::Map {
+        m.0.scores
+            .iter()
+            .map(|(name, score)| (name.as_str().into(), Dynamic::from_float(*score)))
+            .collect()
+    });
     engine.register_fn("window", window);
 }
 

@@ -24,7 +24,6 @@
 //! | `alert.rs` | the `alert` function and the alerts of the running call |
 //! | `convert.rs` | JSON and Rhai value conversion |
 //! | `run.rs` | rule calls, error classes and rate-limited error logs |
-//! | `watch.rs` | file watching and reload on change |
 
 mod alert;
 mod api;
@@ -32,7 +31,6 @@ mod convert;
 mod load;
 mod params;
 mod run;
-mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -53,8 +51,8 @@ use crate::state::MeterSnapshot;
 use load::RuleSet;
 use run::ErrorLog;
 
+pub use crate::watch::FolderWatcher as RuleWatcher;
 pub use run::RuleErrorClass;
-pub use watch::RuleWatcher;
 
 /// One problem found while loading the rules folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,14 +92,8 @@ pub enum RuleSetError {
         problems: Vec<RuleProblem>,
     },
     /// The file watcher could not be started.
-    #[error("failed to watch rules folder '{}': {source}", path.display())]
-    Watch {
-        /// The folder that could not be watched.
-        path: PathBuf,
-        /// The watcher's error.
-        #[source]
-        source: notify::Error,
-    },
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
 }
 
 fn format_problems(problems: &[RuleProblem]) -> String {
@@ -224,7 +216,15 @@ impl RuleEngine {
     /// Returns [`RuleSetError::Watch`] when the watcher cannot be started or the rules folder or
     /// its parent cannot be watched.
     pub fn watch(self: &Arc<Self>) -> Result<RuleWatcher, RuleSetError> {
-        RuleWatcher::start(self)
+        let target: Arc<dyn crate::watch::Reload> = self.clone();
+        let debounce_ms = self.config.reload_debounce_ms;
+        let watcher = RuleWatcher::start(
+            "rules",
+            &self.config.dir,
+            debounce_ms,
+            Arc::downgrade(&target),
+        )?;
+        Ok(watcher)
     }
 
     /// Returns the number of rule files in the active set.
@@ -257,5 +257,12 @@ pub fn check(config: &RulesConfig) -> Vec<String> {
     match RuleSet::compile(config, 0) {
         Ok(_) => Vec::new(),
         Err(problems) => problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+impl crate::watch::Reload for RuleEngine {
+    fn reload_after_change(&self) {
+        // A failed reload is logged and counted by `reload`; the next change retries.
+        let _ = self.reload();
     }
 }

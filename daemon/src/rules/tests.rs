@@ -79,6 +79,7 @@ fn snapshot(region: &str, week: WindowStats) -> MeterSnapshot {
         windows: vec![("24h".into(), day), ("7d".into(), week)],
         register_reversals: 0,
         readings: 336,
+        scores: vec![("mining".into(), 0.9)],
     }
 }
 

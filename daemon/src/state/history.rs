@@ -118,6 +118,23 @@ impl HourlyHistory {
         self.newest_hour = hour;
     }
 
+    /// Returns up to `hours` hourly buckets ending with the newest, oldest first, each as its
+    /// start in Unix milliseconds, its energy in kWh and the seconds covered by readings.
+    pub fn recent(&self, hours: u32) -> Vec<(i64, f64, u32)> {
+        let cap = self.capacity() as i64;
+        if self.newest_hour == i64::MIN || cap == 0 {
+            return Vec::new();
+        }
+        let count = i64::from(hours).min(cap);
+        (self.newest_hour - count + 1..=self.newest_hour)
+            .map(|hour| {
+                let slot = hour.rem_euclid(cap) as usize;
+                let energy = f64::from(self.energy_kwh[slot]);
+                (hour * HOUR_MS, energy, u32::from(self.covered_secs[slot]))
+            })
+            .collect()
+    }
+
     /// Computes statistics over the `hours` hours ending with the newest bucket.
     pub fn stats(&self, hours: u32, night: NightHours) -> WindowStats {
         self.stats_for(&[hours], night).pop().unwrap_or_default()

@@ -35,6 +35,8 @@ pub struct MeterSnapshot {
     pub register_reversals: u32,
     /// Readings that took effect for this meter; duplicates and late readings are not counted.
     pub readings: u64,
+    /// Latest score of each plugin for this meter, by plugin name.
+    pub scores: Vec<(String, f64)>,
 }
 
 impl MeterSnapshot {
@@ -75,6 +77,18 @@ pub struct MeterState {
     pub readings: u64,
     /// Times of recent register reversals, oldest first.
     reversals: Vec<i64>,
+    /// Latest score of each plugin that reported on this meter, by plugin name.
+    pub scores: Vec<(String, f64)>,
+}
+
+impl MeterState {
+    /// Records a plugin's latest score for this meter.
+    pub fn set_score(&mut self, plugin: &str, score: f64) {
+        match self.scores.iter_mut().find(|(name, _)| name == plugin) {
+            Some(entry) => entry.1 = score,
+            None => self.scores.push((plugin.to_owned(), score)),
+        }
+    }
 }
 
 /// The rules that turn readings into meter state, built once from configuration.
@@ -184,6 +198,7 @@ impl StateModel {
                 .collect(),
             register_reversals: state.reversals.iter().filter(|&&t| t > since).count() as u32,
             readings: state.readings,
+            scores: state.scores.clone(),
         }
     }
 }

@@ -27,6 +27,14 @@ pub const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
 pub const OPEN_ALERTS: TableDefinition<&str, u128> = TableDefinition::new("open_alerts");
 /// Rejected messages by sequence number, JSON-encoded [`RejectedMessage`].
 pub const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected");
+/// Plugin state, by [`plugin_state_key`].
+pub const PLUGIN_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_state");
+
+/// Returns the key of a plugin's value for one meter: the plugin name, `region/meter_id` and
+/// the plugin's own key, separated by NUL bytes, which none of them may contain.
+pub fn plugin_state_key(plugin: &str, meter: &str, key: &str) -> String {
+    format!("{plugin}\0{meter}\0{key}")
+}
 
 /// A failure of the embedded database.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +176,7 @@ impl Store {
         txn.open_table(ALERTS)?;
         txn.open_table(OPEN_ALERTS)?;
         txn.open_table(REJECTED)?;
+        txn.open_table(PLUGIN_STATE)?;
         outbox::create_tables(&txn)?;
         txn.commit()?;
         Ok(())
@@ -196,8 +205,18 @@ impl Store {
             })
     }
 
-    /// Writes one batch in a single transaction: meter states, alerts with their outbox rows,
-    /// and rejected messages. Returns the alerts as stored and what changed for each.
+    /// Loads one plugin value stored under a [`plugin_state_key`].
+    ///
+    /// # Errors
+    /// Returns an error when the read fails.
+    pub fn load_plugin_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.read().begin_read()?;
+        let table = txn.open_table(PLUGIN_STATE)?;
+        Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes one batch in a single transaction: meter states, plugin state, alerts with their
+    /// outbox rows, and rejected messages. Returns the alerts as stored and what changed for each.
     ///
     /// # Errors
     /// Returns an error when the transaction fails; nothing of the batch is then stored.
@@ -225,6 +244,15 @@ impl Store {
                 })?;
                 meters.insert(key.as_str(), bytes.as_slice())?;
                 buf = bytes;
+            }
+        }
+        if !batch.plugin_state.is_empty() {
+            let mut table = txn.open_table(PLUGIN_STATE)?;
+            for (key, value) in batch.plugin_state {
+                match value {
+                    Some(value) => table.insert(key.as_str(), value.as_slice())?,
+                    None => table.remove(key.as_str())?,
+                };
             }
         }
         let changes = alerts::write_alerts(&txn, batch.alerts, batch.webhooks, batch.now_ms)?;
@@ -286,7 +314,9 @@ fn standin() -> Result<Database, StoreError> {
 pub struct BatchWrite<'a> {
     /// Meter states changed by the batch, by `region/meter_id`.
     pub meters: Vec<(&'a String, &'a MeterState)>,
-    /// Alerts raised by rules.
+    /// Plugin values written (`Some`) or deleted (`None`), by [`plugin_state_key`].
+    pub plugin_state: Vec<(String, Option<Vec<u8>>)>,
+    /// Alerts raised by rules and plugins.
     pub alerts: Vec<AlertWrite>,
     /// Messages rejected by the decoder.
     pub rejected: Vec<RejectedMessage>,

@@ -33,6 +33,7 @@ fn firing(severity: Severity, ts_ms: i64) -> AlertWrite {
 
 fn commit(store: &Store, alerts: Vec<AlertWrite>, webhooks: &[WebhookConfig]) -> Vec<AlertChange> {
     let batch = BatchWrite {
+        plugin_state: Vec::new(),
         meters: Vec::new(),
         alerts,
         rejected: Vec::new(),
@@ -87,6 +88,7 @@ fn rejected_table_evicts_oldest() {
     for i in 0..15 {
         let row = RejectedMessage::new(i, "meters/a/b/telemetry", b"{", &rejection, 16);
         let batch = BatchWrite {
+            plugin_state: Vec::new(),
             meters: Vec::new(),
             alerts: Vec::new(),
             rejected: vec![row],

@@ -1,6 +1,7 @@
-//! Reload on change: a debounced recursive watch on the rules folder plus a watch on its parent.
+//! Reload on change: a debounced recursive watch on a folder plus a watch on its parent.
 //!
-//! The parent watch notices the rules folder being deleted, re-created or replaced (a new
+//! The rules and plugins folders are watched this way. The parent watch notices the folder
+//! being deleted, re-created or replaced (a new
 //! folder, or a symbolic link that now points elsewhere). After each batch of events the worker
 //! compares the folder's identity with the one it watches and re-arms the recursive watch when
 //! they differ, then reloads.
@@ -16,31 +17,57 @@ use notify_debouncer_full::notify::{self, EventKind, RecommendedWatcher, Recursi
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tracing::{debug, info, warn};
 
-use super::{RuleEngine, RuleSetError};
-
-type FolderWatcher = Debouncer<RecommendedWatcher, RecommendedCache>;
+type Debounced = Debouncer<RecommendedWatcher, RecommendedCache>;
 
 /// Identity of the folder a path resolves to: device and inode on Unix.
 type FolderId = (u64, u64);
 
-/// Handle of a running rules watcher. Dropping it stops watching and waits for an ongoing
+/// Something that reloads itself from a watched folder.
+pub trait Reload: Send + Sync + 'static {
+    /// Reloads after a change; failures are reported by the implementation.
+    fn reload_after_change(&self);
+}
+
+/// The folder could not be watched.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to watch {what} folder '{}': {source}", path.display())]
+pub struct WatchError {
+    /// What the folder holds, such as `rules`.
+    pub what: &'static str,
+    /// The folder that could not be watched.
+    pub path: PathBuf,
+    /// The watcher's error.
+    #[source]
+    pub source: notify::Error,
+}
+
+/// Handle of a running folder watcher. Dropping it stops watching and waits for an ongoing
 /// reload to finish.
-pub struct RuleWatcher {
-    watcher: Option<Arc<Mutex<FolderWatcher>>>,
+pub struct FolderWatcher {
+    watcher: Option<Arc<Mutex<Debounced>>>,
     worker: Option<JoinHandle<()>>,
 }
 
-impl RuleWatcher {
-    pub(super) fn start(engine: &Arc<RuleEngine>) -> Result<RuleWatcher, RuleSetError> {
-        let dir = std::path::absolute(&engine.config.dir)
-            .map_err(|e| watch_error(&engine.config.dir, notify::Error::io(e)))?;
+impl FolderWatcher {
+    pub fn start(
+        what: &'static str,
+        dir: &Path,
+        debounce_ms: u64,
+        target: Weak<dyn Reload>,
+    ) -> Result<FolderWatcher, WatchError> {
+        let watch_error = |path: &Path, source| WatchError {
+            what,
+            path: path.to_owned(),
+            source,
+        };
+        let dir = std::path::absolute(dir).map_err(|e| watch_error(dir, notify::Error::io(e)))?;
         let parent = dir
             .parent()
             .ok_or_else(|| watch_error(&dir, notify::Error::generic("the folder has no parent")))?
             .to_owned();
 
         let (sender, receiver) = mpsc::channel();
-        let debounce = Duration::from_millis(engine.config.reload_debounce_ms);
+        let debounce = Duration::from_millis(debounce_ms);
         let mut watcher =
             new_debouncer(debounce, None, sender).map_err(|e| watch_error(&dir, e))?;
         watcher
@@ -53,24 +80,25 @@ impl RuleWatcher {
 
         let watcher = Arc::new(Mutex::new(watcher));
         let worker = Worker {
-            engine: Arc::downgrade(engine),
+            target,
+            what,
             watcher: Arc::downgrade(&watcher),
             dir: dir.clone(),
             armed,
         };
         let worker = thread::Builder::new()
-            .name("rules-watch".into())
+            .name(format!("{what}-watch"))
             .spawn(move || worker.run(receiver))
             .map_err(|e| watch_error(&dir, notify::Error::io(e)))?;
-        info!(dir = %dir.display(), debounce_ms = engine.config.reload_debounce_ms, "watching rules");
-        Ok(RuleWatcher {
+        info!(dir = %dir.display(), debounce_ms, "watching {what} folder");
+        Ok(FolderWatcher {
             watcher: Some(watcher),
             worker: Some(worker),
         })
     }
 }
 
-impl Drop for RuleWatcher {
+impl Drop for FolderWatcher {
     fn drop(&mut self) {
         // Dropping the watcher closes the event channel once its thread stops, which ends the
         // worker's loop.
@@ -81,17 +109,11 @@ impl Drop for RuleWatcher {
     }
 }
 
-fn watch_error(path: &Path, source: notify::Error) -> RuleSetError {
-    RuleSetError::Watch {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 /// The thread that turns event batches into reloads.
 struct Worker {
-    engine: Weak<RuleEngine>,
-    watcher: Weak<Mutex<FolderWatcher>>,
+    target: Weak<dyn Reload>,
+    what: &'static str,
+    watcher: Weak<Mutex<Debounced>>,
     dir: PathBuf,
     /// Identity of the folder under the recursive watch, `None` while nothing is watched.
     armed: Option<FolderId>,
@@ -109,19 +131,19 @@ impl Worker {
                 continue;
             }
 
-            let (Some(engine), Some(watcher)) = (self.engine.upgrade(), self.watcher.upgrade())
+            let (Some(target), Some(watcher)) = (self.target.upgrade(), self.watcher.upgrade())
             else {
                 break;
             };
             self.rearm(&watcher);
             drop(watcher);
             // A failed reload is logged and counted by `reload`; the next change retries.
-            let _ = engine.reload();
+            target.reload_after_change();
         }
-        debug!(dir = %self.dir.display(), "rules watcher stopped");
+        debug!(dir = %self.dir.display(), "{} watcher stopped", self.what);
     }
 
-    /// Returns true when the batch touches the rules folder or failed, which could hide a change.
+    /// Returns true when the batch touches the folder or failed, which could hide a change.
     fn is_relevant(&self, batch: DebounceEventResult) -> bool {
         match batch {
             Ok(events) => events.iter().any(|event| {
@@ -129,7 +151,7 @@ impl Worker {
             }),
             Err(errors) => {
                 for error in errors {
-                    warn!(dir = %self.dir.display(), error = %error, "rules watcher error");
+                    warn!(dir = %self.dir.display(), error = %error, "{} watcher error", self.what);
                 }
                 true
             }
@@ -137,7 +159,7 @@ impl Worker {
     }
 
     /// Watches the folder again when it was deleted, re-created or replaced since it was armed.
-    fn rearm(&mut self, watcher: &Mutex<FolderWatcher>) {
+    fn rearm(&mut self, watcher: &Mutex<Debounced>) {
         let current = folder_id(&self.dir);
         if current.is_some() && current == self.armed {
             return;
@@ -154,10 +176,10 @@ impl Worker {
         match watcher.watch(&self.dir, RecursiveMode::Recursive) {
             Ok(()) => {
                 self.armed = current;
-                info!(dir = %self.dir.display(), "rules folder replaced, watching the new one");
+                info!(dir = %self.dir.display(), "{} folder replaced, watching the new one", self.what);
             }
             Err(error) => {
-                warn!(dir = %self.dir.display(), error = %error, "failed to watch rules folder");
+                warn!(dir = %self.dir.display(), error = %error, "failed to watch {} folder", self.what);
             }
         }
     }

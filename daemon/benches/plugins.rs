@@ -1,0 +1,232 @@
+//! Per-reading cost of detectors run as WebAssembly plugins, against the same detector logic
+//! compiled natively.
+//!
+//! Every iteration passes one batch of 1,024 readings, one per meter, half of them flat 6.5 kW
+//! loads that the mining detector alerts on and half household loads it passes over:
+//!
+//! - `mining/native`: `gridwatch_plugin_mining::detect_with` on SDK records with an in-memory host;
+//! - `mining/plugin`: the same crate built for `wasm32-wasip2`, run by the daemon's plugin bank,
+//!   including the conversion of readings to WIT records, the copies across the sandbox, the host
+//!   calls for state and settings, and the checks on every finding;
+//! - `trivial/plugin`: a plugin that returns nothing, which measures the host's own cost.
+//!
+//! Run with `cargo bench --bench plugins`; the plugins are built first (release, wasm32-wasip2,
+//! in `target/plugins`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use gridwatch::config::PluginsConfig;
+use gridwatch::decode::Reading;
+use gridwatch::metrics::Metrics;
+use gridwatch::plugins::{HistorySource, MeterRef, PluginBank, PluginHost, PluginStates};
+use gridwatch::state::{Interval, IntervalKind, MeterSnapshot, WindowStats};
+use gridwatch_plugin_sdk::prelude as sdk;
+
+const BATCH: usize = 1_024;
+const START_MS: i64 = 1_750_000_000_000;
+
+/// Builds the mining plugin and the test fixtures for wasm32-wasip2 and returns the output folder.
+fn build_plugins() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let target = root.join("target/plugins");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--locked",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .args([
+            "-p",
+            "gridwatch-plugin-mining",
+            "-p",
+            "gridwatch-test-plugins",
+        ])
+        .args(["--lib", "--examples", "--target-dir"])
+        .arg(&target)
+        .status()
+        .expect("failed to run cargo build for the plugins");
+    assert!(status.success(), "building the plugins failed");
+    target.join("wasm32-wasip2/release")
+}
+
+fn stats(base_kw: f64, load_factor: f64, hours: u32) -> WindowStats {
+    WindowStats {
+        hours,
+        hours_with_data: f64::from(hours),
+        energy_kwh: base_kw * 1.05 * f64::from(hours),
+        mean_kw: base_kw * 1.05,
+        peak_kw: base_kw * 1.05 / load_factor,
+        base_kw,
+        load_factor,
+        night_day_ratio: 0.95,
+        cv: 0.1,
+    }
+}
+
+/// One batch: even meters carry a flat 6.5 kW load, odd ones a household load.
+fn batch() -> Vec<(Reading, MeterSnapshot)> {
+    (0..BATCH)
+        .map(|i| {
+            let meter = format!("m-{i}");
+            let (base_kw, load_factor) = if i % 2 == 0 { (6.5, 0.9) } else { (0.2, 0.3) };
+            let reading = Reading::new("north", &meter, START_MS, 5_000.0 + i as f64);
+            let snapshot = MeterSnapshot {
+                region: "north".into(),
+                meter_id: meter,
+                register_kwh: reading.energy_import_kwh,
+                interval: Interval {
+                    kind: IntervalKind::Normal,
+                    start_ms: START_MS - 1_800_000,
+                    end_ms: START_MS,
+                    energy_kwh: base_kw / 2.0,
+                },
+                windows: vec![
+                    ("24h".into(), stats(base_kw, load_factor, 24)),
+                    ("7d".into(), stats(base_kw, load_factor, 168)),
+                ],
+                register_reversals: 0,
+                readings: 336,
+                scores: Vec::new(),
+            };
+            (reading, snapshot)
+        })
+        .collect()
+}
+
+/// The same batch as SDK records, for the native run.
+fn sdk_batch(batch: &[(Reading, MeterSnapshot)]) -> Vec<sdk::Reading> {
+    batch
+        .iter()
+        .map(|(reading, snapshot)| sdk::Reading {
+            meter: sdk::MeterId {
+                region: reading.region.clone(),
+                meter: reading.meter_id.clone(),
+            },
+            timestamp_ms: reading.ts_ms,
+            energy_import_kwh: reading.energy_import_kwh,
+            energy_export_kwh: None,
+            power_w: None,
+            voltage_v: Vec::new(),
+            current_a: Vec::new(),
+            events: Vec::new(),
+            state: sdk::MeterState {
+                register_kwh: snapshot.register_kwh,
+                interval: sdk::Interval {
+                    kind: sdk::IntervalKind::Normal,
+                    start_ms: snapshot.interval.start_ms,
+                    end_ms: snapshot.interval.end_ms,
+                    energy_kwh: snapshot.interval.energy_kwh,
+                },
+                windows: snapshot
+                    .windows
+                    .iter()
+                    .map(|(name, w)| sdk::WindowStats {
+                        name: name.clone(),
+                        hours: w.hours,
+                        hours_with_data: w.hours_with_data,
+                        energy_kwh: w.energy_kwh,
+                        mean_kw: w.mean_kw,
+                        peak_kw: w.peak_kw,
+                        base_kw: w.base_kw,
+                        load_factor: w.load_factor,
+                        night_day_ratio: w.night_day_ratio,
+                        cv: w.cv,
+                    })
+                    .collect(),
+                register_reversals: snapshot.register_reversals,
+                readings: snapshot.readings,
+            },
+        })
+        .collect()
+}
+
+/// 48 flat hours for every meter.
+struct FlatHistory;
+
+impl HistorySource for FlatHistory {
+    fn history(&self, _key: &str, hours: u32) -> Vec<(i64, f64, u32)> {
+        (0..i64::from(hours.min(48)))
+            .map(|h| (START_MS - (48 - h) * 3_600_000, 6.5, 3_600))
+            .collect()
+    }
+}
+
+fn bank(path: &Path) -> PluginBank {
+    let config = PluginsConfig {
+        cache_dir: PathBuf::new(),
+        ..PluginsConfig::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let host = PluginHost::single(&config, metrics.clone(), path).expect("plugin loads");
+    PluginBank::new(
+        Arc::new(host),
+        Arc::new(PluginStates::in_memory()),
+        Arc::new(FlatHistory),
+        metrics,
+    )
+}
+
+fn run_plugin(bank: &mut PluginBank, items: &[MeterRef<'_>]) -> usize {
+    let found = bank.run(items);
+    assert!(found.failures.is_empty(), "{:?}", found.failures);
+    // Committed state goes to the store in the daemon; here it is dropped.
+    bank.take_state();
+    found.scores.len()
+}
+
+fn plugins(c: &mut Criterion) {
+    let out = build_plugins();
+    let batch = batch();
+    let items: Vec<MeterRef<'_>> = batch
+        .iter()
+        .enumerate()
+        .map(|(index, (reading, snapshot))| MeterRef {
+            index,
+            reading,
+            snapshot,
+        })
+        .collect();
+    let native_batch = sdk_batch(&batch);
+    let mut native_host = sdk::MemoryHost::with_defaults(&gridwatch_plugin_mining::settings());
+    for i in 0..BATCH {
+        let hours = (0..48)
+            .map(|h| sdk::Hour {
+                start_ms: START_MS - (48 - h) * 3_600_000,
+                energy_kwh: 6.5,
+                covered_secs: 3_600,
+            })
+            .collect();
+        native_host
+            .history
+            .insert(("north".into(), format!("m-{i}")), hours);
+    }
+
+    let mut group = c.benchmark_group("mining");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("native", |b| {
+        b.iter(|| gridwatch_plugin_mining::detect_with(&mut native_host, &native_batch).len())
+    });
+    let mut mining = bank(&out.join("gridwatch_plugin_mining.wasm"));
+    group.bench_function("plugin", |b| b.iter(|| run_plugin(&mut mining, &items)));
+    group.finish();
+
+    let mut group = c.benchmark_group("trivial");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut trivial = bank(&out.join("examples/trivial.wasm"));
+    group.bench_function("plugin", |b| b.iter(|| run_plugin(&mut trivial, &items)));
+    group.finish();
+}
+
+criterion_group!(benches, plugins);
+criterion_main!(benches);

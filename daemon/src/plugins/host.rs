@@ -1,0 +1,240 @@
+//! The data each plugin store carries and the host imports offered to plugins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Result};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{
+    Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView,
+    WasiView,
+};
+
+use super::bindings::gridwatch::detector::host::Host;
+use super::bindings::gridwatch::detector::types::{self, Hour, Level, MeterId, Value};
+use super::state::PluginStates;
+use crate::store::plugin_state_key;
+
+/// Bytes of a plugin's standard error kept for the log when a call fails.
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+/// Table elements an instance may grow its tables to.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Where the `history` import reads a meter's hourly energy.
+pub trait HistorySource: Send + Sync {
+    /// Returns up to `hours` hours of the meter `region/meter_id`, oldest first, as start in
+    /// Unix milliseconds, energy in kWh and seconds covered.
+    fn history(&self, key: &str, hours: u32) -> Vec<(i64, f64, u32)>;
+}
+
+/// A plugin's settings: per region, for every region, and the declared defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub(super) defaults: HashMap<String, Value>,
+    pub(super) every_region: HashMap<String, Value>,
+    pub(super) by_region: HashMap<String, HashMap<String, Value>>,
+}
+
+impl Settings {
+    /// Returns the value for the region, falling back to every region and then the default.
+    pub fn get(&self, region: &str, name: &str) -> Option<Value> {
+        self.by_region
+            .get(region)
+            .and_then(|s| s.get(name))
+            .or_else(|| self.every_region.get(name))
+            .or_else(|| self.defaults.get(name))
+            .cloned()
+    }
+}
+
+/// What the host imports of one plugin reach.
+pub struct PluginContext {
+    /// Plugin name, the scope of its state.
+    pub name: String,
+    /// Resolved settings.
+    pub settings: Settings,
+    /// Durable plugin state.
+    pub states: Arc<PluginStates>,
+    /// Meter history.
+    pub history: Arc<dyn HistorySource>,
+}
+
+/// The data of one plugin store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) stderr: MemoryOutputPipe,
+    pub(super) context: Arc<PluginContext>,
+    memory_cap: usize,
+    /// Set when the plugin tried to grow its memory past the cap.
+    pub(super) memory_limit_hit: bool,
+    /// State writes of the call in progress, by full key; kept only if the call succeeds.
+    writes: HashMap<String, Option<Vec<u8>>>,
+}
+
+impl HostState {
+    /// Builds a store's data with WASI locked down: no files, network, environment or
+    /// arguments, clocks fixed at zero and a fixed random sequence.
+    pub fn new(context: Arc<PluginContext>, memory_cap: usize) -> HostState {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .stderr(stderr.clone())
+            .wall_clock(FixedClock)
+            .monotonic_clock(FixedClock)
+            .secure_random(Deterministic::new(vec![0x5a; 32]))
+            .insecure_random(Deterministic::new(vec![0xa5; 32]))
+            .insecure_random_seed(0)
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false);
+        HostState {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            stderr,
+            context,
+            memory_cap,
+            memory_limit_hit: false,
+            writes: HashMap::new(),
+        }
+    }
+
+    /// Hands the state writes of a successful call to the batch.
+    pub fn keep_writes(&mut self) {
+        if !self.writes.is_empty() {
+            self.context.states.apply(self.writes.drain());
+        }
+    }
+
+    /// Drops the state writes of a failed call.
+    pub fn drop_writes(&mut self) {
+        self.writes.clear();
+    }
+
+    /// Returns the tail of what the plugin wrote to standard error, on one line.
+    pub fn stderr_tail(&self) -> String {
+        let bytes = self.stderr.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        let trimmed = text.trim();
+        let start = trimmed
+            .char_indices()
+            .rev()
+            .nth(400)
+            .map_or(0, |(index, _)| index);
+        trimmed[start..].replace('\n', " | ")
+    }
+
+    fn meter_key(meter: &MeterId) -> String {
+        format!("{}/{}", meter.region, meter.meter)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_limit_hit = true;
+            wasmtime::bail!("memory limit of {} bytes reached", self.memory_cap);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl types::Host for HostState {}
+
+impl Host for HostState {
+    fn get_state(&mut self, meter: MeterId, key: String) -> Option<Vec<u8>> {
+        let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
+        match self.writes.get(&full) {
+            Some(value) => value.clone(),
+            None => self.context.states.get(&full),
+        }
+    }
+
+    fn set_state(&mut self, meter: MeterId, key: String, value: Vec<u8>) {
+        let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
+        self.writes.insert(full, Some(value));
+    }
+
+    fn delete_state(&mut self, meter: MeterId, key: String) {
+        let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
+        self.writes.insert(full, None);
+    }
+
+    fn history(&mut self, meter: MeterId, hours: u32) -> Vec<Hour> {
+        self.context
+            .history
+            .history(&Self::meter_key(&meter), hours)
+            .into_iter()
+            .map(|(start_ms, energy_kwh, covered_secs)| Hour {
+                start_ms,
+                energy_kwh,
+                covered_secs,
+            })
+            .collect()
+    }
+
+    fn setting(&mut self, region: String, name: String) -> Option<Value> {
+        self.context.settings.get(&region, &name)
+    }
+
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = self.context.name.as_str();
+        // Plugin messages are capped so a plugin cannot flood the log with one call.
+        let message: String = message.chars().take(1_000).collect();
+        match level {
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// A clock that always reads zero, so plugins cannot observe time beyond the readings.
+struct FixedClock;
+
+impl HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
+}

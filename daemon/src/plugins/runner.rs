@@ -1,0 +1,315 @@
+//! Calls into one plugin under its limits, with failure counting and quarantine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap};
+
+use super::bindings::gridwatch::detector::types::{Finding, Info, Reading};
+use super::bindings::{Plugin, PluginPre};
+use super::engine::PluginEngine;
+use super::host::{HostState, PluginContext};
+use super::load::LoadedPlugin;
+use crate::metrics::Metrics;
+
+/// Fixed bytes counted per finding on top of its strings.
+const FINDING_OVERHEAD_BYTES: usize = 64;
+
+/// Standard error bytes after which a healthy instance is rebuilt, to keep the pipe open.
+const STDERR_REBUILD_BYTES: usize = 8 * 1024;
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Short cause for metrics: fuel, deadline, memory, stack, output, trap or instantiate.
+    pub cause: &'static str,
+    /// What happened, for the log.
+    pub message: String,
+}
+
+/// One live instance of a plugin in its own store.
+pub struct Instance {
+    store: Store<HostState>,
+    plugin: Plugin,
+}
+
+impl Instance {
+    /// Instantiates a plugin in a fresh store with the memory limiter installed.
+    ///
+    /// # Errors
+    /// Returns wasmtime's error when instantiation fails.
+    pub fn new(
+        engine: &PluginEngine,
+        pre: &PluginPre<HostState>,
+        context: Arc<PluginContext>,
+    ) -> wasmtime::Result<Instance> {
+        let state = HostState::new(context, engine.limits.max_memory_bytes);
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(|state| state);
+        store.set_fuel(engine.limits.fuel_per_call)?;
+        store.set_epoch_deadline(engine.deadline_ticks());
+        let plugin = pre.instantiate(&mut store)?;
+        Ok(Instance { store, plugin })
+    }
+
+    /// Calls `describe` with the per-call fuel budget.
+    ///
+    /// # Errors
+    /// Returns the cause when the call fails.
+    pub fn describe(&mut self, engine: &PluginEngine) -> Result<Info, Failure> {
+        self.arm(engine, 0)?;
+        let detector = self.plugin.gridwatch_detector_detector();
+        detector
+            .call_describe(&mut self.store)
+            .map_err(|e| self.classify(engine, 0, &e))
+    }
+
+    /// Calls `detect` with a budget for `readings.len()` readings and checks the output size.
+    ///
+    /// # Errors
+    /// Returns the cause when the call fails or its output is over the cap.
+    pub fn detect(
+        &mut self,
+        engine: &PluginEngine,
+        readings: &[Reading],
+    ) -> Result<Vec<Finding>, Failure> {
+        self.arm(engine, readings.len())?;
+        let detector = self.plugin.gridwatch_detector_detector();
+        let findings = match detector.call_detect(&mut self.store, readings) {
+            Ok(findings) => findings,
+            Err(error) => {
+                self.store.data_mut().drop_writes();
+                return Err(self.classify(engine, readings.len(), &error));
+            }
+        };
+        let bytes: usize = findings.iter().map(output_bytes).sum();
+        let cap = engine.limits.max_output_bytes;
+        if bytes > cap {
+            self.store.data_mut().drop_writes();
+            return Err(Failure {
+                cause: "output",
+                message: format!(
+                    "output of {bytes} bytes in {} findings is over the limit of {cap} bytes",
+                    findings.len()
+                ),
+            });
+        }
+        self.store.data_mut().keep_writes();
+        Ok(findings)
+    }
+
+    /// Returns true when the instance should be rebuilt to keep its standard error open.
+    fn stderr_full(&self) -> bool {
+        self.store.data().stderr.contents().len() > STDERR_REBUILD_BYTES
+    }
+
+    fn arm(&mut self, engine: &PluginEngine, readings: usize) -> Result<(), Failure> {
+        let fuel = fuel_budget(engine, readings);
+        self.store.set_fuel(fuel).map_err(|e| Failure {
+            cause: "instantiate",
+            message: super::chain(&e),
+        })?;
+        self.store.set_epoch_deadline(engine.deadline_ticks());
+        Ok(())
+    }
+
+    /// Names the cause of a failed call in words an operator can act on.
+    fn classify(&self, engine: &PluginEngine, readings: usize, error: &wasmtime::Error) -> Failure {
+        let limits = &engine.limits;
+        let (cause, what) = if self.store.data().memory_limit_hit {
+            (
+                "memory",
+                format!("memory limit of {} bytes reached", limits.max_memory_bytes),
+            )
+        } else {
+            match error.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => (
+                    "fuel",
+                    format!(
+                        "fuel budget of {} exhausted ({readings} readings)",
+                        fuel_budget(engine, readings)
+                    ),
+                ),
+                Some(Trap::Interrupt) => (
+                    "deadline",
+                    format!(
+                        "call ran past its deadline of {} ms",
+                        limits.call_timeout_ms
+                    ),
+                ),
+                Some(Trap::StackOverflow) => (
+                    "stack",
+                    format!("wasm stack of {} bytes overflowed", limits.max_stack_bytes),
+                ),
+                Some(trap) => ("trap", format!("trap: {trap}")),
+                None => ("trap", super::chain(error)),
+            }
+        };
+        let stderr = self.store.data().stderr_tail();
+        let message = if stderr.is_empty() {
+            what
+        } else {
+            format!("{what}; plugin stderr: {stderr}")
+        };
+        Failure { cause, message }
+    }
+}
+
+fn fuel_budget(engine: &PluginEngine, readings: usize) -> u64 {
+    let limits = &engine.limits;
+    limits
+        .fuel_per_call
+        .saturating_add(limits.fuel_per_reading.saturating_mul(readings as u64))
+}
+
+fn output_bytes(finding: &Finding) -> usize {
+    let evidence: usize = finding
+        .evidence
+        .iter()
+        .map(|e| {
+            let value = match &e.value {
+                super::bindings::gridwatch::detector::types::Value::Text(t) => t.len(),
+                _ => 8,
+            };
+            e.name.len() + value
+        })
+        .sum();
+    FINDING_OVERHEAD_BYTES
+        + finding.meter.region.len()
+        + finding.meter.meter.len()
+        + finding.kind.len()
+        + finding.message.len()
+        + evidence
+}
+
+/// A plugin as the pipeline runs it: its live instance, failure count and quarantine.
+pub struct Runner {
+    /// The loaded plugin.
+    pub plugin: Arc<LoadedPlugin>,
+    context: Arc<PluginContext>,
+    instance: Option<Instance>,
+    failures: u32,
+    quarantines_in_row: u32,
+    quarantined_until: Option<Instant>,
+}
+
+impl Runner {
+    /// Creates a runner; the instance is built on first use.
+    pub fn new(plugin: Arc<LoadedPlugin>, context: Arc<PluginContext>) -> Runner {
+        Runner {
+            plugin,
+            context,
+            instance: None,
+            failures: 0,
+            quarantines_in_row: 0,
+            quarantined_until: None,
+        }
+    }
+
+    /// Returns the plugin's name.
+    pub fn name(&self) -> &str {
+        &self.plugin.info.name
+    }
+
+    /// Returns true while the plugin is quarantined; clears an expired quarantine.
+    pub fn is_quarantined(&mut self, metrics: &Metrics, now: Instant) -> bool {
+        match self.quarantined_until {
+            Some(until) if now < until => true,
+            Some(_) => {
+                self.quarantined_until = None;
+                metrics
+                    .plugin_quarantined
+                    .get_or_create(&self.labels())
+                    .set(0);
+                tracing::info!(plugin = %self.name(), "plugin quarantine ended; calling it again");
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `detect`, rebuilding the instance after a failure and quarantining the plugin
+    /// after too many in a row.
+    ///
+    /// # Errors
+    /// Returns the cause when the call failed; it is already counted and logged.
+    pub fn detect(
+        &mut self,
+        engine: &PluginEngine,
+        metrics: &Metrics,
+        readings: &[Reading],
+    ) -> Result<Vec<Finding>, Failure> {
+        let result = self.call(engine, readings);
+        match &result {
+            Ok(_) => {
+                self.failures = 0;
+                self.quarantines_in_row = 0;
+                if self.instance.as_ref().is_some_and(Instance::stderr_full) {
+                    self.instance = None;
+                }
+            }
+            Err(failure) => self.fail(engine, metrics, readings.len(), failure),
+        }
+        result
+    }
+
+    fn call(
+        &mut self,
+        engine: &PluginEngine,
+        readings: &[Reading],
+    ) -> Result<Vec<Finding>, Failure> {
+        if self.instance.is_none() {
+            let instance =
+                Instance::new(engine, &self.plugin.pre, self.context.clone()).map_err(|e| {
+                    Failure {
+                        cause: "instantiate",
+                        message: super::chain(&e),
+                    }
+                })?;
+            self.instance = Some(instance);
+        }
+        let instance = self.instance.as_mut().expect("instance was just built");
+        instance.detect(engine, readings)
+    }
+
+    fn fail(
+        &mut self,
+        engine: &PluginEngine,
+        metrics: &Metrics,
+        readings: usize,
+        failure: &Failure,
+    ) {
+        // The instance may be in any state after a trap; the next call starts a fresh one.
+        self.instance = None;
+        self.failures += 1;
+        let mut labels = self.labels();
+        labels.push(("cause", failure.cause.to_owned()));
+        metrics.plugin_failures.get_or_create(&labels).inc();
+        tracing::warn!(plugin = %self.name(), cause = failure.cause, readings, failures = self.failures, error = %failure.message, "plugin call failed; its findings for this batch are dropped");
+
+        let limits = &engine.limits;
+        if self.failures < limits.quarantine_after_failures {
+            return;
+        }
+        let factor = 1u64 << self.quarantines_in_row.min(20);
+        let secs = limits
+            .quarantine_initial_secs
+            .saturating_mul(factor)
+            .min(limits.quarantine_max_secs);
+        self.quarantines_in_row += 1;
+        self.quarantined_until = Some(Instant::now() + Duration::from_secs(secs));
+        metrics
+            .plugin_quarantined
+            .get_or_create(&self.labels())
+            .set(1);
+        metrics
+            .plugin_quarantines
+            .get_or_create(&self.labels())
+            .inc();
+        tracing::error!(plugin = %self.name(), failures = self.failures, quarantine_secs = secs, error = %failure.message, "plugin quarantined after repeated failures; it gets no readings until the quarantine ends");
+    }
+
+    fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![("plugin", self.name().to_owned())]
+    }
+}

@@ -1,0 +1,32 @@
+//! Detector built against version 2.0.0 of the `gridwatch:detector` WIT package, which the
+//! host must reject because it implements 1.0.0.
+//!
+//! `wit-v2/detector.wit` is a copy of the SDK's WIT file that differs only in the version on
+//! its `package` line. The bindings are generated here instead of coming from the SDK.
+
+wit_bindgen::generate!({ path: "wit-v2", world: "plugin" });
+
+use exports::gridwatch::detector::detector::Guest;
+use gridwatch::detector::types::{Finding, Info, Reading};
+
+struct WrongVersion;
+
+impl Guest for WrongVersion {
+    fn describe() -> Info {
+        Info {
+            name: "wrong-version".into(),
+            version: "1.0.0".into(),
+            description: "Exports the detector interface at version 2.0.0".into(),
+            kinds: vec!["none".into()],
+            settings: Vec::new(),
+        }
+    }
+
+    fn detect(_readings: Vec<Reading>) -> Vec<Finding> {
+        Vec::new()
+    }
+}
+
+// Exported only in WebAssembly builds: native linkers reject the interface names as symbols.
+#[cfg(target_family = "wasm")]
+export!(WrongVersion);
