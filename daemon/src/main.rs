@@ -149,13 +149,14 @@ fn webhooks(args: &gridwatch::delivery::admin::WebhooksArgs) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let (rules, config_ok) = match Config::load(path) {
-        Ok(config) => (Some(config.rules), true),
+    let (rules, plugins, config_ok) = match Config::load(path) {
+        Ok(config) => (Some(config.rules), Some(config.plugins), true),
         Err(error) => {
             eprintln!("error: {error}");
-            (Config::load_rules_section(path), false)
+            (Config::load_rules_section(path), None, false)
         }
     };
+    let plugin_problems = plugins.as_ref().map(check_plugins).unwrap_or_default();
     let problems = rules
         .as_ref()
         .map(gridwatch::rules::check)
@@ -166,9 +167,31 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         eprintln!("  {problem}");
     }
-    if config_ok && problems.is_empty() {
-        println!("{}: configuration and rules are valid", path.display());
+    for (i, problem) in plugin_problems.iter().enumerate() {
+        if i == 0 {
+            eprintln!("error: {} plugin problem(s):", plugin_problems.len());
+        }
+        eprintln!("  {problem}");
+    }
+    if config_ok && problems.is_empty() && plugin_problems.is_empty() {
+        println!(
+            "{}: configuration, rules and plugins are valid",
+            path.display()
+        );
         return ExitCode::SUCCESS;
     }
     ExitCode::FAILURE
+}
+
+/// Loads every plugin in the folder as the daemon would, without writing the compile cache.
+fn check_plugins(config: &gridwatch::config::PluginsConfig) -> Vec<String> {
+    let config = gridwatch::config::PluginsConfig {
+        cache_dir: PathBuf::new(),
+        ..config.clone()
+    };
+    let metrics = std::sync::Arc::new(gridwatch::metrics::Metrics::new());
+    match gridwatch::plugins::PluginHost::start(&config, metrics) {
+        Ok(host) => host.set().problems.clone(),
+        Err(error) => vec![error.to_string()],
+    }
 }

@@ -396,7 +396,7 @@ fn plugin_tools_inspect_and_test_the_mining_detector() {
 }
 
 #[test]
-fn plugin_inspect_names_the_problem_of_a_bad_file() {
+fn plugin_inspect_and_check_name_the_problem_of_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let noise = dir.path().join("noise.wasm");
     std::fs::write(&noise, rand_bytes(64)).unwrap();
@@ -408,6 +408,25 @@ fn plugin_inspect_names_the_problem_of_a_bad_file() {
     let (ok, _, err) = gridwatch(&["plugin", "inspect", wrong.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("gridwatch:detector/detector@2.0.0"), "{err}");
+
+    // `gridwatch check` loads the plugins folder and reports the same problems.
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(&wrong, plugins.join("wrong_version.wasm")).unwrap();
+    std::fs::copy(&noise, plugins.join("noise.wasm")).unwrap();
+    let config = dir.path().join("gridwatch.toml");
+    let rules = repo_root().join("rules");
+    std::fs::write(
+        &config,
+        format!(
+            "[rules]\ndir = \"{}\"\n\n[plugins]\ndir = \"plugins\"\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let (ok, _, err) = gridwatch(&["check", "--config", config.to_str().unwrap()]);
+    assert!(!ok, "check must fail on bad plugins");
+    assert!(err.contains("2 plugin problem(s)"), "{err}");
 }
 
 #[test]

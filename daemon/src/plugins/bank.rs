@@ -29,7 +29,7 @@ pub struct MeterRef<'a> {
     pub snapshot: &'a MeterSnapshot,
 }
 
-/// What the plugins found in one batch.
+/// Findings of one batch.
 #[derive(Debug, Default)]
 pub struct BatchFindings {
     /// Latest score per meter key (`region/meter_id`) and plugin name.

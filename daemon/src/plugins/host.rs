@@ -23,7 +23,7 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 /// Table elements an instance may grow its tables to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// Where the `history` import reads a meter's hourly energy.
+/// Source of the meters' hourly energy for the `history` import.
 pub trait HistorySource: Send + Sync {
     /// Returns up to `hours` hours of the meter `region/meter_id`, oldest first, as start in
     /// Unix milliseconds, energy in kWh and seconds covered.
@@ -50,7 +50,7 @@ impl Settings {
     }
 }
 
-/// What the host imports of one plugin reach.
+/// Context the host imports of one plugin use.
 pub struct PluginContext {
     /// Plugin name, the scope of its state.
     pub name: String,

@@ -20,7 +20,7 @@ use crate::config::{DetectorConfig, PluginsConfig};
 use crate::metrics::Metrics;
 use crate::watch::{FolderWatcher, Reload, WatchError};
 
-/// What a plugin says about itself.
+/// A plugin's description of itself.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PluginInfo {
     /// Unique name; scores and state are kept under it.

@@ -3,7 +3,7 @@
 //! A plugin is a WebAssembly component that implements the `plugin` world of
 //! `plugin-sdk/wit/detector.wit`. The daemon compiles each `.wasm` file in the plugins folder
 //! once (caching the compiled code on disk by content hash), checks the interface version it
-//! declares, asks it to describe itself and then calls it with every batch of readings from the
+//! declares, calls its `describe` and then calls `detect` with every batch of readings from the
 //! regions it is enabled for.
 //!
 //! Every call runs under a fuel budget, an epoch deadline, a memory cap, a stack cap and an
@@ -55,7 +55,7 @@ pub const INTERFACE_VERSION: &str = "1.0.0";
 /// Name of the exported interface, without its version.
 pub const DETECTOR_INTERFACE: &str = "gridwatch:detector/detector";
 
-/// Why a plugin could not be loaded.
+/// Reasons a plugin fails to load.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// The file could not be read.

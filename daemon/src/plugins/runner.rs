@@ -18,12 +18,12 @@ const FINDING_OVERHEAD_BYTES: usize = 64;
 /// Standard error bytes after which a healthy instance is rebuilt, to keep the pipe open.
 const STDERR_REBUILD_BYTES: usize = 8 * 1024;
 
-/// Why a call failed.
+/// Cause of a failed call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     /// Short cause for metrics: fuel, deadline, memory, stack, output, trap or instantiate.
     pub cause: &'static str,
-    /// What happened, for the log.
+    /// Description for the log.
     pub message: String,
 }
 

@@ -1,12 +1,12 @@
-//! Detector that returns about 2.8 MB of findings, to test the host's output limit.
+//! Detector that returns about 2 MB of findings, to test the host's output limit.
 
 use gridwatch_plugin_sdk::prelude::*;
 
 /// Number of findings returned per call.
-const FINDINGS: usize = 10_000;
+const FINDINGS: usize = 1_000;
 
 /// Length of each finding's message in bytes.
-const MESSAGE_BYTES: usize = 200;
+const MESSAGE_BYTES: usize = 2_000;
 
 struct HugeOutput;
 
@@ -15,7 +15,7 @@ impl Detector for HugeOutput {
         Info {
             name: "huge-output".into(),
             version: "1.0.0".into(),
-            description: "Returns 10,000 findings of 200-byte messages for the first meter".into(),
+            description: "Returns 1,000 findings of 2,000-byte messages for the first meter".into(),
             kinds: vec!["huge".into()],
             settings: Vec::new(),
         }
