@@ -8,7 +8,7 @@
 //! It reports a score-only finding when a meter's score moves by `score_step` or more, and an
 //! alert finding on every reading while the score is at or above `alert_score`. The estimated
 //! rig count divides the base load by one rig's draw; the onset is the first reading that
-//! reached the alert score, kept in plugin state.
+//! reached the alert score, kept in plugin state with the step in mean power around it.
 
 use gridwatch_plugin_sdk::prelude::*;
 
@@ -33,16 +33,27 @@ impl Detector for Mining {
     }
 }
 
+export_detector!(Mining);
+
 /// Runs the detector on a batch with the given host; the plugin passes the daemon's, native
 /// tests and benchmarks pass a [`MemoryHost`].
 pub fn detect_with(host: &mut impl Host, readings: &[Reading]) -> Vec<Finding> {
-    readings
-        .iter()
-        .filter_map(|reading| examine(host, reading))
-        .collect()
+    // Settings are read once per region and batch, not once per reading.
+    let mut regions: Vec<(&str, Thresholds)> = Vec::new();
+    let mut findings = Vec::new();
+    for reading in readings {
+        let region = reading.meter.region.as_str();
+        let index = match regions.iter().position(|(r, _)| *r == region) {
+            Some(index) => index,
+            None => {
+                regions.push((region, Thresholds::for_region(host, region)));
+                regions.len() - 1
+            }
+        };
+        findings.extend(examine(host, &regions[index].1, reading));
+    }
+    findings
 }
-
-export_detector!(Mining);
 
 /// Returns the settings the detector declares, with their defaults.
 pub fn settings() -> Vec<SettingSpec> {
@@ -125,14 +136,13 @@ impl Thresholds {
 }
 
 /// Scores one reading and returns a finding when there is something to report.
-fn examine(host: &mut impl Host, reading: &Reading) -> Option<Finding> {
-    let limits = Thresholds::for_region(host, &reading.meter.region);
+fn examine(host: &mut impl Host, limits: &Thresholds, reading: &Reading) -> Option<Finding> {
     let window = reading
         .state
         .windows
         .iter()
         .find(|w| w.name == limits.window)?;
-    let score = score(window, &limits);
+    let score = score(window, limits);
 
     let meter = &reading.meter;
     let last = get_f64(host, meter, "score").unwrap_or(0.0);
@@ -140,9 +150,11 @@ fn examine(host: &mut impl Host, reading: &Reading) -> Option<Finding> {
     if !alerting && (score - last).abs() < limits.score_step {
         return None;
     }
-    host.set_state(meter, "score", &score.to_le_bytes());
+    if score != last {
+        host.set_state(meter, "score", &score.to_le_bytes());
+    }
 
-    let onset_ms = onset(host, meter, alerting, reading.timestamp_ms);
+    let onset = onset(host, meter, alerting, reading.timestamp_ms);
     let rigs = (window.base_kw / limits.rig_kw).round().max(1.0);
     let severity = match (alerting, rigs >= limits.high_rigs) {
         (false, _) => Severity::Info,
@@ -158,7 +170,7 @@ fn examine(host: &mut impl Host, reading: &Reading) -> Option<Finding> {
             "flat load of {:.1} kW mean, {:.1} kW base over {} h, about {rigs} rig(s)",
             window.mean_kw, window.base_kw, window.hours
         ),
-        evidence: evidence(window, rigs, onset_ms, step_kw(host, meter)),
+        evidence: evidence(window, rigs, onset),
     })
 }
 
@@ -182,20 +194,41 @@ fn ramp(value: f64, full: f64) -> f64 {
     ((value / full - 0.5) * 2.0).clamp(0.0, 1.0)
 }
 
-/// Returns the time the meter first reached the alert score, kept until the score drops.
-fn onset(host: &mut impl Host, meter: &MeterId, alerting: bool, timestamp_ms: i64) -> Option<i64> {
+/// The first reading that reached the alert score, kept until the score drops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Onset {
+    /// Its time, Unix milliseconds.
+    ts_ms: i64,
+    /// Mean power of the 24 hours before it subtracted from that of the 24 hours up to it, kW:
+    /// the size of the step the rigs added, when they were switched on within that span.
+    step_kw: f64,
+}
+
+/// Returns the meter's onset, recording it on the first alerting reading.
+fn onset(host: &mut impl Host, meter: &MeterId, alerting: bool, ts_ms: i64) -> Option<Onset> {
     if !alerting {
-        host.delete_state(meter, "onset_ms");
+        host.delete_state(meter, "onset");
         return None;
     }
-    let stored = host
-        .get_state(meter, "onset_ms")
-        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-        .map(i64::from_le_bytes);
-    if stored.is_none() {
-        host.set_state(meter, "onset_ms", &timestamp_ms.to_le_bytes());
+    let stored = host.get_state(meter, "onset").and_then(|bytes| {
+        let ts: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        let step: [u8; 8] = bytes.get(8..16)?.try_into().ok()?;
+        Some(Onset {
+            ts_ms: i64::from_le_bytes(ts),
+            step_kw: f64::from_le_bytes(step),
+        })
+    });
+    if let Some(onset) = stored {
+        return Some(onset);
     }
-    Some(stored.unwrap_or(timestamp_ms))
+    let onset = Onset {
+        ts_ms,
+        step_kw: step_kw(host, meter),
+    };
+    let mut bytes = onset.ts_ms.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&onset.step_kw.to_le_bytes());
+    host.set_state(meter, "onset", &bytes);
+    Some(onset)
 }
 
 /// Mean power of the newest 24 hours minus that of the 24 before, from the meter's history.
@@ -214,7 +247,7 @@ fn get_f64(host: &mut impl Host, meter: &MeterId, key: &str) -> Option<f64> {
     Some(f64::from_le_bytes(bytes))
 }
 
-fn evidence(window: &WindowStats, rigs: f64, onset_ms: Option<i64>, step_kw: f64) -> Vec<Entry> {
+fn evidence(window: &WindowStats, rigs: f64, onset: Option<Onset>) -> Vec<Entry> {
     let mut evidence = vec![
         entry("window", Value::Text(window.name.clone())),
         entry("mean_kw", Value::Number(window.mean_kw)),
@@ -223,10 +256,10 @@ fn evidence(window: &WindowStats, rigs: f64, onset_ms: Option<i64>, step_kw: f64
         entry("night_day_ratio", Value::Number(window.night_day_ratio)),
         entry("hours_with_data", Value::Number(window.hours_with_data)),
         entry("estimated_rigs", Value::Integer(rigs as i64)),
-        entry("step_kw", Value::Number(step_kw)),
     ];
-    if let Some(onset_ms) = onset_ms {
-        evidence.push(entry("onset_ms", Value::Integer(onset_ms)));
+    if let Some(onset) = onset {
+        evidence.push(entry("onset_ms", Value::Integer(onset.ts_ms)));
+        evidence.push(entry("step_kw", Value::Number(onset.step_kw)));
     }
     evidence
 }
