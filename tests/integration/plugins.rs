@@ -494,3 +494,26 @@ fn python_detector_built_with_componentize_py_finds_flat_load() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("ok: 49 findings match"), "{out}");
 }
+
+#[test]
+fn plugins_see_no_files_environment_clock_or_network() {
+    let wasm = plugin_wasm("snoop");
+    let input = repo_root().join("plugins/mining/tests/readings.jsonl");
+    let (ok, out, err) = gridwatch(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let finding: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("one finding")).unwrap();
+    let evidence = &finding["evidence"];
+    assert_eq!(evidence["env_vars"], 0, "{evidence}");
+    assert_eq!(evidence["args"], 0, "{evidence}");
+    assert_eq!(evidence["root_listed"], false, "{evidence}");
+    assert_eq!(evidence["passwd_read"], false, "{evidence}");
+    assert_eq!(evidence["wall_clock_ms"], 0, "{evidence}");
+    assert_eq!(evidence["tcp_connected"], false, "{evidence}");
+}
