@@ -5,6 +5,9 @@
 //! loads that the mining detector alerts on and half household loads it passes over:
 //!
 //! - `mining/native`: `gridwatch_plugin_mining::detect_with` on SDK records with an in-memory host;
+//! - `mining/native_in_daemon`: the same, plus the work a detector built into the daemon would
+//!   also do: converting each reading to the detector's records and each finding to an alert
+//!   record with JSON evidence;
 //! - `mining/plugin`: the same crate built for `wasm32-wasip2`, run by the daemon's plugin bank,
 //!   including the conversion of readings to WIT records, the copies across the sandbox, the host
 //!   calls for state and settings, and the checks on every finding;
@@ -13,17 +16,20 @@
 //! Run with `cargo bench --bench plugins`; the plugins are built first (release, wasm32-wasip2,
 //! in `target/plugins`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+use gridwatch::alerts::{AlertDraft, AlertSource, Severity};
 use gridwatch::config::PluginsConfig;
 use gridwatch::decode::Reading;
 use gridwatch::metrics::Metrics;
 use gridwatch::plugins::{HistorySource, MeterRef, PluginBank, PluginHost, PluginStates};
 use gridwatch::state::{Interval, IntervalKind, MeterSnapshot, WindowStats};
+use gridwatch::store::AlertWrite;
 use gridwatch_plugin_sdk::prelude as sdk;
 
 const BATCH: usize = 1_024;
@@ -185,6 +191,45 @@ fn run_plugin(bank: &mut PluginBank, items: &[MeterRef<'_>]) -> usize {
     found.scores.len()
 }
 
+/// Converts findings to alert records with JSON evidence, as the plugin bank does.
+fn native_alerts(findings: Vec<sdk::Finding>) -> Vec<AlertWrite> {
+    let mut meters: HashMap<(String, String), usize> = HashMap::new();
+    let mut alerts = Vec::with_capacity(findings.len());
+    for finding in findings {
+        let key = (finding.meter.region.clone(), finding.meter.meter.clone());
+        let next = meters.len();
+        meters.entry(key).or_insert(next);
+        let mut evidence = serde_json::Map::new();
+        for entry in &finding.evidence {
+            let value = match &entry.value {
+                sdk::Value::Flag(b) => serde_json::Value::from(*b),
+                sdk::Value::Integer(i) => serde_json::Value::from(*i),
+                sdk::Value::Number(n) => serde_json::Value::from(*n),
+                sdk::Value::Text(t) => serde_json::Value::from(t.as_str()),
+            };
+            evidence.insert(entry.name.clone(), value);
+        }
+        evidence.insert("score".into(), serde_json::Value::from(finding.score));
+        evidence.insert("plugin".into(), serde_json::Value::from("mining"));
+        alerts.push(AlertWrite {
+            region: finding.meter.region,
+            meter: finding.meter.meter,
+            ts_ms: START_MS,
+            draft: AlertDraft {
+                kind: finding.kind,
+                severity: Severity::Medium,
+                message: finding.message,
+                evidence: serde_json::Value::Object(evidence),
+                source: AlertSource {
+                    rule: "native:mining".into(),
+                    content_hash: String::new(),
+                },
+            },
+        });
+    }
+    alerts
+}
+
 fn plugins(c: &mut Criterion) {
     let out = build_plugins();
     let batch = batch();
@@ -216,6 +261,13 @@ fn plugins(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("native", |b| {
         b.iter(|| gridwatch_plugin_mining::detect_with(&mut native_host, &native_batch).len())
+    });
+    group.bench_function("native_in_daemon", |b| {
+        b.iter(|| {
+            let records = sdk_batch(&batch);
+            let findings = gridwatch_plugin_mining::detect_with(&mut native_host, &records);
+            native_alerts(findings).len()
+        })
     });
     let mut mining = bank(&out.join("gridwatch_plugin_mining.wasm"));
     group.bench_function("plugin", |b| b.iter(|| run_plugin(&mut mining, &items)));

@@ -3,6 +3,7 @@
 //! The schema is documented in `docs/telemetry.md`. Decoding never panics: every payload either
 //! becomes a [`Reading`] or a [`Rejection`] that names the reason, the value and what was expected.
 
+pub mod formats;
 mod topic;
 
 use serde_json::{Map, Value};
