@@ -25,6 +25,9 @@ use crate::store::Store;
 /// to 5 s for the pipeline's last acknowledgements, so the pipeline has normally ended by then.
 const PIPELINE_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Stack of the pipeline thread, which runs plugins and rules.
+const PIPELINE_STACK_BYTES: usize = 16 << 20;
+
 /// Exit status when the store cannot be opened, for example because another process holds it.
 pub const EXIT_STORE_UNAVAILABLE: i32 = 3;
 
@@ -105,6 +108,8 @@ pub async fn run(
     pipeline.on_commit(move || notify.notify());
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
+        // Plugins run on this thread: their wasm stack (at most 1 MiB) comes out of it.
+        .stack_size(PIPELINE_STACK_BYTES)
         .spawn(move || pipeline.run(message_rx, Some(ack_tx)))?;
     let ingest_task = tokio::spawn(ingest::run(
         config.mqtt.clone(),

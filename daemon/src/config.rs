@@ -269,6 +269,10 @@ pub struct PluginsConfig {
     pub max_output_bytes: usize,
     /// Readings passed in one call; larger batches are split.
     pub max_readings_per_call: usize,
+    /// Largest plugin state value, in bytes; a larger `set-state` fails the call.
+    pub max_state_value_bytes: usize,
+    /// Plugin state bytes (keys and values) one call may write; more fails the call.
+    pub max_state_bytes_per_call: usize,
     /// Consecutive failed calls after which a plugin is quarantined.
     pub quarantine_after_failures: u32,
     /// First quarantine length, in seconds; it doubles on each quarantine in a row.
@@ -293,6 +297,8 @@ impl Default for PluginsConfig {
             max_stack_bytes: 512 << 10,
             max_output_bytes: 1 << 20,
             max_readings_per_call: 1_024,
+            max_state_value_bytes: 64 << 10,
+            max_state_bytes_per_call: 1 << 20,
             quarantine_after_failures: 3,
             quarantine_initial_secs: 10,
             quarantine_max_secs: 600,
@@ -301,6 +307,13 @@ impl Default for PluginsConfig {
         }
     }
 }
+
+/// Largest `plugins.max_stack_bytes`: the pipeline thread's stack must hold the wasm stack
+/// and the host's own frames.
+pub const MAX_PLUGIN_STACK_BYTES: usize = 1 << 20;
+
+/// Largest `plugins.quarantine_max_secs`, one week.
+pub const MAX_QUARANTINE_SECS: u64 = 7 * 24 * 3600;
 
 impl PluginsConfig {
     fn validate(&self, problems: &mut Vec<String>) {
@@ -325,6 +338,28 @@ impl PluginsConfig {
             ),
         ] {
             positive(problems, key, value);
+        }
+        if self.max_stack_bytes > MAX_PLUGIN_STACK_BYTES {
+            problems.push(format!(
+                "plugins.max_stack_bytes: {} is above the largest supported value, expected at \
+                 most {MAX_PLUGIN_STACK_BYTES}",
+                self.max_stack_bytes
+            ));
+        }
+        if self.quarantine_max_secs > MAX_QUARANTINE_SECS {
+            problems.push(format!(
+                "plugins.quarantine_max_secs: {} is above one week, expected at most \
+                 {MAX_QUARANTINE_SECS}",
+                self.quarantine_max_secs
+            ));
+        }
+        if !self.cache_dir.as_os_str().is_empty() && self.cache_dir.starts_with(&self.dir) {
+            problems.push(format!(
+                "plugins.cache_dir: '{}' is inside plugins.dir '{}', expected a separate folder \
+                 that only the daemon can write, because compiled code there is trusted",
+                self.cache_dir.display(),
+                self.dir.display()
+            ));
         }
         if self.quarantine_max_secs < self.quarantine_initial_secs {
             problems.push(format!(

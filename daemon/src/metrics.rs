@@ -55,7 +55,7 @@ pub struct Metrics {
     /// Findings returned by plugins, by `plugin`.
     pub plugin_findings: Family<Labels, Counter>,
     /// Failed plugin calls, by `plugin` and `cause` (fuel, deadline, memory, stack, output,
-    /// trap, invalid_finding, instantiate).
+    /// state, trap, instantiate), and dropped findings under `cause="invalid_finding"`.
     pub plugin_failures: Family<Labels, Counter>,
     /// 1 while a plugin is quarantined after repeated failures, by `plugin`.
     pub plugin_quarantined: Family<Labels, Gauge>,

@@ -517,3 +517,23 @@ fn plugins_see_no_files_environment_clock_or_network() {
     assert_eq!(evidence["wall_clock_ms"], 0, "{evidence}");
     assert_eq!(evidence["tcp_connected"], false, "{evidence}");
 }
+
+#[test]
+fn oversized_plugin_state_fails_the_call() {
+    let wasm = plugin_wasm("state_hog");
+    let input = repo_root().join("plugins/mining/tests/readings.jsonl");
+    let (ok, _, err) = gridwatch(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(!ok, "a 128 KiB state value must fail the call");
+    assert!(
+        err.contains(
+            "failed (state): state value of 131072 bytes is over the limit of 65536 bytes"
+        ),
+        "{err}"
+    );
+}

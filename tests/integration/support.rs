@@ -270,6 +270,10 @@ impl Daemon {
         wait_for("gridwatch /healthz", Duration::from_secs(30), || {
             reqwest::blocking_get_ok(&url)
         });
+        // Messages published before the subscription is confirmed would miss a first session.
+        if config.contains("url = \"mqtt://") {
+            daemon.wait_for_log("subscription confirmed", Duration::from_secs(30));
+        }
         daemon
     }
 

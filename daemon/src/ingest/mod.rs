@@ -324,6 +324,21 @@ async fn handle_event(
             // retained messages, which the register then classifies as duplicates.
             subscribe(client, config).await;
         }
+        Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+            for code in &ack.return_codes {
+                match code {
+                    rumqttc::SubscribeReasonCode::Success(qos) => {
+                        tracing::info!(pkid = ack.pkid, qos = ?qos, "subscription confirmed");
+                    }
+                    rumqttc::SubscribeReasonCode::Failure => {
+                        tracing::error!(
+                            pkid = ack.pkid,
+                            "broker refused the subscription; check its ACL for this client"
+                        );
+                    }
+                }
+            }
+        }
         Ok(_) => {}
         Err(error) => {
             metrics.mqtt_connected.set(0);

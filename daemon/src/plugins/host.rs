@@ -23,6 +23,21 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 /// Table elements an instance may grow its tables to.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
+/// Log lines one call may write; later ones are dropped.
+const MAX_LOG_LINES_PER_CALL: usize = 100;
+
+/// Characters of one plugin log message.
+const MAX_LOG_CHARS: usize = 1_000;
+
+/// Limits on a call's state writes.
+#[derive(Debug, Clone, Copy)]
+pub struct StateLimits {
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Bytes of keys and values one call may write.
+    pub max_bytes_per_call: usize,
+}
+
 /// Source of the meters' hourly energy for the `history` import.
 pub trait HistorySource: Send + Sync {
     /// Returns up to `hours` hours of the meter `region/meter_id`, oldest first, as start in
@@ -73,12 +88,19 @@ pub struct HostState {
     pub(super) memory_limit_hit: bool,
     /// State writes of the call in progress, by full key; kept only if the call succeeds.
     writes: HashMap<String, Option<Vec<u8>>>,
+    limits: StateLimits,
+    /// State bytes written by the call in progress.
+    written_bytes: usize,
+    /// Log lines written by the call in progress.
+    log_lines: usize,
+    /// The limit a host function enforced by failing the call: cause and description.
+    pub(super) limit_hit: Option<(&'static str, String)>,
 }
 
 impl HostState {
     /// Builds a store's data with WASI locked down: no files, network, environment or
     /// arguments, clocks fixed at zero and a fixed random sequence.
-    pub fn new(context: Arc<PluginContext>, memory_cap: usize) -> HostState {
+    pub fn new(context: Arc<PluginContext>, memory_cap: usize, limits: StateLimits) -> HostState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -99,7 +121,25 @@ impl HostState {
             memory_cap,
             memory_limit_hit: false,
             writes: HashMap::new(),
+            limits,
+            written_bytes: 0,
+            log_lines: 0,
+            limit_hit: None,
         }
+    }
+
+    /// Resets the per-call counters before a call.
+    pub fn begin_call(&mut self) {
+        self.written_bytes = 0;
+        self.log_lines = 0;
+        self.limit_hit = None;
+    }
+
+    /// Records which limit failed the call and returns the error that traps it.
+    fn fail_call<T>(&mut self, cause: &'static str, detail: String) -> Result<T> {
+        let error = wasmtime::Error::msg(detail.clone());
+        self.limit_hit = Some((cause, detail));
+        Err(error)
     }
 
     /// Hands the state writes of a successful call to the batch.
@@ -168,26 +208,46 @@ impl ResourceLimiter for HostState {
 impl types::Host for HostState {}
 
 impl Host for HostState {
-    fn get_state(&mut self, meter: MeterId, key: String) -> Option<Vec<u8>> {
+    fn get_state(&mut self, meter: MeterId, key: String) -> Result<Option<Vec<u8>>> {
         let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
-        match self.writes.get(&full) {
+        Ok(match self.writes.get(&full) {
             Some(value) => value.clone(),
             None => self.context.states.get(&full),
-        }
+        })
     }
 
-    fn set_state(&mut self, meter: MeterId, key: String, value: Vec<u8>) {
+    fn set_state(&mut self, meter: MeterId, key: String, value: Vec<u8>) -> Result<()> {
+        let limits = &self.limits;
+        if value.len() > limits.max_value_bytes {
+            let detail = format!(
+                "state value of {} bytes is over the limit of {} bytes",
+                value.len(),
+                limits.max_value_bytes
+            );
+            return self.fail_call("state", detail);
+        }
+        self.written_bytes += key.len() + value.len();
+        if self.written_bytes > limits.max_bytes_per_call {
+            let detail = format!(
+                "state writes of {} bytes in one call are over the limit of {} bytes",
+                self.written_bytes, limits.max_bytes_per_call
+            );
+            return self.fail_call("state", detail);
+        }
         let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
         self.writes.insert(full, Some(value));
+        Ok(())
     }
 
-    fn delete_state(&mut self, meter: MeterId, key: String) {
+    fn delete_state(&mut self, meter: MeterId, key: String) -> Result<()> {
         let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
         self.writes.insert(full, None);
+        Ok(())
     }
 
-    fn history(&mut self, meter: MeterId, hours: u32) -> Vec<Hour> {
-        self.context
+    fn history(&mut self, meter: MeterId, hours: u32) -> Result<Vec<Hour>> {
+        let hours = self
+            .context
             .history
             .history(&Self::meter_key(&meter), hours)
             .into_iter()
@@ -196,23 +256,40 @@ impl Host for HostState {
                 energy_kwh,
                 covered_secs,
             })
-            .collect()
+            .collect();
+        Ok(hours)
     }
 
-    fn setting(&mut self, region: String, name: String) -> Option<Value> {
-        self.context.settings.get(&region, &name)
+    fn setting(&mut self, region: String, name: String) -> Result<Option<Value>> {
+        Ok(self.context.settings.get(&region, &name))
     }
 
-    fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, message: String) -> Result<()> {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES_PER_CALL {
+            return Ok(());
+        }
         let plugin = self.context.name.as_str();
-        // Plugin messages are capped so a plugin cannot flood the log with one call.
-        let message: String = message.chars().take(1_000).collect();
+        // One line per call, without control characters, so a plugin cannot forge log lines.
+        let message: String = message
+            .chars()
+            .take(MAX_LOG_CHARS)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if self.log_lines == MAX_LOG_LINES_PER_CALL {
+            tracing::warn!(
+                plugin,
+                limit = MAX_LOG_LINES_PER_CALL,
+                "further log lines of this plugin call are dropped"
+            );
+        }
         match level {
             Level::Debug => tracing::debug!(plugin, "{message}"),
             Level::Info => tracing::info!(plugin, "{message}"),
             Level::Warn => tracing::warn!(plugin, "{message}"),
             Level::Error => tracing::error!(plugin, "{message}"),
         }
+        Ok(())
     }
 }
 

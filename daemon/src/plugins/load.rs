@@ -20,6 +20,15 @@ use crate::config::{DetectorConfig, PluginsConfig};
 use crate::metrics::Metrics;
 use crate::watch::{FolderWatcher, Reload, WatchError};
 
+/// Longest plugin description, in bytes.
+const MAX_DESCRIPTION_BYTES: usize = 1024;
+
+/// Most alert kinds one plugin may declare.
+const MAX_KINDS: usize = 32;
+
+/// Most settings one plugin may declare.
+const MAX_SETTINGS: usize = 64;
+
 /// A plugin's description of itself.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PluginInfo {
@@ -263,15 +272,51 @@ fn describe(
             raw.name.escape_debug()
         ));
     }
-    if raw.version.is_empty() {
-        problems.push("version is empty, expected a version such as 1.0.0".into());
+    let printable = |text: &str| !text.chars().any(char::is_control);
+    if raw.version.trim().is_empty() || raw.version.len() > 64 || !printable(&raw.version) {
+        problems.push(format!(
+            "version '{}' is invalid, expected 1 to 64 printable characters such as 1.0.0",
+            raw.version.escape_debug()
+        ));
     }
-    if raw.kinds.is_empty() {
-        problems.push("no alert kinds are declared, expected at least one".into());
+    if raw.description.len() > MAX_DESCRIPTION_BYTES {
+        problems.push(format!(
+            "description of {} bytes is too long, expected at most {MAX_DESCRIPTION_BYTES}",
+            raw.description.len()
+        ));
+    }
+    if raw.kinds.is_empty() || raw.kinds.len() > MAX_KINDS {
+        problems.push(format!(
+            "{} alert kinds are declared, expected 1 to {MAX_KINDS}",
+            raw.kinds.len()
+        ));
+    }
+    let mut seen_kinds = std::collections::HashSet::new();
+    for kind in &raw.kinds {
+        if !valid_name(kind) || !seen_kinds.insert(kind.as_str()) {
+            problems.push(format!(
+                "kind '{}' is invalid or repeated, expected unique names of 1 to 64 of a-z, \
+                 0-9, '-' and '_'",
+                kind.escape_debug()
+            ));
+        }
+    }
+    if raw.settings.len() > MAX_SETTINGS {
+        problems.push(format!(
+            "{} settings are declared, expected at most {MAX_SETTINGS}",
+            raw.settings.len()
+        ));
     }
     let mut declared = HashMap::new();
     let mut settings = Vec::new();
     for spec in raw.settings {
+        if !valid_name(&spec.name) || declared.contains_key(&spec.name) {
+            problems.push(format!(
+                "setting '{}' is invalid or repeated, expected unique names of 1 to 64 of a-z, \
+                 0-9, '-' and '_'",
+                spec.name.escape_debug()
+            ));
+        }
         let kind = match spec.kind {
             ValueKind::Flag => "flag",
             ValueKind::Integer => "integer",
@@ -453,6 +498,9 @@ impl PluginHost {
             self.quarantine_cleared(&plugin.info.name);
             tracing::info!(plugin = %plugin.info.name, "plugin unloaded");
         }
+        if changed {
+            self.warn_unmatched(&plugins);
+        }
         self.metrics.plugins_loaded.set(plugins.len() as i64);
         self.active.store(Arc::new(PluginSet {
             plugins,
@@ -460,6 +508,28 @@ impl PluginHost {
             generation,
         }));
         problems
+    }
+
+    /// Warns about loaded plugins without a config entry and entries without a plugin: both
+    /// mean a plugin that runs nowhere, usually from a typo.
+    fn warn_unmatched(&self, plugins: &[Arc<LoadedPlugin>]) {
+        for plugin in plugins {
+            let name = &plugin.info.name;
+            match self.config.detectors.get(name) {
+                None => {
+                    tracing::warn!(plugin = %name, "plugin has no [plugins.detectors.{name}] entry and runs in no region")
+                }
+                Some(entry) if entry.regions.is_empty() => {
+                    tracing::warn!(plugin = %name, "plugin's regions list is empty, so it runs in no region");
+                }
+                Some(_) => {}
+            }
+        }
+        for name in self.config.detectors.keys() {
+            if !plugins.iter().any(|p| &p.info.name == name) {
+                tracing::warn!(plugin = %name, "[plugins.detectors.{name}] names no loaded plugin");
+            }
+        }
     }
 
     /// Clears the quarantine gauge: a new version starts with a clean record and an unloaded
@@ -482,6 +552,12 @@ impl PluginHost {
                 return (old.plugins.clone(), problems);
             }
         };
+        // Files of running plugins go first, so a new file that reuses a running plugin's name
+        // is the one refused.
+        let (mut files, new): (Vec<PathBuf>, Vec<PathBuf>) = files
+            .into_iter()
+            .partition(|file| old.plugins.iter().any(|p| &p.file == file));
+        files.extend(new);
         let mut by_name: BTreeMap<String, Arc<LoadedPlugin>> = BTreeMap::new();
         for file in files {
             let Some(plugin) = self.load_file(old, &file, &mut problems) else {

@@ -46,6 +46,8 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../plugin-sdk/wit",
         world: "plugin",
+        // Host functions can trap the call, which is how state limits are enforced.
+        imports: { default: trappable },
     });
 }
 

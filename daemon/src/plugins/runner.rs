@@ -8,7 +8,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::gridwatch::detector::types::{Finding, Info, Reading};
 use super::bindings::{Plugin, PluginPre};
 use super::engine::PluginEngine;
-use super::host::{HostState, PluginContext};
+use super::host::{HostState, PluginContext, StateLimits};
 use super::load::LoadedPlugin;
 use crate::metrics::Metrics;
 
@@ -21,7 +21,8 @@ const STDERR_REBUILD_BYTES: usize = 8 * 1024;
 /// Cause of a failed call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    /// Short cause for metrics: fuel, deadline, memory, stack, output, trap or instantiate.
+    /// Short cause for metrics: fuel, deadline, memory, stack, output, state, trap or
+    /// instantiate.
     pub cause: &'static str,
     /// Description for the log.
     pub message: String,
@@ -43,7 +44,11 @@ impl Instance {
         pre: &PluginPre<HostState>,
         context: Arc<PluginContext>,
     ) -> wasmtime::Result<Instance> {
-        let state = HostState::new(context, engine.limits.max_memory_bytes);
+        let limits = StateLimits {
+            max_value_bytes: engine.limits.max_state_value_bytes,
+            max_bytes_per_call: engine.limits.max_state_bytes_per_call,
+        };
+        let state = HostState::new(context, engine.limits.max_memory_bytes, limits);
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|state| state);
         store.set_fuel(engine.limits.fuel_per_call)?;
@@ -110,13 +115,16 @@ impl Instance {
             message: super::chain(&e),
         })?;
         self.store.set_epoch_deadline(engine.deadline_ticks());
+        self.store.data_mut().begin_call();
         Ok(())
     }
 
     /// Names the cause of a failed call in words an operator can act on.
     fn classify(&self, engine: &PluginEngine, readings: usize, error: &wasmtime::Error) -> Failure {
         let limits = &engine.limits;
-        let (cause, what) = if self.store.data().memory_limit_hit {
+        let (cause, what) = if let Some((cause, detail)) = &self.store.data().limit_hit {
+            (*cause, detail.clone())
+        } else if self.store.data().memory_limit_hit {
             (
                 "memory",
                 format!("memory limit of {} bytes reached", limits.max_memory_bytes),
@@ -297,7 +305,8 @@ impl Runner {
             .saturating_mul(factor)
             .min(limits.quarantine_max_secs);
         self.quarantines_in_row += 1;
-        self.quarantined_until = Some(Instant::now() + Duration::from_secs(secs));
+        let now = Instant::now();
+        self.quarantined_until = now.checked_add(Duration::from_secs(secs)).or(Some(now));
         metrics
             .plugin_quarantined
             .get_or_create(&self.labels())
