@@ -277,7 +277,7 @@ pub struct PluginsConfig {
     pub quarantine_after_failures: u32,
     /// First quarantine length, in seconds; it doubles on each quarantine in a row.
     pub quarantine_initial_secs: u64,
-    /// Longest quarantine, in seconds.
+    /// Maximum quarantine, in seconds.
     pub quarantine_max_secs: u64,
     /// Quiet time after the last file change before a reload, in milliseconds.
     pub reload_debounce_ms: u64,
@@ -374,7 +374,7 @@ impl PluginsConfig {
     }
 }
 
-/// Where one plugin runs and the settings it gets.
+/// Regions and settings of one plugin.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {

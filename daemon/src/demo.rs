@@ -119,6 +119,10 @@ fn demo_config(
     config.mqtt.url = format!("mqtt://127.0.0.1:{broker_port}");
     config.mqtt.client_id = "gridwatch-demo".into();
     config.rules.dir = args.rules.clone();
+    // The demo's plugins folder and compile cache live beside its store, in a temporary folder.
+    let scratch = store.parent().map(PathBuf::from).unwrap_or_default();
+    config.plugins.dir = scratch.join("plugins");
+    config.plugins.cache_dir = scratch.join("plugin-cache");
     config.store.path = store;
     config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.http.api_token = api_token;

@@ -20,7 +20,7 @@ use crate::config::{DetectorConfig, PluginsConfig};
 use crate::metrics::Metrics;
 use crate::watch::{FolderWatcher, Reload, WatchError};
 
-/// Longest plugin description, in bytes.
+/// Maximum length of a plugin description, in bytes.
 const MAX_DESCRIPTION_BYTES: usize = 1024;
 
 /// Most alert kinds one plugin may declare.
@@ -55,7 +55,7 @@ pub struct SettingInfo {
     pub kind: &'static str,
     /// Default value, as JSON.
     pub default: serde_json::Value,
-    /// What it controls.
+    /// Description of what it controls.
     pub description: String,
 }
 
