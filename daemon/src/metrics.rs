@@ -42,6 +42,9 @@ pub struct Metrics {
     pub mqtt_connection_errors: Counter,
     /// Redb commits of reading batches.
     pub store_commits: Counter,
+    /// Messages whose batch was committed, accepted and rejected alike; after a commit
+    /// failure it lags `readings_received` until the retry succeeds.
+    pub messages_committed: Counter,
     /// 1 while batch commits succeed, 0 while they fail and readings stay unacknowledged.
     pub store_healthy: Gauge,
     /// Meters held in memory.
@@ -90,6 +93,7 @@ impl Metrics {
             mqtt_connected: Gauge::default(),
             mqtt_connection_errors: Counter::default(),
             store_commits: Counter::default(),
+            messages_committed: Counter::default(),
             store_healthy: Gauge::default(),
             meters: Gauge::default(),
             plugins_loaded: Gauge::default(),
@@ -166,6 +170,11 @@ impl Metrics {
             "mqtt_connection_errors",
             "Failed MQTT connection attempts",
             m.mqtt_connection_errors.clone(),
+        );
+        r.register(
+            "messages_committed",
+            "Messages whose batch was committed",
+            m.messages_committed.clone(),
         );
         r.register(
             "store_commits",

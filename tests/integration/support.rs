@@ -379,8 +379,8 @@ pub async fn publish_all(url_port: u16, messages: Vec<(String, Vec<u8>)>) {
     let _ = client.disconnect().await;
 }
 
-/// Waits until the daemon has processed every message the broker delivered: the received count
-/// equals accepted plus rejected and has not changed for one second.
+/// Waits until the daemon has committed every message the broker delivered: the received count
+/// equals the committed count and has not changed for one second.
 pub async fn wait_until_processed(daemon: &Daemon) {
     let url = format!("{}/metrics", daemon.http);
     let mut previous = -1.0;
@@ -388,13 +388,8 @@ pub async fn wait_until_processed(daemon: &Daemon) {
     loop {
         let text = get_text(&url).await;
         let received = metric(&text, "gridwatch_readings_received_total").unwrap_or(0.0);
-        let accepted = metric(&text, "gridwatch_readings_accepted_total").unwrap_or(0.0);
-        let rejected: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("gridwatch_readings_rejected_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        if received > 0.0 && received == accepted + rejected && received == previous {
+        let committed = metric(&text, "gridwatch_messages_committed_total").unwrap_or(0.0);
+        if received > 0.0 && received == committed && received == previous {
             return;
         }
         assert!(

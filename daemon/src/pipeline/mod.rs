@@ -195,6 +195,8 @@ impl Pipeline {
             match self.commit(&pending, now_ms) {
                 Ok(outcome) => {
                     self.context.metrics.store_healthy.set(1);
+                    let messages = batch.len() as u64;
+                    self.context.metrics.messages_committed.inc_by(messages);
                     return outcome;
                 }
                 Err(error) => {
