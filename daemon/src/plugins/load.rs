@@ -180,7 +180,10 @@ impl LoadedPlugin {
                 }
                 None => problems.push(format!(
                     "{prefix}.{name}: invalid value {value}, expected {}",
-                    kind_name(default)
+                    match kind_name(default) {
+                        "number" => "a finite number",
+                        other => other,
+                    }
                 )),
             }
         }
@@ -188,13 +191,14 @@ impl LoadedPlugin {
     }
 }
 
-/// Converts a config value to the declared setting's type; integers widen to numbers.
+/// Converts a config value to the declared setting's type; integers widen to numbers, and
+/// infinite and NaN numbers are refused.
 fn convert_value(value: &toml::Value, default: &Value) -> Option<Value> {
     match (value, default) {
         (toml::Value::Boolean(b), Value::Flag(_)) => Some(Value::Flag(*b)),
         (toml::Value::Integer(i), Value::Integer(_)) => Some(Value::Integer(*i)),
         (toml::Value::Integer(i), Value::Number(_)) => Some(Value::Number(*i as f64)),
-        (toml::Value::Float(f), Value::Number(_)) => Some(Value::Number(*f)),
+        (toml::Value::Float(f), Value::Number(_)) if f.is_finite() => Some(Value::Number(*f)),
         (toml::Value::String(s), Value::Text(_)) => Some(Value::Text(s.clone())),
         _ => None,
     }
@@ -673,4 +677,32 @@ pub(super) fn runs_in(config: &PluginsConfig, plugin: &str, region: &str) -> boo
         .detectors
         .get(plugin)
         .is_some_and(|detector| detector.runs_in(region))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Value, convert_value};
+
+    #[test]
+    fn settings_convert_to_declared_kind() {
+        let number = Value::Number(1.0);
+        let widened = convert_value(&toml::Value::Integer(3), &number);
+        assert!(matches!(widened, Some(Value::Number(n)) if n == 3.0));
+        let text = convert_value(
+            &toml::Value::String("7d".into()),
+            &Value::Text(String::new()),
+        );
+        assert!(matches!(text, Some(Value::Text(t)) if t == "7d"));
+        let flag = convert_value(&toml::Value::Boolean(true), &number);
+        assert!(flag.is_none(), "a flag is not a number");
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused() {
+        let number = Value::Number(1.0);
+        for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            let converted = convert_value(&toml::Value::Float(bad), &number);
+            assert!(converted.is_none(), "{bad} was accepted");
+        }
+    }
 }
