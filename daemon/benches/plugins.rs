@@ -80,7 +80,7 @@ fn stats(base_kw: f64, load_factor: f64, hours: u32) -> WindowStats {
     }
 }
 
-/// One batch: even meters carry a flat 6.5 kW load, odd ones a household load.
+/// Builds one batch: even meters carry a flat 6.5 kW load, odd ones a household load.
 fn batch() -> Vec<(Reading, MeterSnapshot)> {
     (0..BATCH)
         .map(|i| {
@@ -110,7 +110,7 @@ fn batch() -> Vec<(Reading, MeterSnapshot)> {
         .collect()
 }
 
-/// The same batch as SDK records, for the native run.
+/// Converts the batch to SDK records for the native run.
 fn sdk_batch(batch: &[(Reading, MeterSnapshot)]) -> Vec<sdk::Reading> {
     batch
         .iter()

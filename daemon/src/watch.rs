@@ -32,7 +32,7 @@ pub trait Reload: Send + Sync + 'static {
 #[derive(Debug, thiserror::Error)]
 #[error("failed to watch {what} folder '{}': {source}", path.display())]
 pub struct WatchError {
-    /// What the folder holds, such as `rules`.
+    /// Kind of folder, such as `rules`, used in messages.
     pub what: &'static str,
     /// The folder that could not be watched.
     pub path: PathBuf,

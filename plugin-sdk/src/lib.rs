@@ -96,8 +96,8 @@ pub use bindings::exports::gridwatch::detector::detector::Guest as Detector;
 
 /// Exports a type that implements [`Detector`] as the plugin's detector.
 ///
-/// The export exists only in WebAssembly builds; a native build of the same crate (for its
-/// unit tests or lints) compiles the detector without exporting it.
+/// The export exists only in WebAssembly builds. A native build of the same crate, for its
+/// unit tests or lints, compiles the detector without exporting it.
 #[macro_export]
 macro_rules! export_detector {
     ($detector:ident) => {

@@ -21,7 +21,7 @@ const HOSTILE: [(&str, &str, &str); 5] = [
     ("always_trap", "always-trap", "trap"),
 ];
 
-/// The shipped rules without `mining.rhai`, so every mining alert comes from the plugin.
+/// Copies the shipped rules without `mining.rhai`, so every mining alert comes from the plugin.
 fn rules_without_mining(dir: &Path) -> std::path::PathBuf {
     let rules = dir.join("rules");
     copy_dir(&repo_root().join("rules"), &rules);
@@ -31,7 +31,7 @@ fn rules_without_mining(dir: &Path) -> std::path::PathBuf {
 
 fn install(plugins: &Path, fixture: &str, file: &str) {
     std::fs::create_dir_all(plugins).unwrap();
-    // Copy then rename, so the watcher never sees a half-written file.
+    // Copy then rename, so the watcher never reads a half-written file.
     let partial = plugins.join(format!(".{file}.partial"));
     std::fs::copy(plugin_wasm(fixture), &partial).unwrap();
     std::fs::rename(&partial, plugins.join(file)).unwrap();
@@ -68,7 +68,7 @@ fn failures(text: &str, plugin: &str, cause: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_plugins_are_contained_while_the_rest_keep_alerting() {
+async fn hostile_plugins_contained_rules_still_alert() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
@@ -218,7 +218,7 @@ async fn counts(daemon: &Daemon) -> HashMap<String, (i64, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swapped_plugin_keeps_state_and_skips_no_reading() {
+async fn swapped_plugin_keeps_state() {
     const METERS: usize = 20;
     const PER_METER: i64 = 120;
     let broker = Mosquitto::start();
@@ -285,7 +285,7 @@ fn config_text(dir: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rules_read_plugin_scores_set_per_region() {
+async fn rules_read_regional_scores() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
@@ -345,10 +345,25 @@ fn gridwatch(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Runs `gridwatch plugin test` on `wasm` with the mining fixture readings and `extra`
+/// arguments, returning success, stdout and stderr.
+fn plugin_test(wasm: &Path, extra: &[&str]) -> (bool, String, String) {
+    let input = repo_root().join("plugins/mining/tests/readings.jsonl");
+    let mut args = vec![
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    gridwatch(&args)
+}
+
 #[test]
-fn plugin_tools_inspect_and_test_the_mining_detector() {
-    let wasm = plugin_wasm("mining");
-    let wasm = wasm.to_str().unwrap();
+fn tools_inspect_and_test_mining() {
+    let wasm_path = plugin_wasm("mining");
+    let wasm = wasm_path.to_str().unwrap();
     let (ok, out, err) = gridwatch(&["plugin", "inspect", wasm]);
     assert!(ok, "{err}");
     for expected in [
@@ -361,18 +376,8 @@ fn plugin_tools_inspect_and_test_the_mining_detector() {
         assert!(out.contains(expected), "inspect lacks '{expected}':\n{out}");
     }
 
-    let fixtures = repo_root().join("plugins/mining/tests");
-    let input = fixtures.join("readings.jsonl");
-    let expect = fixtures.join("findings.jsonl");
-    let (ok, out, err) = gridwatch(&[
-        "plugin",
-        "test",
-        wasm,
-        "--input",
-        input.to_str().unwrap(),
-        "--expect",
-        expect.to_str().unwrap(),
-    ]);
+    let expect = repo_root().join("plugins/mining/tests/findings.jsonl");
+    let (ok, out, err) = plugin_test(&wasm_path, &["--expect", expect.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("ok: 68 findings match"), "{out}");
 
@@ -380,15 +385,7 @@ fn plugin_tools_inspect_and_test_the_mining_detector() {
     let wrong = dir.path().join("findings.jsonl");
     let text = std::fs::read_to_string(&expect).unwrap();
     std::fs::write(&wrong, text.replacen("\"medium\"", "\"critical\"", 1)).unwrap();
-    let (ok, out, _) = gridwatch(&[
-        "plugin",
-        "test",
-        wasm,
-        "--input",
-        input.to_str().unwrap(),
-        "--expect",
-        wrong.to_str().unwrap(),
-    ]);
+    let (ok, out, _) = plugin_test(&wasm_path, &["--expect", wrong.to_str().unwrap()]);
     assert!(!ok, "a changed expectation must fail:\n{out}");
     assert!(out.contains("-{\"kind\":\"mining\""), "{out}");
     assert!(out.contains("\"severity\":\"critical\""), "{out}");
@@ -396,7 +393,7 @@ fn plugin_tools_inspect_and_test_the_mining_detector() {
 }
 
 #[test]
-fn plugin_inspect_and_check_name_the_problem_of_bad_files() {
+fn inspect_and_check_name_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let noise = dir.path().join("noise.wasm");
     std::fs::write(&noise, rand_bytes(64)).unwrap();
@@ -430,7 +427,7 @@ fn plugin_inspect_and_check_name_the_problem_of_bad_files() {
 }
 
 #[test]
-fn plugin_test_reports_the_deadline_when_fuel_would_allow_more() {
+fn plugin_test_reports_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gridwatch.toml");
     std::fs::write(
@@ -438,17 +435,8 @@ fn plugin_test_reports_the_deadline_when_fuel_would_allow_more() {
         "[plugins]\nfuel_per_call = 1000000000000000\ncall_timeout_ms = 100\n",
     )
     .unwrap();
-    let input = repo_root().join("plugins/mining/tests/readings.jsonl");
     let wasm = plugin_wasm("endless_loop");
-    let (ok, _, err) = gridwatch(&[
-        "plugin",
-        "test",
-        wasm.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = plugin_test(&wasm, &["--config", config.to_str().unwrap()]);
     assert!(!ok);
     assert!(
         err.contains("failed (deadline): call ran past its deadline of 100 ms"),
@@ -457,7 +445,7 @@ fn plugin_test_reports_the_deadline_when_fuel_would_allow_more() {
 }
 
 #[test]
-fn python_detector_built_with_componentize_py_finds_flat_load() {
+fn python_detector_finds_flat_load() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("py-flat-load.wasm");
     let plugin = repo_root().join("plugins/python-flat-load");
@@ -480,32 +468,15 @@ fn python_detector_built_with_componentize_py_finds_flat_load() {
         "{out}"
     );
 
-    let input = repo_root().join("plugins/mining/tests/readings.jsonl");
     let expect = plugin.join("tests/findings.jsonl");
-    let (ok, out, err) = gridwatch(&[
-        "plugin",
-        "test",
-        wasm.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--expect",
-        expect.to_str().unwrap(),
-    ]);
+    let (ok, out, err) = plugin_test(&wasm, &["--expect", expect.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("ok: 49 findings match"), "{out}");
 }
 
 #[test]
-fn plugins_see_no_files_environment_clock_or_network() {
-    let wasm = plugin_wasm("snoop");
-    let input = repo_root().join("plugins/mining/tests/readings.jsonl");
-    let (ok, out, err) = gridwatch(&[
-        "plugin",
-        "test",
-        wasm.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-    ]);
+fn sandbox_hides_files_env_clock_network() {
+    let (ok, out, err) = plugin_test(&plugin_wasm("snoop"), &[]);
     assert!(ok, "{err}");
     let finding: serde_json::Value =
         serde_json::from_str(out.lines().next().expect("one finding")).unwrap();
@@ -519,16 +490,8 @@ fn plugins_see_no_files_environment_clock_or_network() {
 }
 
 #[test]
-fn oversized_plugin_state_fails_the_call() {
-    let wasm = plugin_wasm("state_hog");
-    let input = repo_root().join("plugins/mining/tests/readings.jsonl");
-    let (ok, _, err) = gridwatch(&[
-        "plugin",
-        "test",
-        wasm.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-    ]);
+fn oversized_state_fails_call() {
+    let (ok, _, err) = plugin_test(&plugin_wasm("state_hog"), &[]);
     assert!(!ok, "a 128 KiB state value must fail the call");
     assert!(
         err.contains(

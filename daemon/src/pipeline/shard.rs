@@ -84,6 +84,8 @@ impl ShardContext {
 pub(super) struct Applied {
     /// Position of its message in the batch.
     pub(super) index: usize,
+    /// Its meter's key, `region/meter_id`.
+    pub(super) key: String,
     pub(super) reading: Reading,
     pub(super) snapshot: MeterSnapshot,
 }
@@ -135,9 +137,10 @@ impl Shard {
                 continue;
             }
             let snapshot = context.model.snapshot(state, &reading, interval);
-            output.dirty.insert(key);
+            output.dirty.insert(key.clone());
             output.applied.push(Applied {
                 index,
+                key,
                 reading,
                 snapshot,
             });
@@ -172,8 +175,7 @@ impl Shard {
             }
         }
         for applied in &mut output.applied {
-            let key = meter_key(&applied.reading);
-            if let Some(state) = meters.get(&key) {
+            if let Some(state) = meters.get(&applied.key) {
                 applied.snapshot.scores.clone_from(&state.scores);
             }
         }

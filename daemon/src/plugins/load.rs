@@ -262,22 +262,46 @@ fn describe(
     raw: types::Info,
     interface: String,
 ) -> Result<(PluginInfo, HashMap<String, Value>), PluginError> {
-    let mut problems = Vec::new();
-    let valid_name = |name: &str| {
-        !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    let mut problems = check_identity(&raw);
+    let (settings, declared) = check_settings(raw.settings, &mut problems);
+
+    if !problems.is_empty() {
+        return Err(PluginError::Invalid {
+            path: path.to_owned(),
+            detail: problems.join("; "),
+        });
+    }
+    let info = PluginInfo {
+        name: raw.name,
+        version: raw.version,
+        description: raw.description,
+        kinds: raw.kinds,
+        settings,
+        interface,
     };
+    Ok((info, declared))
+}
+
+/// Returns true for a name of 1 to 64 of `a-z`, `0-9`, `-` and `_`.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Checks the name, version, description and kinds, returning every problem.
+fn check_identity(raw: &types::Info) -> Vec<String> {
+    let mut problems = Vec::new();
     if !valid_name(&raw.name) {
         problems.push(format!(
             "name '{}' is invalid, expected 1 to 64 of a-z, 0-9, '-' and '_'",
             raw.name.escape_debug()
         ));
     }
-    let printable = |text: &str| !text.chars().any(char::is_control);
-    if raw.version.trim().is_empty() || raw.version.len() > 64 || !printable(&raw.version) {
+    let printable = !raw.version.chars().any(char::is_control);
+    if raw.version.trim().is_empty() || raw.version.len() > 64 || !printable {
         problems.push(format!(
             "version '{}' is invalid, expected 1 to 64 printable characters such as 1.0.0",
             raw.version.escape_debug()
@@ -289,15 +313,16 @@ fn describe(
             raw.description.len()
         ));
     }
+
     if raw.kinds.is_empty() || raw.kinds.len() > MAX_KINDS {
         problems.push(format!(
             "{} alert kinds are declared, expected 1 to {MAX_KINDS}",
             raw.kinds.len()
         ));
     }
-    let mut seen_kinds = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
     for kind in &raw.kinds {
-        if !valid_name(kind) || !seen_kinds.insert(kind.as_str()) {
+        if !valid_name(kind) || !seen.insert(kind.as_str()) {
             problems.push(format!(
                 "kind '{}' is invalid or repeated, expected unique names of 1 to 64 of a-z, \
                  0-9, '-' and '_'",
@@ -305,15 +330,23 @@ fn describe(
             ));
         }
     }
-    if raw.settings.len() > MAX_SETTINGS {
+    problems
+}
+
+/// Checks the declared settings, returning their descriptions and defaults by name.
+fn check_settings(
+    specs: Vec<types::SettingSpec>,
+    problems: &mut Vec<String>,
+) -> (Vec<SettingInfo>, HashMap<String, Value>) {
+    if specs.len() > MAX_SETTINGS {
         problems.push(format!(
             "{} settings are declared, expected at most {MAX_SETTINGS}",
-            raw.settings.len()
+            specs.len()
         ));
     }
     let mut declared = HashMap::new();
     let mut settings = Vec::new();
-    for spec in raw.settings {
+    for spec in specs {
         if !valid_name(&spec.name) || declared.contains_key(&spec.name) {
             problems.push(format!(
                 "setting '{}' is invalid or repeated, expected unique names of 1 to 64 of a-z, \
@@ -334,6 +367,7 @@ fn describe(
                 kind_name(&spec.default_value)
             ));
         }
+
         settings.push(SettingInfo {
             name: spec.name.clone(),
             kind,
@@ -342,21 +376,7 @@ fn describe(
         });
         declared.insert(spec.name, spec.default_value);
     }
-    if !problems.is_empty() {
-        return Err(PluginError::Invalid {
-            path: path.to_owned(),
-            detail: problems.join("; "),
-        });
-    }
-    let info = PluginInfo {
-        name: raw.name,
-        version: raw.version,
-        description: raw.description,
-        kinds: raw.kinds,
-        settings,
-        interface,
-    };
-    Ok((info, declared))
+    (settings, declared)
 }
 
 /// Loads one file and returns its description, for `gridwatch plugin inspect`.

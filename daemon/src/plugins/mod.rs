@@ -2,13 +2,13 @@
 //!
 //! A plugin is a WebAssembly component that implements the `plugin` world of
 //! `plugin-sdk/wit/detector.wit`. The daemon compiles each `.wasm` file in the plugins folder
-//! once (caching the compiled code on disk by content hash), checks the interface version it
-//! declares, calls its `describe` and then calls `detect` with every batch of readings from the
-//! regions it is enabled for.
+//! once and caches the compiled code on disk by content hash. It checks the interface version
+//! the plugin declares and calls its `describe`. Then it calls `detect` with every batch of
+//! readings from the regions the plugin is enabled for.
 //!
 //! Every call runs under a fuel budget, an epoch deadline, a memory cap, a stack cap and an
-//! output cap. A failed call drops that plugin's findings for the batch, is counted and logged
-//! with its cause, and the instance is rebuilt; after repeated failures the plugin is
+//! output cap. A failed call drops that call's findings and state writes, is counted and logged
+//! with its cause, and the instance is rebuilt. After repeated failures the plugin is
 //! quarantined with exponential backoff. WASI is linked with nothing granted: no files, no
 //! network, no environment, clocks fixed at zero and a fixed random sequence.
 //!
@@ -74,7 +74,7 @@ pub enum PluginError {
     NotComponent {
         /// The plugin file.
         path: PathBuf,
-        /// What the file is instead.
+        /// Description of what the file is instead.
         detail: String,
     },
     /// wasmtime rejected the component.
@@ -90,7 +90,7 @@ pub enum PluginError {
     Interface {
         /// The plugin file.
         path: PathBuf,
-        /// What it declares and what was expected.
+        /// The declared interface and the expected one.
         detail: String,
     },
     /// Instantiating the component or calling `describe` failed.

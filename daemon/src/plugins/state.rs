@@ -85,7 +85,8 @@ impl PluginStates {
         match store.load_plugin_state(key) {
             Ok(value) => value,
             Err(error) => {
-                // NOTE: the plugin sees the value as absent for this batch; it is not retried.
+                // NOTE: the plugin gets the value as absent for this batch, and the read is not
+                // retried.
                 tracing::error!(%error, "failed to read plugin state");
                 None
             }

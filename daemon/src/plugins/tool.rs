@@ -61,7 +61,7 @@ enum PluginCommand {
     },
 }
 
-/// Why a plugin command failed to run (a mismatch is not an error).
+/// Errors of a plugin command; a mismatch in `test` is a result, not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     /// The plugin did not load.
@@ -71,7 +71,7 @@ pub enum ToolError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A file could not be read or written.
-    #[error("failed to read '{}': {source}", path.display())]
+    #[error("failed to read or write '{}': {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -86,7 +86,7 @@ pub enum ToolError {
         path: PathBuf,
         /// Line number, from 1.
         line: usize,
-        /// What is wrong.
+        /// Description of the problem.
         detail: String,
     },
     /// A plugin call failed, so there are no findings to compare.
@@ -176,6 +176,7 @@ fn test(
     };
     let messages = read_lines(input)?;
     let actual = run_plugin(&config, file, input, &messages)?;
+
     let write = |out: &mut dyn Write, text: &str| {
         writeln!(out, "{text}").map_err(|source| io_error(Path::new("stdout"), source))
     };
@@ -185,6 +186,7 @@ fn test(
         }
         return Ok(true);
     };
+
     let expected = read_lines(expect)?;
     let (want, got) = project(&expected, &actual);
     if want == got {
@@ -194,6 +196,7 @@ fn test(
         )?;
         return Ok(true);
     }
+
     let diff = similar::TextDiff::from_lines(&want, &got);
     write(
         out,

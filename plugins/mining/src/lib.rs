@@ -7,7 +7,7 @@
 //!
 //! It reports a score-only finding when a meter's score moves by `score_step` or more, and an
 //! alert finding on every reading while the score is at or above `alert_score`. The estimated
-//! rig count divides the base load by one rig's draw; the onset is the first reading that
+//! rig count is the base load divided by one rig's draw. The onset is the first reading that
 //! reached the alert score, kept in plugin state with the step in mean power around it.
 
 use gridwatch_plugin_sdk::prelude::*;
@@ -174,7 +174,7 @@ fn examine(host: &mut impl Host, limits: &Thresholds, reading: &Reading) -> Opti
     })
 }
 
-/// The weakest of the level, flatness, night and coverage scores, each from 0 to 1.
+/// Returns the weakest of the level, flatness, night and coverage scores, each from 0 to 1.
 fn score(window: &WindowStats, limits: &Thresholds) -> f64 {
     [
         ramp(window.hours_with_data, limits.min_hours),
@@ -270,7 +270,7 @@ mod tests {
 
     use super::{detect_with, ramp, settings};
 
-    /// A reading whose `7d` window has the given base load, load factor and hours of data.
+    /// Builds a reading whose `7d` window has the given base load, load factor and hours.
     fn reading(meter: &str, ts_ms: i64, base_kw: f64, load_factor: f64, hours: f64) -> Reading {
         let window = WindowStats {
             name: "7d".into(),
