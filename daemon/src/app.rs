@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::decode::Decoder;
+use crate::decode::{DecoderScripts, Decoders};
 use crate::delivery::Deliverer;
 use crate::ingest;
 use crate::metrics::Metrics;
@@ -61,12 +61,16 @@ pub async fn run(
     let _plugin_watcher = plugins
         .watch()
         .context("failed to watch the plugins folder")?;
-    let decoder = Decoder::new(
-        &config.mqtt.topic_layout,
-        config.decode.clone(),
-        config.mqtt.max_payload_bytes,
-    )
-    .map_err(anyhow::Error::msg)?;
+    let scripts = load_decoder_scripts(&config, &metrics)?;
+    let _script_watcher = match &scripts {
+        Some(scripts) => Some(
+            scripts
+                .watch()
+                .context("failed to watch the decoder scripts folder")?,
+        ),
+        None => None,
+    };
+    let decoders = Decoders::from_config(&config, scripts).map_err(anyhow::Error::msg)?;
     let model = StateModel::new(&config.state, config.decode.max_power_kw);
     let deliverer = Arc::new(Deliverer::spawn(
         store.clone(),
@@ -96,7 +100,7 @@ pub async fn run(
     let (message_tx, message_rx) = mpsc::channel(config.mqtt.queue_capacity);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let mut pipeline = Pipeline::new(
-        decoder,
+        decoders,
         model,
         rules.clone(),
         store.clone(),
@@ -111,8 +115,12 @@ pub async fn run(
         // Plugins run on this thread: their wasm stack (at most 1 MiB) comes out of it.
         .stack_size(PIPELINE_STACK_BYTES)
         .spawn(move || pipeline.run(message_rx, Some(ack_tx)))?;
+    let mqtt = crate::config::MqttConfig {
+        topics: config.subscriptions(),
+        ..config.mqtt.clone()
+    };
     let ingest_task = tokio::spawn(ingest::run(
-        config.mqtt.clone(),
+        mqtt,
         options,
         message_tx,
         ack_rx,
@@ -132,6 +140,27 @@ pub async fn run(
     let _ = api_task.await;
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// Loads the decoder scripts folder when a decoder uses format `rhai`.
+fn load_decoder_scripts(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<Arc<DecoderScripts>>> {
+    let uses_scripts = config
+        .decoders
+        .iter()
+        .any(|d| d.format == crate::config::DeviceFormat::Rhai);
+    if !uses_scripts {
+        return Ok(None);
+    }
+    let scripts = DecoderScripts::load(
+        &config.decode.scripts_dir,
+        &config.rules,
+        config.decode.reload_debounce_ms,
+        metrics.clone(),
+    )?;
+    Ok(Some(Arc::new(scripts)))
 }
 
 /// Waits for the pipeline thread, which ends once it has committed and acknowledged the messages

@@ -31,6 +31,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// WebAssembly detector plugins: folder, sandbox limits and per-region settings.
     pub plugins: PluginsConfig,
+    /// Device formats by topic template, tried in order before `mqtt.topic_layout`.
+    pub decoders: Vec<DecoderConfig>,
 }
 
 /// A secret string (password, signing key). Its `Debug` output is redacted.
@@ -132,6 +134,13 @@ pub struct DecodeConfig {
     pub max_voltage_v: f64,
     /// Largest plausible phase current in amperes.
     pub max_current_a: f64,
+    /// Folder of Rhai decoder scripts named by `[[decoders]] script`, watched for changes.
+    pub scripts_dir: PathBuf,
+    /// Quiet time after the last change in `scripts_dir` before a reload, in milliseconds.
+    pub reload_debounce_ms: u64,
+    /// Devices whose partial messages (Shelly Gen1 topics, Shelly Gen2 `em` status) are held
+    /// at once; a new device beyond this is rejected.
+    pub max_pending_devices: usize,
 }
 
 impl Default for DecodeConfig {
@@ -143,6 +152,9 @@ impl Default for DecodeConfig {
             max_register_kwh: 1e10,
             max_voltage_v: 1_000.0,
             max_current_a: 10_000.0,
+            scripts_dir: PathBuf::from("decoders"),
+            reload_debounce_ms: 300,
+            max_pending_devices: 100_000,
         }
     }
 }
@@ -523,6 +535,154 @@ pub struct WebhookConfig {
     pub min_severity: crate::alerts::Severity,
 }
 
+/// A device format and the topics it decodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderConfig {
+    /// Name used in logs, metrics and rejected messages.
+    pub name: String,
+    /// Payload format.
+    pub format: DeviceFormat,
+    /// Topic template such as `tele/{meter}/SENSOR`; gridwatch subscribes to its filter.
+    pub topic: String,
+    /// Region of every reading; with `region_table`, the region of meters it does not list.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// CSV file of `meter,region` lines that gives each meter's region.
+    #[serde(default)]
+    pub region_table: Option<PathBuf>,
+    /// Offset of the device's local clock from UTC, such as `+01:00`, for Tasmota's `Time`.
+    #[serde(default = "default_utc_offset")]
+    pub utc_offset: String,
+    /// Emeter channels of a Shelly Gen1 device: 3 for the 3EM, 2 for the EM.
+    #[serde(default = "default_channels")]
+    pub channels: usize,
+    /// Key names of a Tasmota SML script's output.
+    #[serde(default)]
+    pub sml: SmlKeys,
+    /// Rhai script in `decode.scripts_dir` that defines `fn decode(topic, payload)`.
+    #[serde(default)]
+    pub script: Option<String>,
+}
+
+fn default_utc_offset() -> String {
+    "+00:00".into()
+}
+
+fn default_channels() -> usize {
+    3
+}
+
+/// Payload formats a decoder reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceFormat {
+    /// The gridwatch JSON schema (`docs/telemetry.md`).
+    Gridwatch,
+    /// Tasmota `SENSOR` JSON with an `ENERGY` object.
+    Tasmota,
+    /// Tasmota SML script output, keys named by `sml`.
+    TasmotaSml,
+    /// Shelly Gen2 `status/em:0`, `status/emdata:0` and `events/rpc` JSON.
+    ShellyGen2,
+    /// Shelly Gen1 3EM or EM, one number per topic.
+    ShellyGen1,
+    /// DSMR P1 telegrams as text.
+    Dsmr,
+    /// IEC 62056-21 mode C readouts as text.
+    Iec62056_21,
+    /// A Rhai script, named by `script`.
+    Rhai,
+}
+
+impl DeviceFormat {
+    /// Returns the name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceFormat::Gridwatch => "gridwatch",
+            DeviceFormat::Tasmota => "tasmota",
+            DeviceFormat::TasmotaSml => "tasmota_sml",
+            DeviceFormat::ShellyGen2 => "shelly_gen2",
+            DeviceFormat::ShellyGen1 => "shelly_gen1",
+            DeviceFormat::Dsmr => "dsmr",
+            DeviceFormat::Iec62056_21 => "iec62056_21",
+            DeviceFormat::Rhai => "rhai",
+        }
+    }
+}
+
+/// Key names of a Tasmota SML script's JSON output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmlKeys {
+    /// Name of the meter object at the top level.
+    pub meter: String,
+    /// Import register, kWh.
+    pub import_kwh: String,
+    /// Export register, kWh; empty for none.
+    pub export_kwh: String,
+    /// Active power, W; empty for none.
+    pub power_w: String,
+}
+
+impl Default for SmlKeys {
+    fn default() -> Self {
+        SmlKeys {
+            meter: "SML".into(),
+            import_kwh: "Total_in".into(),
+            export_kwh: "Total_out".into(),
+            power_w: "Power_curr".into(),
+        }
+    }
+}
+
+impl DecoderConfig {
+    fn validate(&self, i: usize, problems: &mut Vec<String>) {
+        let at = format!("decoders[{i}]");
+        let layout = match crate::decode::TopicLayout::parse(&self.topic) {
+            Ok(layout) => Some(layout),
+            Err(e) => {
+                problems.push(format!("{at}.topic: {e}"));
+                None
+            }
+        };
+        if chrono::DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{}", self.utc_offset))
+            .is_err()
+        {
+            problems.push(format!(
+                "{at}.utc_offset: invalid value '{}', expected an offset such as +01:00",
+                self.utc_offset
+            ));
+        }
+        match (self.format, &self.script) {
+            (DeviceFormat::Rhai, None) => {
+                problems.push(format!("{at}.script: required for format \"rhai\""));
+            }
+            (DeviceFormat::Rhai, Some(_)) | (_, None) => {}
+            (format, Some(_)) => problems.push(format!(
+                "{at}.script: only format \"rhai\" takes a script, not \"{}\"",
+                format.as_str()
+            )),
+        }
+        if self.format == DeviceFormat::ShellyGen1 {
+            let has_meter = layout.as_ref().is_some_and(|l| l.has_meter());
+            if !has_meter || !self.topic.ends_with("/#") {
+                problems.push(format!(
+                    "{at}.topic: '{}' must name the device with {{meter}} and end with /#, \
+                     such as shellies/{{meter}}/#",
+                    self.topic
+                ));
+            }
+            if !(1..=3).contains(&self.channels) {
+                problems.push(format!(
+                    "{at}.channels: {} is out of range, expected 1 to 3",
+                    self.channels
+                ));
+            }
+        }
+    }
+}
+
 /// Every problem found in a configuration file.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration '{path}':\n{}", format_problems(.problems))]
@@ -591,9 +751,9 @@ impl Config {
         let mut problems = Vec::new();
         let mut config = Config::default();
         for key in table.keys() {
-            if !SECTIONS.contains(&key.as_str()) && key != "webhooks" {
+            if !SECTIONS.contains(&key.as_str()) && key != "webhooks" && key != "decoders" {
                 problems.push(format!(
-                    "{key}: unknown section, expected one of {}, webhooks",
+                    "{key}: unknown section, expected one of {}, webhooks, decoders",
                     SECTIONS.join(", ")
                 ));
             }
@@ -606,7 +766,8 @@ impl Config {
         section(&table, "http", &mut config.http, &mut problems);
         section(&table, "delivery", &mut config.delivery, &mut problems);
         section(&table, "plugins", &mut config.plugins, &mut problems);
-        config.webhooks = webhooks(&table, &mut problems);
+        config.webhooks = array_of_tables(&table, "webhooks", &mut problems);
+        config.decoders = array_of_tables(&table, "decoders", &mut problems);
         config.validate(&mut problems);
         if problems.is_empty() {
             Ok(config)
@@ -622,6 +783,12 @@ impl Config {
             }
         };
         resolve(&mut self.rules.dir);
+        resolve(&mut self.decode.scripts_dir);
+        for decoder in &mut self.decoders {
+            if let Some(table) = &mut decoder.region_table {
+                resolve(table);
+            }
+        }
         resolve(&mut self.plugins.dir);
         if !self.plugins.cache_dir.as_os_str().is_empty() {
             resolve(&mut self.plugins.cache_dir);
@@ -664,6 +831,12 @@ impl Config {
             ));
         }
         positive(problems, "rules.max_operations", self.rules.max_operations);
+        positive(
+            problems,
+            "decode.max_pending_devices",
+            self.decode.max_pending_devices as u64,
+        );
+        self.validate_decoders(problems);
         self.plugins.validate(problems);
         positive(
             problems,
@@ -713,6 +886,34 @@ impl Config {
         }
     }
 
+    fn validate_decoders(&self, problems: &mut Vec<String>) {
+        let mut names = std::collections::HashSet::new();
+        for (i, decoder) in self.decoders.iter().enumerate() {
+            if decoder.name.is_empty() || !names.insert(decoder.name.as_str()) {
+                problems.push(format!(
+                    "decoders[{i}].name: '{}' is empty or used twice, expected a unique name",
+                    decoder.name
+                ));
+            }
+            decoder.validate(i, problems);
+        }
+    }
+
+    /// Returns the topic filters to subscribe to: `mqtt.topics`, then each decoder's filter,
+    /// without repeats.
+    pub fn subscriptions(&self) -> Vec<String> {
+        let mut filters = self.mqtt.topics.clone();
+        for decoder in &self.decoders {
+            if let Ok(layout) = crate::decode::TopicLayout::parse(&decoder.topic) {
+                let filter = layout.filter();
+                if !filters.contains(&filter) {
+                    filters.push(filter);
+                }
+            }
+        }
+        filters
+    }
+
     fn validate_mqtt(&self, problems: &mut Vec<String>) {
         let mqtt = &self.mqtt;
         if let Err(e) = crate::ingest::BrokerAddress::parse(&mqtt.url) {
@@ -721,8 +922,8 @@ impl Config {
         if mqtt.client_id.is_empty() {
             problems.push("mqtt.client_id: must not be empty".into());
         }
-        if mqtt.topics.is_empty() {
-            problems.push("mqtt.topics: expected at least one topic filter".into());
+        if mqtt.topics.is_empty() && self.decoders.is_empty() {
+            problems.push("mqtt.topics: expected at least one topic filter or decoder".into());
         }
         for (i, topic) in mqtt.topics.iter().enumerate() {
             if let Err(problem) = check_topic_filter(topic) {
@@ -878,22 +1079,26 @@ fn key_problems<T: for<'de> Deserialize<'de>>(
     }
 }
 
-fn webhooks(table: &toml::Table, problems: &mut Vec<String>) -> Vec<WebhookConfig> {
-    let Some(value) = table.get("webhooks") else {
+fn array_of_tables<T: for<'de> Deserialize<'de>>(
+    table: &toml::Table,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Vec<T> {
+    let Some(value) = table.get(name) else {
         return Vec::new();
     };
     let Some(items) = value.as_array() else {
-        problems.push("webhooks: expected an array of tables ([[webhooks]])".into());
+        problems.push(format!("{name}: expected an array of tables ([[{name}]])"));
         return Vec::new();
     };
-    let mut hooks = Vec::new();
+    let mut parsed = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match deserialize_at(item.clone(), &format!("webhooks[{i}]")) {
-            Ok(hook) => hooks.push(hook),
+        match deserialize_at(item.clone(), &format!("{name}[{i}]")) {
+            Ok(entry) => parsed.push(entry),
             Err(problem) => problems.push(problem),
         }
     }
-    hooks
+    parsed
 }
 
 /// Deserializes one value and names the failing key path. Messages about secret keys omit the

@@ -38,6 +38,8 @@ enum Command {
     Webhooks(gridwatch::delivery::admin::WebhooksArgs),
     /// Inspects a WebAssembly detector plugin or tests it on recorded messages.
     Plugin(gridwatch::plugins::tool::PluginArgs),
+    /// Shows what sample messages become with a device format or a Rhai decoder script.
+    Decode(gridwatch::decode::tool::DecodeArgs),
     /// Runs broker, daemon, publisher and webhook receiver together on bundled data.
     #[cfg(feature = "embedded-broker")]
     Demo(gridwatch::demo::DemoArgs),
@@ -70,6 +72,14 @@ fn main() -> ExitCode {
         Command::Plugin(args) => {
             let mut out = std::io::stdout().lock();
             match gridwatch::plugins::tool::run(&args, &mut out) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(error) => fail(&error),
+            }
+        }
+        Command::Decode(args) => {
+            let mut out = std::io::stdout().lock();
+            match gridwatch::decode::tool::run(&args, &mut out) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(error) => fail(&error),

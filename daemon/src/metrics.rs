@@ -25,6 +25,14 @@ pub struct Metrics {
     pub rule_reloads: Family<Labels, Counter>,
     /// 1 when the active rule set is older than the files on disk because the last reload failed.
     pub rules_stale: Gauge,
+    /// Messages decoded by a `[[decoders]]` entry, by `decoder` and `outcome` (reading,
+    /// rejected, held, ignored).
+    pub messages_decoded: Family<Labels, Counter>,
+    /// Decoder script reloads, by outcome.
+    pub decoder_reloads: Family<Labels, Counter>,
+    /// 1 when the active decoder scripts are older than the files on disk because the last
+    /// reload failed.
+    pub decoders_stale: Gauge,
     /// Alerts by `change` (opened, escalated, repeated).
     pub alerts: Family<Labels, Counter>,
     /// Webhook delivery attempts, by `webhook` and `outcome`.
@@ -85,6 +93,9 @@ impl Metrics {
             rule_errors: Family::default(),
             rule_reloads: Family::default(),
             rules_stale: Gauge::default(),
+            messages_decoded: Family::default(),
+            decoder_reloads: Family::default(),
+            decoders_stale: Gauge::default(),
             alerts: Family::default(),
             webhook_deliveries: Family::default(),
             outbox_depth: Gauge::default(),
@@ -139,6 +150,21 @@ impl Metrics {
             "rules_stale",
             "1 when the last rule reload failed",
             m.rules_stale.clone(),
+        );
+        r.register(
+            "messages_decoded",
+            "Messages decoded by a configured decoder, by decoder and outcome",
+            m.messages_decoded.clone(),
+        );
+        r.register(
+            "decoder_reloads",
+            "Decoder script reloads, by outcome",
+            m.decoder_reloads.clone(),
+        );
+        r.register(
+            "decoders_stale",
+            "1 when the last decoder script reload failed",
+            m.decoders_stale.clone(),
         );
         r.register("alerts", "Alert firings, by change", m.alerts.clone());
         r.register(

@@ -3,13 +3,18 @@
 //! The schema is documented in `docs/telemetry.md`. Decoding never panics: every payload either
 //! becomes a [`Reading`] or a [`Rejection`] that names the reason, the value and what was expected.
 
+mod devices;
 pub mod formats;
+mod script;
+pub mod tool;
 mod topic;
 
 use serde_json::{Map, Value};
 
 use crate::config::DecodeConfig;
 
+pub use devices::{Decoded, Decoders};
+pub use script::DecoderScripts;
 pub use topic::{TopicLayout, TopicLayoutError};
 
 /// Largest integer that a JSON number carries exactly in an IEEE 754 double (2^53).
@@ -115,11 +120,25 @@ pub enum RejectReason {
     TimestampOutOfRange,
     /// The payload's meter id differs from the topic's.
     MeterMismatch,
+    /// The payload does not have the structure of its device format.
+    Malformed,
+    /// The payload's checksum does not match its content.
+    BadChecksum,
+    /// The payload ends before its format's end marker.
+    Truncated,
+    /// A value carries a unit that its register cannot have.
+    BadUnit,
+    /// A value of a device format is not a number or not a valid value of its field.
+    BadValue,
+    /// A Rhai decoder script failed, threw an error or hit a sandbox limit.
+    ScriptFailed,
+    /// A device's partial messages cannot be held: `decode.max_pending_devices` is reached.
+    TooManyDevices,
 }
 
 impl RejectReason {
     /// All reasons, in declaration order, for metrics.
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 22] = [
         RejectReason::Oversized,
         RejectReason::TopicMismatch,
         RejectReason::MalformedJson,
@@ -135,6 +154,13 @@ impl RejectReason {
         RejectReason::InvalidTimestamp,
         RejectReason::TimestampOutOfRange,
         RejectReason::MeterMismatch,
+        RejectReason::Malformed,
+        RejectReason::BadChecksum,
+        RejectReason::Truncated,
+        RejectReason::BadUnit,
+        RejectReason::BadValue,
+        RejectReason::ScriptFailed,
+        RejectReason::TooManyDevices,
     ];
 
     /// Returns the snake_case name used in metrics, logs and the rejected table.
@@ -155,6 +181,13 @@ impl RejectReason {
             RejectReason::InvalidTimestamp => "invalid_timestamp",
             RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
             RejectReason::MeterMismatch => "meter_mismatch",
+            RejectReason::Malformed => "malformed",
+            RejectReason::BadChecksum => "bad_checksum",
+            RejectReason::Truncated => "truncated",
+            RejectReason::BadUnit => "bad_unit",
+            RejectReason::BadValue => "bad_value",
+            RejectReason::ScriptFailed => "script_failed",
+            RejectReason::TooManyDevices => "too_many_devices",
         }
     }
 }
@@ -170,7 +203,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
         Rejection {
             reason,
             detail: detail.into(),
@@ -215,16 +248,7 @@ impl Decoder {
     /// # Errors
     /// Returns a [`Rejection`] for any payload or topic that does not satisfy the schema.
     pub fn decode(&self, topic: &str, payload: &[u8], now_ms: i64) -> Result<Reading, Rejection> {
-        if payload.len() > self.max_payload_bytes {
-            return Err(Rejection::new(
-                RejectReason::Oversized,
-                format!(
-                    "payload of {} bytes exceeds the limit of {} bytes",
-                    payload.len(),
-                    self.max_payload_bytes
-                ),
-            ));
-        }
+        self.check_size(payload)?;
         let ids = self.layout.match_topic(topic).ok_or_else(|| {
             Rejection::new(
                 RejectReason::TopicMismatch,
@@ -234,50 +258,91 @@ impl Decoder {
                 ),
             )
         })?;
-        let mut map = parse_object(payload)?;
-        let meter_id = self.meter_id(&mut map, ids.meter_id)?;
-        let region = ids.region.unwrap_or("default").to_owned();
-        self.fields(region, meter_id, map, now_ms)
+        let map = parse_object(payload)?;
+        let region = ids.region.unwrap_or(DEFAULT_REGION);
+        self.reading_from_map(region, ids.meter_id, map, now_ms)
     }
 
-    fn meter_id(
+    /// Checks the size of a payload against `mqtt.max_payload_bytes`.
+    ///
+    /// # Errors
+    /// Returns an `oversized` rejection naming both sizes.
+    pub fn check_size(&self, payload: &[u8]) -> Result<(), Rejection> {
+        if payload.len() <= self.max_payload_bytes {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            RejectReason::Oversized,
+            format!(
+                "payload of {} bytes exceeds the limit of {} bytes",
+                payload.len(),
+                self.max_payload_bytes
+            ),
+        ))
+    }
+
+    /// Validates the fields of the gridwatch schema in `map`. The meter id comes from the topic
+    /// when `meter_from_topic` is set, otherwise from the map's `meter_id` field.
+    ///
+    /// # Errors
+    /// Returns a [`Rejection`] when a field is missing, of the wrong type or out of range, or
+    /// when the map's meter id differs from the topic's.
+    pub fn reading_from_map(
         &self,
-        map: &mut Map<String, Value>,
-        from_topic: Option<&str>,
-    ) -> Result<String, Rejection> {
-        let from_payload = match map.remove("meter_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(other) => return Err(wrong_type("meter_id", &other, "a string")),
-        };
-        let id = match (from_topic, from_payload) {
-            (Some(topic), Some(payload)) if topic != payload => {
-                return Err(Rejection::new(
-                    RejectReason::MeterMismatch,
-                    format!("field 'meter_id': '{payload}' differs from '{topic}' in the topic"),
-                ));
-            }
-            (Some(topic), _) => topic.to_owned(),
-            (None, Some(payload)) => payload,
-            (None, None) => {
-                return Err(Rejection::new(
-                    RejectReason::MissingField,
-                    "field 'meter_id' is missing and the topic carries no meter id",
-                ));
-            }
-        };
-        if id.is_empty() || id.len() > MAX_ID_BYTES {
+        region: &str,
+        meter_from_topic: Option<&str>,
+        mut map: Map<String, Value>,
+        now_ms: i64,
+    ) -> Result<Reading, Rejection> {
+        let meter_id = meter_id(&mut map, meter_from_topic)?;
+        check_id("region", region)?;
+        self.fields(region.to_owned(), meter_id, map, now_ms)
+    }
+}
+
+/// Region of readings whose topic, decoder and region table name none.
+pub const DEFAULT_REGION: &str = "default";
+
+fn check_id(field: &str, id: &str) -> Result<(), Rejection> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(Rejection::new(
+            RejectReason::OutOfRange,
+            format!(
+                "field '{field}': expected 1 to {MAX_ID_BYTES} bytes, got {}",
+                id.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn meter_id(map: &mut Map<String, Value>, from_topic: Option<&str>) -> Result<String, Rejection> {
+    let from_payload = match map.remove("meter_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => return Err(wrong_type("meter_id", &other, "a string")),
+    };
+    let id = match (from_topic, from_payload) {
+        (Some(topic), Some(payload)) if topic != payload => {
             return Err(Rejection::new(
-                RejectReason::OutOfRange,
-                format!(
-                    "field 'meter_id': expected 1 to {MAX_ID_BYTES} bytes, got {}",
-                    id.len()
-                ),
+                RejectReason::MeterMismatch,
+                format!("field 'meter_id': '{payload}' differs from '{topic}' in the topic"),
             ));
         }
-        Ok(id)
-    }
+        (Some(topic), _) => topic.to_owned(),
+        (None, Some(payload)) => payload,
+        (None, None) => {
+            return Err(Rejection::new(
+                RejectReason::MissingField,
+                "field 'meter_id' is missing and the topic carries no meter id",
+            ));
+        }
+    };
+    check_id("meter_id", &id)?;
+    Ok(id)
+}
 
+impl Decoder {
     fn fields(
         &self,
         region: String,

@@ -232,9 +232,9 @@ fn rejection_detail_names_field_and_expectation() {
 }
 
 #[test]
-fn layout_rejects_wildcards_and_unknown_placeholders() {
-    assert!(TopicLayout::parse("meters/+/x").is_err());
-    assert!(TopicLayout::parse("meters/{site}/x").is_err());
+fn layout_rejects_malformed_levels() {
+    assert!(TopicLayout::parse("meters/a+/x").is_err());
+    assert!(TopicLayout::parse("meters/{site/x").is_err());
     assert!(TopicLayout::parse("meters//x").is_err());
     assert!(TopicLayout::parse("meters/{region}/{region}").is_err());
 }

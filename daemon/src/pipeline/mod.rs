@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::alerts::{Alert, AlertChange};
 use crate::config::{Config, WebhookConfig};
-use crate::decode::{Decoder, Reading, Rejection};
+use crate::decode::{Decoded, Decoders, Reading, Rejection};
 use crate::ingest::Message;
 use crate::metrics::Metrics;
 use crate::plugins::{HistorySource, MeterRef, PluginBank, PluginHost, PluginStates};
@@ -76,7 +76,7 @@ pub struct BatchOutcome {
 
 /// Decodes, tracks state, evaluates rules and commits.
 pub struct Pipeline {
-    decoder: Decoder,
+    decoders: Decoders,
     context: ShardContext,
     settings: PipelineSettings,
     shards: Vec<Shard>,
@@ -114,7 +114,7 @@ impl Pending {
 impl Pipeline {
     /// Builds a pipeline.
     pub fn new(
-        decoder: Decoder,
+        decoders: impl Into<Decoders>,
         model: StateModel,
         rules: Arc<RuleEngine>,
         store: Arc<Store>,
@@ -125,7 +125,7 @@ impl Pipeline {
             .map(|_| Shard::default())
             .collect();
         Pipeline {
-            decoder,
+            decoders: decoders.into(),
             context: ShardContext::new(model, rules, store, metrics),
             settings,
             shards,
@@ -232,13 +232,18 @@ impl Pipeline {
 
         let mut pending = Pending::default();
         let mut routed: Vec<Vec<(usize, Reading)>> = vec![Vec::new(); self.shards.len()];
-        for (index, (message, result)) in batch.iter().zip(decoded).enumerate() {
-            match result {
-                Ok(reading) => {
-                    let key = shard::meter_key(&reading);
-                    routed[shard::shard_of(&key, self.shards.len())].push((index, reading));
+        for (index, (message, decoded)) in batch.iter().zip(decoded).enumerate() {
+            match decoded {
+                Decoded::Readings(readings) => {
+                    for reading in readings {
+                        let key = shard::meter_key(&reading);
+                        routed[shard::shard_of(&key, self.shards.len())].push((index, reading));
+                    }
                 }
-                Err(rejection) => pending.rejected.push(self.reject(message, &rejection)),
+                Decoded::Rejected(rejection) => {
+                    pending.rejected.push(self.reject(message, &rejection));
+                }
+                Decoded::Held | Decoded::Ignored => {}
             }
         }
 
@@ -310,30 +315,55 @@ impl Pipeline {
     }
 
     /// Decodes every message, on one thread per shard when `parallel`, keeping batch order.
-    fn decode_all(
-        &self,
-        batch: &[Message],
-        now_ms: i64,
-        parallel: bool,
-    ) -> Vec<Result<Reading, Rejection>> {
-        let decoder = &self.decoder;
+    /// Messages whose format needs its device's messages in order are decoded afterwards on
+    /// this thread, in batch order.
+    fn decode_all(&self, batch: &[Message], now_ms: i64, parallel: bool) -> Vec<Decoded> {
+        let decoders = &self.decoders;
+        let metrics = &self.context.metrics;
         let decode = move |message: &Message| {
-            decoder.decode(&message.publish.topic, &message.publish.payload, now_ms)
+            let publish = &message.publish;
+            let (name, decoded) = decoders.decode(
+                &publish.topic,
+                &publish.payload,
+                message.received_ms,
+                now_ms,
+            );
+            if let Some(name) = name {
+                let labels = vec![
+                    ("decoder", name.to_owned()),
+                    ("outcome", decoded.outcome().to_owned()),
+                ];
+                metrics.messages_decoded.get_or_create(&labels).inc();
+            }
+            decoded
         };
-        if !parallel {
-            return batch.iter().map(decode).collect();
-        }
-        let chunk = batch.len().div_ceil(self.shards.len());
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = batch
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || part.iter().map(decode).collect::<Vec<_>>()))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        })
+        let unordered = move |message: &Message| {
+            if decoders.is_ordered(&message.publish.topic) {
+                None
+            } else {
+                Some(decode(message))
+            }
+        };
+        let first: Vec<Option<Decoded>> = if parallel {
+            let chunk = batch.len().div_ceil(self.shards.len());
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || part.iter().map(unordered).collect::<Vec<_>>()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            })
+        } else {
+            batch.iter().map(unordered).collect()
+        };
+        first
+            .into_iter()
+            .zip(batch)
+            .map(|(decoded, message)| decoded.unwrap_or_else(|| decode(message)))
+            .collect()
     }
 
     fn reject(&self, message: &Message, rejection: &Rejection) -> RejectedMessage {

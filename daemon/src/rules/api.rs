@@ -106,7 +106,7 @@ fn unknown_param(name: &str, label: &str) -> Box<EvalAltResult> {
     format!("unknown parameter '{name}' for {label}, expected it in a params.toml").into()
 }
 
-fn apply_sandbox(engine: &mut Engine, config: &RulesConfig) {
+pub(crate) fn apply_sandbox(engine: &mut Engine, config: &RulesConfig) {
     engine.set_max_operations(config.max_operations);
     engine.set_max_call_levels(config.max_call_levels);
     engine.set_max_expr_depths(config.max_expr_depth, config.max_expr_depth);

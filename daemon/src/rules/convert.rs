@@ -6,7 +6,7 @@ use serde_json::{Number, Value};
 use crate::state::WindowStats;
 
 /// Converts a JSON value to a Rhai value. Integers that fit an `i64` stay integers.
-pub(super) fn json_to_dynamic(value: &Value) -> Dynamic {
+pub(crate) fn json_to_dynamic(value: &Value) -> Dynamic {
     match value {
         Value::Null => Dynamic::UNIT,
         Value::Bool(b) => Dynamic::from_bool(*b),
@@ -30,7 +30,7 @@ pub(super) fn json_to_dynamic(value: &Value) -> Dynamic {
 ///
 /// Non-finite floats become `null`, window statistics become objects, and values of other
 /// types become their Rhai type name as a string.
-pub(super) fn dynamic_to_json(value: &Dynamic) -> Value {
+pub(crate) fn dynamic_to_json(value: &Dynamic) -> Value {
     if value.is_unit() {
         return Value::Null;
     }

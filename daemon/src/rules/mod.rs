@@ -52,6 +52,8 @@ use load::RuleSet;
 use run::ErrorLog;
 
 pub use crate::watch::FolderWatcher as RuleWatcher;
+pub(crate) use api::apply_sandbox;
+pub(crate) use convert::{dynamic_to_json, json_to_dynamic};
 pub use run::RuleErrorClass;
 
 /// One problem found while loading the rules folder.
