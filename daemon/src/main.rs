@@ -159,11 +159,19 @@ fn webhooks(args: &gridwatch::delivery::admin::WebhooksArgs) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let (rules, plugins, config_ok) = match Config::load(path) {
-        Ok(config) => (Some(config.rules), Some(config.plugins), true),
+    let (rules, plugins, decoder_problems, config_ok) = match Config::load(path) {
+        Ok(config) => {
+            let decoder_problems = gridwatch::decode::check(&config);
+            (
+                Some(config.rules),
+                Some(config.plugins),
+                decoder_problems,
+                true,
+            )
+        }
         Err(error) => {
             eprintln!("error: {error}");
-            (Config::load_rules_section(path), None, false)
+            (Config::load_rules_section(path), None, Vec::new(), false)
         }
     };
     let plugin_problems = plugins.as_ref().map(check_plugins).unwrap_or_default();
@@ -183,9 +191,17 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         eprintln!("  {problem}");
     }
-    if config_ok && problems.is_empty() && plugin_problems.is_empty() {
+    for (i, problem) in decoder_problems.iter().enumerate() {
+        if i == 0 {
+            eprintln!("error: {} decoder problem(s):", decoder_problems.len());
+        }
+        eprintln!("  {problem}");
+    }
+    let all_valid =
+        problems.is_empty() && plugin_problems.is_empty() && decoder_problems.is_empty();
+    if config_ok && all_valid {
         println!(
-            "{}: configuration, rules and plugins are valid",
+            "{}: configuration, rules, decoders and plugins are valid",
             path.display()
         );
         return ExitCode::SUCCESS;

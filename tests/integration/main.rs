@@ -7,6 +7,7 @@ mod bad_input;
 mod broker_restart;
 mod check;
 mod crash;
+mod devices;
 mod graceful;
 mod mining;
 mod plugins;

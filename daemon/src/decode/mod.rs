@@ -676,6 +676,30 @@ fn events(value: Option<&Value>) -> Result<Vec<String>, Rejection> {
         .collect()
 }
 
+/// Builds every decoder of a configuration without running anything, for `gridwatch check`.
+///
+/// Returns one message per problem: a decoder script that does not compile, an unreadable
+/// region table; an empty list means the decoders would load.
+pub fn check(config: &crate::config::Config) -> Vec<String> {
+    let uses_scripts = config
+        .decoders
+        .iter()
+        .any(|d| d.format == crate::config::DeviceFormat::Rhai);
+    let scripts = if uses_scripts {
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+        match DecoderScripts::load(&config.decode.scripts_dir, &config.rules, 0, metrics) {
+            Ok(scripts) => Some(std::sync::Arc::new(scripts)),
+            Err(error) => return error.problems.iter().map(ToString::to_string).collect(),
+        }
+    } else {
+        None
+    };
+    match Decoders::from_config(config, scripts) {
+        Ok(_) => Vec::new(),
+        Err(problem) => vec![problem],
+    }
+}
+
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

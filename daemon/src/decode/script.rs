@@ -151,7 +151,11 @@ impl DecoderScripts {
         let result = set
             .engine
             .call_fn::<Dynamic>(&mut Scope::new(), ast, ENTRY_POINT, args)
-            .map_err(|e| script_failed(name, &format!("failed: {e}")))?;
+            .map_err(|e| {
+                // Rhai puts the call stack on further lines; a rejection detail is one line.
+                let text = e.to_string().replace('\n', "; ");
+                script_failed(name, &format!("failed: {text}"))
+            })?;
         readings(name, &result)
     }
 
@@ -296,7 +300,7 @@ fn problem(path: &Path, at: Option<(usize, Option<usize>)>, message: String) -> 
 }
 
 fn script_failed(name: &str, what: &str) -> Rejection {
-    let detail = format!("decoder script '{name}' {what}");
+    let detail = format!("script '{name}' {what}");
     Rejection::new(RejectReason::ScriptFailed, detail)
 }
 
