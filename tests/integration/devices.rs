@@ -1,6 +1,6 @@
-//! Device formats through real Mosquitto: Tasmota, Shelly Gen2, DSMR P1 and a Rhai head-end
+//! Device formats through real Mosquitto. Tasmota, Shelly Gen2, DSMR P1 and a Rhai head-end
 //! decoder, each on its own topic layout, feed the same rules as native readings and raise the
-//! same alert; broken device messages are rejected by reason and kept; a decoder script
+//! same alert. Broken device messages are rejected by reason and kept. A decoder script
 //! replaced on disk takes effect without a restart.
 
 use std::collections::BTreeSet;
@@ -168,7 +168,7 @@ fn messages() -> Vec<(String, Vec<u8>)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_formats_raise_the_same_alerts_as_native_readings() {
+async fn device_formats_alert_like_native() {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().unwrap();
     let scripts = dir.path().join("decoders");

@@ -8,8 +8,8 @@
 //!
 //! Two formats need the messages of one device in order: Shelly Gen1, whose values arrive one
 //! per topic, and Shelly Gen2, whose `em` status (power, voltage, current) is held and joined to
-//! the device's next energy reading. [`Decoders::is_ordered`] tells the pipeline which messages
-//! must be decoded on one thread in batch order.
+//! the device's next energy reading. [`Decoders::is_ordered`] returns true for the messages that
+//! the pipeline must decode on one thread in batch order.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,10 +27,10 @@ use super::topic::{TopicIds, TopicLayout};
 use super::{DEFAULT_REGION, Decoder, KNOWN_FIELDS, Reading, RejectReason, Rejection};
 use crate::config::{Config, DecoderConfig, DeviceFormat};
 
-/// Longest time that held Shelly Gen2 `em` values wait for the device's next energy reading.
+/// Maximum age of held Shelly Gen2 `em` values when the device's next energy reading arrives.
 const HOLD_MAX_AGE_MS: i64 = 10 * 60 * 1000;
 
-/// What one message became.
+/// The result of decoding one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
     /// Readings, in the order the message gave them; most messages give one.
@@ -109,7 +109,7 @@ impl From<Decoder> for Decoders {
 }
 
 impl Decoders {
-    /// Builds the decoders of a configuration. `scripts` holds the Rhai decoder scripts and is
+    /// Builds the decoders of a configuration. `scripts` contains the Rhai decoder scripts and is
     /// required when a decoder has format `rhai`.
     ///
     /// # Errors
@@ -154,11 +154,6 @@ impl Decoders {
             max_pending: 1_000,
             ..Decoders::from(native)
         })
-    }
-
-    /// Returns the decoder names, in configuration order, for metrics.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| &*r.name)
     }
 
     /// Returns true when the message's format needs its device's messages in order, so it must
@@ -397,7 +392,7 @@ impl Decoders {
     }
 }
 
-/// A message and what its topic told.
+/// A message and the ids its topic carries.
 struct Message<'a> {
     topic: &'a str,
     payload: &'a [u8],

@@ -80,7 +80,7 @@ pub enum ToolError {
         path: PathBuf,
         /// Line number, starting at 1.
         line: usize,
-        /// What is wrong.
+        /// The problem with the line.
         problem: String,
     },
 }
