@@ -277,3 +277,71 @@ async fn replace_script_and_decode(daemon: &Daemon, scripts: &std::path::Path, p
     let reloads = "gridwatch_decoder_reloads_total{outcome=\"success\"}";
     assert_eq!(metric(&text, reloads), Some(1.0));
 }
+
+#[test]
+fn decode_test_shows_readings_and_rejections() {
+    let root = repo_root();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .current_dir(&root)
+        .args([
+            "decode",
+            "test",
+            "--decoder",
+            "config/decoders/headend.rhai",
+        ])
+        .args(["--input", "config/decoders/headend-samples.jsonl"])
+        .args(["--topic", "headend/{site}/frames"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a sample is rejected: {stdout}"
+    );
+    assert!(stdout.contains(r#""meter_id":"m-1002""#), "{stdout}");
+    assert!(
+        stdout.contains(r#""energy_import_kwh":88.2"#),
+        "Wh to kWh: {stdout}"
+    );
+    assert!(stdout.contains("rejected (script_failed)"), "{stdout}");
+    assert!(
+        stdout.contains("'6.5M'"),
+        "the bad value is named: {stdout}"
+    );
+    assert!(
+        stdout.ends_with("4 samples: 2 readings, 2 rejected, 0 held, 1 ignored\n"),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("p1.jsonl");
+    let telegram = serde_json::json!({"topic": "p1/south/m-9", "payload": dsmr_telegram(0)});
+    std::fs::write(&samples, format!("{telegram}\n")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args([
+            "decode",
+            "test",
+            "--decoder",
+            "dsmr",
+            "--topic",
+            "p1/{region}/{meter}",
+        ])
+        .arg("--input")
+        .arg(&samples)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(r#""region":"south""#), "{stdout}");
+    assert!(stdout.contains(r#""energy_import_kwh":5000.0"#), "{stdout}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(["decode", "test", "--decoder", "morse", "--input"])
+        .arg(&samples)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("'morse' is not a .rhai file"), "{stderr}");
+}

@@ -574,3 +574,85 @@ fn rhai_decoder_reload_keeps_the_old_script_when_the_new_one_is_broken() {
         "{error}"
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Topics under every template of [`DECODERS`], plus ones that match none.
+    fn topics() -> impl Strategy<Value = String> {
+        let device = "[a-z0-9-]{1,12}";
+        prop_oneof![
+            device.prop_map(|d| format!("tele/{d}/SENSOR")),
+            device.prop_map(|d| format!("sml/east/{d}/SENSOR")),
+            device.prop_map(|d| format!("p1/nl/{d}")),
+            device.prop_map(|d| format!("iec/{d}/readout")),
+            (
+                device,
+                "(status/em:0|status/emdata:0|events/rpc|status/switch:0)"
+            )
+                .prop_map(|(d, rest)| format!("shelly/{d}/{rest}")),
+            (
+                device,
+                0..4u8,
+                "(power|total|total_returned|voltage|pf|energy)"
+            )
+                .prop_map(|(d, n, q)| format!("legacy/s/shellies/{d}/emeter/{n}/{q}")),
+            device.prop_map(|d| format!("headend/{d}/data")),
+            "[a-z/+#]{0,24}",
+        ]
+    }
+
+    /// Payloads: the fixtures cut and changed at random, and arbitrary bytes.
+    fn payloads() -> impl Strategy<Value = Vec<u8>> {
+        let fixtures = [
+            DSMR_V5,
+            TASMOTA_POW,
+            TASMOTA_SML_OBIS,
+            IEC_ISKRA,
+            SHELLY_EM,
+            SHELLY_EMDATA,
+            SHELLY_NOTIFY_EMDATA,
+        ];
+        prop_oneof![
+            (0..fixtures.len(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+                move |(f, at, byte)| {
+                    let mut bytes = fixtures[f].as_bytes().to_vec();
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                    bytes
+                }
+            ),
+            (0..fixtures.len(), any::<prop::sample::Index>()).prop_map(move |(f, at)| {
+                let bytes = fixtures[f].as_bytes();
+                bytes[..at.index(bytes.len())].to_vec()
+            }),
+            prop::collection::vec(any::<u8>(), 0..256),
+            "-?[0-9]{0,12}(\\.[0-9]{0,6})?".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_message_is_decoded_or_rejected_with_a_reason(
+            messages in prop::collection::vec((topics(), payloads()), 1..24)
+        ) {
+            let d = decoders();
+            for (topic, payload) in messages {
+                match decode(&d, &topic, &payload) {
+                    Decoded::Readings(readings) => {
+                        prop_assert!(!readings.is_empty());
+                        for r in readings {
+                            prop_assert!(r.energy_import_kwh >= 0.0);
+                            prop_assert!(r.ts_ms <= NOW_MS + 86_400_000);
+                            prop_assert!(!r.meter_id.is_empty() && !r.region.is_empty());
+                        }
+                    }
+                    Decoded::Rejected(r) => prop_assert!(!r.detail.is_empty(), "{topic}"),
+                    Decoded::Held | Decoded::Ignored => {}
+                }
+            }
+        }
+    }
+}
