@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
-use crate::decode::{DecoderScripts, Decoders};
+use crate::decode::Decoders;
 use crate::delivery::Deliverer;
 use crate::ingest;
 use crate::metrics::Metrics;
@@ -61,7 +61,7 @@ pub async fn run(
     let _plugin_watcher = plugins
         .watch()
         .context("failed to watch the plugins folder")?;
-    let scripts = load_decoder_scripts(&config, &metrics)?;
+    let scripts = crate::decode::load_scripts(&config, metrics.clone())?;
     let _script_watcher = match &scripts {
         Some(scripts) => Some(
             scripts
@@ -140,27 +140,6 @@ pub async fn run(
     let _ = api_task.await;
     tracing::info!("gridwatch stopped");
     Ok(())
-}
-
-/// Loads the decoder scripts folder when a decoder uses format `rhai`.
-fn load_decoder_scripts(
-    config: &Config,
-    metrics: &Arc<Metrics>,
-) -> anyhow::Result<Option<Arc<DecoderScripts>>> {
-    let uses_scripts = config
-        .decoders
-        .iter()
-        .any(|d| d.format == crate::config::DeviceFormat::Rhai);
-    if !uses_scripts {
-        return Ok(None);
-    }
-    let scripts = DecoderScripts::load(
-        &config.decode.scripts_dir,
-        &config.rules,
-        config.decode.reload_debounce_ms,
-        metrics.clone(),
-    )?;
-    Ok(Some(Arc::new(scripts)))
 }
 
 /// Waits for the pipeline thread, which ends once it has committed and acknowledged the messages

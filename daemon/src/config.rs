@@ -141,6 +141,9 @@ pub struct DecodeConfig {
     /// Devices whose partial messages (Shelly Gen1 topics, Shelly Gen2 `em` status) are held
     /// at once; a new device beyond this is rejected.
     pub max_pending_devices: usize,
+    /// Operations a decoder script may run per message; the other sandbox limits are those of
+    /// `[rules]`.
+    pub max_operations: u64,
 }
 
 impl Default for DecodeConfig {
@@ -155,6 +158,7 @@ impl Default for DecodeConfig {
             scripts_dir: PathBuf::from("decoders"),
             reload_debounce_ms: 300,
             max_pending_devices: 100_000,
+            max_operations: 1_000_000,
         }
     }
 }
@@ -646,6 +650,21 @@ impl DecoderConfig {
                 None
             }
         };
+        if let Some(region) = &self.region {
+            let valid =
+                !region.is_empty() && region.len() <= 128 && !region.contains(['/', '+', '#']);
+            if !valid {
+                problems.push(format!(
+                    "{at}.region: invalid value '{region}', expected 1 to 128 bytes without \
+                     '/', '+' or '#'"
+                ));
+            }
+        }
+        if let Some(script) = self.script.as_deref().filter(|s| s.ends_with(".rhai")) {
+            problems.push(format!(
+                "{at}.script: '{script}' names the file, expected the script name without .rhai"
+            ));
+        }
         if chrono::DateTime::parse_from_rfc3339(&format!("2000-01-01T00:00:00{}", self.utc_offset))
             .is_err()
         {
@@ -831,6 +850,11 @@ impl Config {
             ));
         }
         positive(problems, "rules.max_operations", self.rules.max_operations);
+        positive(
+            problems,
+            "decode.max_operations",
+            self.decode.max_operations,
+        );
         positive(
             problems,
             "decode.max_pending_devices",

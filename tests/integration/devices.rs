@@ -306,11 +306,11 @@ fn decode_test_shows_readings_and_rejections() {
     );
     assert!(stdout.contains("rejected (script_failed)"), "{stdout}");
     assert!(
-        stdout.contains("'6.5M'"),
+        stdout.contains("'6.5MW'"),
         "the bad value is named: {stdout}"
     );
     assert!(
-        stdout.ends_with("4 samples: 2 readings, 2 rejected, 0 held, 1 ignored\n"),
+        stdout.ends_with("4 samples: 1 gave 2 readings, 2 rejected, 0 held, 1 ignored\n"),
         "{stdout}"
     );
 

@@ -78,12 +78,15 @@ struct Route {
 }
 
 /// Partial messages of one device, kept until they form a reading.
-enum Pending {
+enum Partial {
     Gen1(Box<Gen1Assembler>),
-    Gen2 {
-        received_ms: i64,
-        values: DeviceReading,
-    },
+    Gen2(DeviceReading),
+}
+
+/// A device's partial messages and when the latest arrived.
+struct Held {
+    received_ms: i64,
+    partial: Partial,
 }
 
 /// Every decoder of the configuration, with the state of devices that send partial messages.
@@ -91,7 +94,7 @@ pub struct Decoders {
     native: Decoder,
     routes: Vec<Route>,
     scripts: Option<Arc<DecoderScripts>>,
-    pending: Mutex<HashMap<(usize, String), Pending>>,
+    pending: Mutex<HashMap<(usize, String), Held>>,
     max_pending: usize,
 }
 
@@ -226,6 +229,12 @@ impl Decoders {
         };
         match parsed {
             Ok(device) => self.finish(route, message, device).into(),
+            Err(error) if is_json(route.format) && super::contains_non_finite_literal(payload) => {
+                let detail = format!(
+                    "payload contains NaN or Infinity, which JSON does not allow ({error})"
+                );
+                Decoded::Rejected(Rejection::new(RejectReason::NonFinite, detail))
+            }
             Err(error) => Decoded::Rejected(format_rejection(error)),
         }
     }
@@ -321,25 +330,29 @@ impl Decoders {
         let device = match formats::shelly::parse_gen2(message.topic, message.payload) {
             Ok(Some(device)) => device,
             Ok(None) => return Decoded::Ignored,
+            Err(_) if super::contains_non_finite_literal(message.payload) => {
+                let detail = "payload contains NaN or Infinity, which JSON does not allow";
+                return Decoded::Rejected(Rejection::new(RejectReason::NonFinite, detail));
+            }
             Err(error) => return Decoded::Rejected(format_rejection(error)),
         };
         let key = device_key(index, message, &device);
         let mut pending = self.pending.lock();
         if device.energy_import_kwh.is_none() {
-            if !pending.contains_key(&key) && pending.len() >= self.max_pending {
-                return Decoded::Rejected(self.too_many_devices());
+            if let Err(rejection) = self.make_room(&mut pending, &key, message.received_ms) {
+                return Decoded::Rejected(rejection);
             }
-            let held = Pending::Gen2 {
+            let held = Held {
                 received_ms: message.received_ms,
-                values: device,
+                partial: Partial::Gen2(device),
             };
             pending.insert(key, held);
             return Decoded::Held;
         }
         let held = match pending.remove(&key) {
-            Some(Pending::Gen2 {
+            Some(Held {
                 received_ms,
-                values,
+                partial: Partial::Gen2(values),
             }) if message.received_ms - received_ms <= HOLD_MAX_AGE_MS => Some(values),
             _ => None,
         };
@@ -357,29 +370,70 @@ impl Decoders {
             return Decoded::Rejected(Rejection::new(RejectReason::TopicMismatch, detail));
         };
         let rest = route.layout.rest_of(message.topic).unwrap_or_default();
-        let topic = format!("shellies/{device_id}/{rest}");
-        let mut pending = self.pending.lock();
-        let key = (index, device_id.to_owned());
-        if !pending.contains_key(&key) {
-            if pending.len() >= self.max_pending {
-                return Decoded::Rejected(self.too_many_devices());
-            }
-            match Gen1Assembler::new(device_id, route.channels) {
-                Ok(assembler) => pending.insert(key.clone(), Pending::Gen1(Box::new(assembler))),
-                Err(error) => return Decoded::Rejected(format_rejection(error)),
-            };
+        let Some(quantity) = gen1_value_quantity(rest) else {
+            return Decoded::Ignored;
+        };
+        if let Err(rejection) = check_gen1_energy(quantity, message) {
+            return Decoded::Rejected(rejection);
         }
-        let Some(Pending::Gen1(assembler)) = pending.get_mut(&key) else {
+        let topic = format!("shellies/{device_id}/{rest}");
+        let key = (index, device_id.to_owned());
+        let mut pending = self.pending.lock();
+        if let Err(rejection) = self.make_room(&mut pending, &key, message.received_ms) {
+            return Decoded::Rejected(rejection);
+        }
+        if !pending.contains_key(&key) {
+            match Gen1Assembler::new(device_id, route.channels) {
+                Ok(assembler) => {
+                    let partial = Partial::Gen1(Box::new(assembler));
+                    let received_ms = message.received_ms;
+                    pending.insert(
+                        key.clone(),
+                        Held {
+                            received_ms,
+                            partial,
+                        },
+                    );
+                }
+                Err(error) => return Decoded::Rejected(format_rejection(error)),
+            }
+        }
+        let Some(held) = pending.get_mut(&key) else {
+            return Decoded::Rejected(self.too_many_devices());
+        };
+        held.received_ms = message.received_ms;
+        let Partial::Gen1(assembler) = &mut held.partial else {
             return Decoded::Rejected(self.too_many_devices());
         };
         let pushed = assembler.push(&topic, message.payload);
+        if matches!(pushed, Ok(Some(_))) {
+            // The period is complete, so the device no longer takes a slot.
+            pending.remove(&key);
+        }
         drop(pending);
         match pushed {
             Ok(Some(device)) => self.finish(route, message, device).into(),
-            Ok(None) if rest.contains("/emeter/") || rest.starts_with("emeter/") => Decoded::Held,
-            Ok(None) => Decoded::Ignored,
+            Ok(None) => Decoded::Held,
             Err(error) => Decoded::Rejected(format_rejection(error)),
         }
+    }
+
+    /// Makes sure `key` can be held: it is held already, or there is room, or room is made by
+    /// dropping devices whose last partial message is older than [`HOLD_MAX_AGE_MS`].
+    fn make_room(
+        &self,
+        pending: &mut HashMap<(usize, String), Held>,
+        key: &(usize, String),
+        received_ms: i64,
+    ) -> Result<(), Rejection> {
+        if pending.contains_key(key) || pending.len() < self.max_pending {
+            return Ok(());
+        }
+        pending.retain(|_, held| received_ms - held.received_ms <= HOLD_MAX_AGE_MS);
+        if pending.len() < self.max_pending {
+            return Ok(());
+        }
+        Err(self.too_many_devices())
     }
 
     fn too_many_devices(&self) -> Rejection {
@@ -464,30 +518,81 @@ pub(crate) fn parse_offset(text: &str) -> Option<FixedOffset> {
 
 /// Reads a region table: one `meter,region` pair per line. Blank lines, lines starting with
 /// `#` and a first line `meter,region` are skipped.
+///
+/// Every bad line is reported: a line without exactly two fields, quotes, a region that is not
+/// a valid topic level, or a meter listed twice.
 fn read_region_table(path: &Path) -> Result<HashMap<String, String>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("failed to read region table '{}': {e}", path.display()))?;
     let mut regions = HashMap::new();
+    let mut problems = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || (i == 0 && line == "meter,region") {
             continue;
         }
-        let pair = line.split_once(',').map(|(m, r)| (m.trim(), r.trim()));
-        match pair {
-            Some((meter, region)) if !meter.is_empty() && !region.is_empty() => {
-                regions.insert(meter.to_owned(), region.to_owned());
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let problem = match fields.as_slice() {
+            [meter, region] if valid_table_id(meter) && valid_table_id(region) => {
+                let previous = regions.insert((*meter).to_owned(), (*region).to_owned());
+                previous.map(|_| format!("meter '{meter}' is listed twice"))
             }
-            _ => {
-                return Err(format!(
-                    "region table '{}' line {}: '{line}', expected meter,region",
-                    path.display(),
-                    i + 1
-                ));
-            }
+            _ => Some(format!(
+                "'{line}', expected meter,region without quotes, each 1 to 128 bytes without \
+                 '/', '+' or '#'"
+            )),
+        };
+        if let Some(problem) = problem {
+            problems.push(format!("line {}: {problem}", i + 1));
         }
     }
-    Ok(regions)
+    if problems.is_empty() {
+        return Ok(regions);
+    }
+    Err(format!(
+        "invalid region table '{}': {}",
+        path.display(),
+        problems.join("; ")
+    ))
+}
+
+fn valid_table_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= super::MAX_ID_BYTES && !id.contains(['/', '+', '#', '"', '\''])
+}
+
+/// Returns the quantity of a Gen1 emeter value topic, `emeter/<n>/<quantity>`, or `None` for
+/// other topics of the device, such as `relay/0`, `online` or `emeter/0/energy`.
+fn gen1_value_quantity(rest: &str) -> Option<&str> {
+    let mut levels = rest.split('/');
+    let (Some("emeter"), Some(_), Some(quantity), None) =
+        (levels.next(), levels.next(), levels.next(), levels.next())
+    else {
+        return None;
+    };
+    let known = [
+        "power",
+        "voltage",
+        "current",
+        "pf",
+        "total",
+        "total_returned",
+    ];
+    known.contains(&quantity).then_some(quantity)
+}
+
+/// Rejects a negative Gen1 energy total on the message that carries it.
+fn check_gen1_energy(quantity: &str, message: &Message<'_>) -> Result<(), Rejection> {
+    if quantity != "total" && quantity != "total_returned" {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(message.payload);
+    match text.trim().parse::<f64>() {
+        Ok(value) if value < 0.0 => Err(Rejection::new(
+            RejectReason::NegativeValue,
+            format!("Shelly Gen1 {quantity}: {value} Wh is negative, expected at least 0"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn device_key(index: usize, message: &Message<'_>, device: &DeviceReading) -> (usize, String) {
@@ -552,6 +657,13 @@ fn schema_map(device: DeviceReading, received_ms: i64) -> Map<String, Value> {
         map.insert("device_id".into(), json!(meter));
     }
     map
+}
+
+fn is_json(format: DeviceFormat) -> bool {
+    matches!(
+        format,
+        DeviceFormat::Tasmota | DeviceFormat::TasmotaSml | DeviceFormat::ShellyGen2
+    )
 }
 
 fn format_rejection(error: FormatError) -> Rejection {

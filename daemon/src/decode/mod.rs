@@ -443,11 +443,18 @@ impl Decoder {
         };
         let max_ms = now_ms.saturating_add(self.bounds.max_future_secs.saturating_mul(1000));
         if ts_ms < self.min_ts_ms || ts_ms > max_ms {
+            // A time in seconds read as milliseconds lands in January 1970.
+            let in_seconds = (0..self.min_ts_ms).contains(&ts_ms)
+                && (self.min_ts_ms..=max_ms).contains(&ts_ms.saturating_mul(1000));
+            let hint = if in_seconds {
+                " (Unix seconds instead of milliseconds?)"
+            } else {
+                ""
+            };
             return Err(Rejection::new(
                 RejectReason::TimestampOutOfRange,
                 format!(
-                    "field 'ts': {} is outside the accepted range {} to {} \
-                     (Unix seconds instead of milliseconds?)",
+                    "field 'ts': {} is outside the accepted range {} to {}{hint}",
                     format_ms(ts_ms),
                     format_ms(self.min_ts_ms),
                     format_ms(max_ms)
@@ -676,23 +683,58 @@ fn events(value: Option<&Value>) -> Result<Vec<String>, Rejection> {
         .collect()
 }
 
-/// Builds every decoder of a configuration without running anything, for `gridwatch check`.
+/// Loads the decoder scripts folder when a decoder of `config` has format `rhai`; every script
+/// those decoders name must be in it.
 ///
-/// Returns one message per problem: a decoder script that does not compile, an unreadable
-/// region table; an empty list means the decoders would load.
-pub fn check(config: &crate::config::Config) -> Vec<String> {
-    let uses_scripts = config
+/// # Errors
+/// Returns every problem of the folder and its scripts.
+pub fn load_scripts(
+    config: &crate::config::Config,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Result<Option<std::sync::Arc<DecoderScripts>>, script::ScriptError> {
+    let required: Vec<String> = config
         .decoders
         .iter()
-        .any(|d| d.format == crate::config::DeviceFormat::Rhai);
-    let scripts = if uses_scripts {
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-        match DecoderScripts::load(&config.decode.scripts_dir, &config.rules, 0, metrics) {
-            Ok(scripts) => Some(std::sync::Arc::new(scripts)),
-            Err(error) => return error.problems.iter().map(ToString::to_string).collect(),
-        }
-    } else {
-        None
+        .filter(|d| d.format == crate::config::DeviceFormat::Rhai)
+        .filter_map(|d| d.script.clone())
+        .collect();
+    if required.is_empty() {
+        return Ok(None);
+    }
+    let limits = script_limits(config);
+    let scripts = DecoderScripts::load(
+        &config.decode.scripts_dir,
+        &required,
+        &limits,
+        config.decode.reload_debounce_ms,
+        metrics,
+    )?;
+    Ok(Some(std::sync::Arc::new(scripts)))
+}
+
+/// Returns the sandbox limits of decoder scripts: those of `[rules]`, with the operations of
+/// `decode.max_operations` and strings at least as long as `mqtt.max_payload_bytes`, so a
+/// script can hold any payload it is given.
+pub fn script_limits(config: &crate::config::Config) -> crate::config::RulesConfig {
+    crate::config::RulesConfig {
+        max_operations: config.decode.max_operations,
+        max_string_bytes: config
+            .rules
+            .max_string_bytes
+            .max(config.mqtt.max_payload_bytes),
+        ..config.rules.clone()
+    }
+}
+
+/// Builds every decoder of a configuration without running anything, for `gridwatch check`.
+///
+/// Returns one message per problem: a decoder script that does not compile or is missing, an
+/// unreadable region table. An empty list means the decoders would load.
+pub fn check(config: &crate::config::Config) -> Vec<String> {
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let scripts = match load_scripts(config, metrics) {
+        Ok(scripts) => scripts,
+        Err(error) => return error.problems.iter().map(ToString::to_string).collect(),
     };
     match Decoders::from_config(config, scripts) {
         Ok(_) => Vec::new(),

@@ -31,6 +31,7 @@ const SCRIPT_EXTENSION: &str = "rhai";
 /// The decoder scripts folder, compiled, and what it needs to reload.
 pub struct DecoderScripts {
     dir: PathBuf,
+    required: Vec<String>,
     limits: RulesConfig,
     debounce_ms: u64,
     metrics: Arc<Metrics>,
@@ -60,18 +61,20 @@ fn list(problems: &[RuleProblem]) -> String {
 }
 
 impl DecoderScripts {
-    /// Compiles every script in `dir` under the sandbox limits of `limits`.
+    /// Compiles every script in `dir` under the sandbox limits of `limits`. The scripts named
+    /// in `required` must be among them, at load and at every reload.
     ///
     /// # Errors
-    /// Returns every problem found: an unreadable folder, a file that does not compile, or a
-    /// file without `fn decode(topic, payload)`.
+    /// Returns every problem found: an unreadable folder, a file that does not compile, a file
+    /// without `fn decode(topic, payload)`, or a required script that is missing.
     pub fn load(
         dir: &Path,
+        required: &[String],
         limits: &RulesConfig,
         debounce_ms: u64,
         metrics: Arc<Metrics>,
     ) -> Result<DecoderScripts, ScriptError> {
-        let set = compile(dir, limits).map_err(|problems| ScriptError {
+        let set = compile(dir, required, limits).map_err(|problems| ScriptError {
             dir: dir.to_owned(),
             problems,
         })?;
@@ -79,6 +82,7 @@ impl DecoderScripts {
         metrics.decoders_stale.set(0);
         Ok(DecoderScripts {
             dir: dir.to_owned(),
+            required: required.to_vec(),
             limits: limits.clone(),
             debounce_ms,
             metrics,
@@ -112,6 +116,7 @@ impl DecoderScripts {
         };
         let scripts = DecoderScripts {
             dir: path.parent().unwrap_or(Path::new(".")).to_owned(),
+            required: vec![name.clone()],
             limits: limits.clone(),
             debounce_ms: 0,
             metrics: Arc::new(Metrics::new()),
@@ -151,11 +156,7 @@ impl DecoderScripts {
         let result = set
             .engine
             .call_fn::<Dynamic>(&mut Scope::new(), ast, ENTRY_POINT, args)
-            .map_err(|e| {
-                // Rhai puts the call stack on further lines; a rejection detail is one line.
-                let text = e.to_string().replace('\n', "; ");
-                script_failed(name, &format!("failed: {text}"))
-            })?;
+            .map_err(|e| script_failed(name, &failure(&e, &self.limits)))?;
         readings(name, &result)
     }
 
@@ -165,7 +166,7 @@ impl DecoderScripts {
     /// Returns every problem found; the previous scripts stay active.
     pub fn reload(&self) -> Result<(), ScriptError> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        match compile(&self.dir, &self.limits) {
+        match compile(&self.dir, &self.required, &self.limits) {
             Ok(set) => {
                 info!(scripts = set.scripts.len(), "decoder scripts reloaded");
                 Metrics::inc(&self.metrics.decoder_reloads, "outcome", "success");
@@ -214,6 +215,10 @@ fn engine(limits: &RulesConfig) -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(StandardPackage::new().as_shared_module());
     apply_sandbox(&mut engine, limits);
+    // Rhai counts the entries of every map in a returned array together, so a per-map limit
+    // would cap the readings of one message at max_map_len / fields. The array limit and
+    // max_operations still bound what a script can build.
+    engine.set_max_map_size(limits.max_map_len.saturating_mul(limits.max_array_len));
     engine.on_print(|text| debug!(output = text, "decoder script printed"));
     engine.on_debug(|text, _, position| {
         debug!(
@@ -232,7 +237,11 @@ fn parse_json(text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         .map_err(|e| format!("invalid JSON: {e}").into())
 }
 
-fn compile(dir: &Path, limits: &RulesConfig) -> Result<ScriptSet, Vec<RuleProblem>> {
+fn compile(
+    dir: &Path,
+    required: &[String],
+    limits: &RulesConfig,
+) -> Result<ScriptSet, Vec<RuleProblem>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         vec![problem(
             dir,
@@ -256,6 +265,11 @@ fn compile(dir: &Path, limits: &RulesConfig) -> Result<ScriptSet, Vec<RuleProble
             }
             Err(p) => problems.push(p),
         }
+    }
+    for name in required.iter().filter(|name| !scripts.contains_key(*name)) {
+        let path = dir.join(format!("{name}.{SCRIPT_EXTENSION}"));
+        let message = "missing, but a decoder names this script".to_owned();
+        problems.push(problem(&path, None, message));
     }
     if problems.is_empty() {
         Ok(ScriptSet { engine, scripts })
@@ -299,13 +313,67 @@ fn problem(path: &Path, at: Option<(usize, Option<usize>)>, message: String) -> 
     }
 }
 
+/// Describes a failed call in one line, naming the setting of a sandbox limit that was hit.
+fn failure(error: &EvalAltResult, limits: &RulesConfig) -> String {
+    let limit = match error.unwrap_inner() {
+        EvalAltResult::ErrorTooManyOperations(_) => Some(format!(
+            "the limit of {} operations per message (decode.max_operations)",
+            limits.max_operations
+        )),
+        EvalAltResult::ErrorStackOverflow(_) => Some(format!(
+            "the limit of {} nested calls (rules.max_call_levels)",
+            limits.max_call_levels
+        )),
+        EvalAltResult::ErrorDataTooLarge(what, _) => Some(format!(
+            "a size limit: {what} (rules.max_string_bytes, max_array_len, max_map_len)"
+        )),
+        _ => None,
+    };
+    match limit {
+        Some(limit) => format!("hit {limit}"),
+        // Rhai puts the call stack on further lines; a rejection detail is one line.
+        None => format!("failed: {}", error.to_string().replace('\n', "; ")),
+    }
+}
+
 fn script_failed(name: &str, what: &str) -> Rejection {
     let detail = format!("script '{name}' {what}");
     Rejection::new(RejectReason::ScriptFailed, detail)
 }
 
+/// Rejects a reading whose field is a NaN or infinite float, which JSON cannot carry.
+fn check_finite(name: &str, result: &Dynamic) -> Result<(), Rejection> {
+    let maps: Vec<Dynamic> = match result.read_lock::<rhai::Array>() {
+        Some(items) => items.iter().cloned().collect(),
+        None => vec![result.clone()],
+    };
+    for map in maps {
+        let Some(map) = map.read_lock::<rhai::Map>() else {
+            continue;
+        };
+        for (field, value) in map.iter() {
+            let values: Vec<Dynamic> = match value.read_lock::<rhai::Array>() {
+                Some(items) => items.iter().cloned().collect(),
+                None => vec![value.clone()],
+            };
+            if values
+                .iter()
+                .any(|v| v.as_float().is_ok_and(|f| !f.is_finite()))
+            {
+                let detail = format!(
+                    "script '{name}' returned a NaN or infinite value in field '{field}', \
+                     expected a finite number"
+                );
+                return Err(Rejection::new(RejectReason::NonFinite, detail));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Turns what `decode` returned into schema maps.
 fn readings(name: &str, result: &Dynamic) -> Result<Vec<Map<String, Value>>, Rejection> {
+    check_finite(name, result)?;
     let expected = "expected a map, an array of maps or ()";
     let as_object = |value: Value, what: &str| match value {
         Value::Object(map) => Ok(map),

@@ -136,8 +136,9 @@ fn build(
         config.mqtt.max_payload_bytes,
     )
     .map_err(ToolError::Decoder)?;
+    let limits = super::script_limits(config);
     if decoder.ends_with(".rhai") {
-        let (scripts, name) = DecoderScripts::load_file(Path::new(decoder), &config.rules)?;
+        let (scripts, name) = DecoderScripts::load_file(Path::new(decoder), &limits)?;
         let route = route_config(&name, DeviceFormat::Rhai, Some(name.clone()), options);
         return Decoders::single(native, &route, Some(Arc::new(scripts)))
             .map_err(ToolError::Decoder);
@@ -146,7 +147,8 @@ fn build(
         let scripts = match named.format {
             DeviceFormat::Rhai => Some(Arc::new(DecoderScripts::load(
                 &config.decode.scripts_dir,
-                &config.rules,
+                named.script.as_slice(),
+                &limits,
                 0,
                 Arc::new(crate::metrics::Metrics::new()),
             )?)),
@@ -155,6 +157,11 @@ fn build(
         return Decoders::single(native, named, scripts).map_err(ToolError::Decoder);
     }
     let format = parse_format(decoder)?;
+    if format == DeviceFormat::Rhai {
+        return Err(ToolError::Decoder(
+            "format 'rhai' needs a script: pass the .rhai file as --decoder".into(),
+        ));
+    }
     let route = route_config(decoder, format, None, options);
     Decoders::single(native, &route, None).map_err(ToolError::Decoder)
 }
@@ -244,6 +251,7 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
 #[derive(Debug, Default)]
 struct Counts {
     samples: usize,
+    decoded: usize,
     readings: usize,
     rejected: usize,
     held: usize,
@@ -254,8 +262,8 @@ impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} samples: {} readings, {} rejected, {} held, {} ignored",
-            self.samples, self.readings, self.rejected, self.held, self.ignored
+            "{} samples: {} gave {} readings, {} rejected, {} held, {} ignored",
+            self.samples, self.decoded, self.readings, self.rejected, self.held, self.ignored
         )
     }
 }
@@ -273,6 +281,7 @@ fn print_samples(
         let (_, decoded) = decoders.decode(&sample.topic, &sample.payload, now_ms, now_ms);
         match decoded {
             Decoded::Readings(readings) => {
+                counts.decoded += 1;
                 counts.readings += readings.len();
                 for reading in &readings {
                     writeln!(out, "  reading {}", reading_json(reading))?;

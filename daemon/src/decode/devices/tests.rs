@@ -439,13 +439,16 @@ fn subscriptions_add_each_decoder_filter_once() {
 fn script_decoders(dir: &std::path::Path, script: &str) -> (Decoders, Arc<DecoderScripts>) {
     std::fs::write(dir.join("headend.rhai"), script).unwrap();
     let text = format!(
-        "[decode]\nscripts_dir = \"{}\"\n[rules]\nmax_operations = 10000\n\
+        "[decode]\nscripts_dir = \"{}\"\nmax_operations = 10000\n\
          [[decoders]]\nname = \"he\"\nformat = \"rhai\"\nscript = \"headend\"\n\
          topic = \"he/{{region}}/#\"\n",
         dir.display()
     );
     let config = Config::parse(&text).unwrap();
-    let scripts = DecoderScripts::load(dir, &config.rules, 0, Arc::new(Metrics::new())).unwrap();
+    let required = ["headend".to_owned()];
+    let metrics = Arc::new(Metrics::new());
+    let limits = crate::decode::script_limits(&config);
+    let scripts = DecoderScripts::load(dir, &required, &limits, 0, metrics).unwrap();
     let scripts = Arc::new(scripts);
     (
         Decoders::from_config(&config, Some(scripts.clone())).unwrap(),
@@ -522,11 +525,8 @@ fn rhai_decoder_limits_trip() {
     let (d, _) = script_decoders(dir.path(), endless);
     let r = rejection(decode(&d, "he/west/x", b"1"));
     assert_eq!(r.reason, RejectReason::ScriptFailed);
-    assert!(
-        r.detail.to_lowercase().contains("too many operations"),
-        "{}",
-        r.detail
-    );
+    let limit = "hit the limit of 10000 operations per message (decode.max_operations)";
+    assert!(r.detail.contains(limit), "{}", r.detail);
 
     let wrong = "fn decode(topic, payload) { 42 }";
     let (d, _) = script_decoders(dir.path(), wrong);
@@ -655,4 +655,146 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn completed_and_stale_devices_free_their_slots() {
+    let text = format!("[decode]\nmax_pending_devices = 2\n{DECODERS}");
+    let d = decoders_from(&text);
+    let topic = |device: &str, channel: u8, quantity: &str| {
+        format!("legacy/s/shellies/{device}/emeter/{channel}/{quantity}")
+    };
+    // Other topics of a device take no slot.
+    for device in ["a", "b", "c"] {
+        let relay = format!("legacy/s/shellies/{device}/relay/0");
+        assert_eq!(decode(&d, &relay, b"on"), Decoded::Ignored);
+    }
+    assert_eq!(decode(&d, &topic("a", 0, "energy"), b"5"), Decoded::Ignored);
+    assert_eq!(decode(&d, &topic("a", 0, "power"), b"5"), Decoded::Held);
+    assert_eq!(decode(&d, &topic("b", 0, "power"), b"5"), Decoded::Held);
+    let full = rejection(decode(&d, &topic("c", 0, "power"), b"5"));
+    assert_eq!(full.reason, RejectReason::TooManyDevices);
+
+    // A device whose reading completes frees its slot.
+    for channel in 0..3 {
+        decode(&d, &topic("a", channel, "total"), b"10");
+        decode(&d, &topic("a", channel, "total_returned"), b"0");
+    }
+    assert_eq!(decode(&d, &topic("c", 0, "power"), b"5"), Decoded::Held);
+
+    // A device silent for longer than the hold time gives way to a new one.
+    let later = RECEIVED_MS + HOLD_MAX_AGE_MS + 1;
+    let (_, decoded) = d.decode(&topic("e", 0, "power"), b"5", later, NOW_MS);
+    assert_eq!(decoded, Decoded::Held);
+}
+
+#[test]
+fn shelly_gen1_negative_total_is_rejected_on_arrival() {
+    let d = decoders();
+    let r = rejection(decode(
+        &d,
+        "legacy/s/shellies/x/emeter/1/total_returned",
+        b"-1",
+    ));
+    assert_eq!(r.reason, RejectReason::NegativeValue);
+    assert!(r.detail.contains("total_returned: -1 Wh"), "{}", r.detail);
+}
+
+#[test]
+fn non_finite_values_are_named() {
+    let d = decoders();
+    let tasmota = TASMOTA_POW.replace("\"Power\":1843", "\"Power\":nan");
+    let r = rejection(decode(&d, "tele/plug-4/SENSOR", tasmota.as_bytes()));
+    assert_eq!(r.reason, RejectReason::NonFinite, "{}", r.detail);
+
+    let dir = tempfile::tempdir().unwrap();
+    let script = "fn decode(topic, payload) { #{ meter_id: \"m\", ts: 1764756000000, \
+                  energy_import_kwh: 1.0, power_w: 0.0 / 0.0 } }";
+    let (d, _) = script_decoders(dir.path(), script);
+    let r = rejection(decode(&d, "he/west/x", b"1"));
+    assert_eq!(r.reason, RejectReason::NonFinite, "{}", r.detail);
+    assert!(r.detail.contains("'power_w'"), "{}", r.detail);
+}
+
+#[test]
+fn rhai_decoder_returns_hundreds_of_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, _) = script_decoders(dir.path(), HEADEND);
+    let payload: String = (0..200)
+        .map(|i| format!("m-{i};1764756000;{i}.5\n"))
+        .collect();
+    let Decoded::Readings(readings) = decode(&d, "he/west/batch", payload.as_bytes()) else {
+        panic!("expected readings");
+    };
+    assert_eq!(readings.len(), 200);
+}
+
+#[test]
+fn removing_a_named_script_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, scripts) = script_decoders(dir.path(), HEADEND);
+    std::fs::remove_file(dir.path().join("headend.rhai")).unwrap();
+    let error = scripts.reload().unwrap_err().to_string();
+    assert!(
+        error.contains("missing, but a decoder names this script"),
+        "{error}"
+    );
+    let still = decode(&d, "he/west/x", b"m-1;1764756000;1\n");
+    assert!(matches!(still, Decoded::Readings(_)), "{still:?}");
+}
+
+#[test]
+fn seconds_hint_only_for_seconds() {
+    let d = decoders();
+    let seconds = br#"{"ts":1764756000,"energy_import_kwh":1}"#;
+    let r = rejection(decode(&d, "headend/m-1/data", seconds));
+    assert!(
+        r.detail.contains("Unix seconds instead of milliseconds?"),
+        "{}",
+        r.detail
+    );
+    let year_2100 = br#"{"ts":4102444800000,"energy_import_kwh":1}"#;
+    let r = rejection(decode(&d, "headend/m-1/data", year_2100));
+    assert!(!r.detail.contains("Unix seconds"), "{}", r.detail);
+}
+
+#[test]
+fn region_table_reports_every_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("regions.csv");
+    std::fs::write(
+        &table,
+        "m1,north\nm2,a,b\n\"m3\",\"south\"\nm1,east\nm4,bad/region\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[[decoders]]\nname = \"t\"\nformat = \"tasmota\"\ntopic = \"tele/{{meter}}/SENSOR\"\n\
+         region_table = \"{}\"\n",
+        table.display()
+    );
+    let config = Config::parse(&text).unwrap();
+    let error = Decoders::from_config(&config, None).err().unwrap();
+    for line in [
+        "line 2:",
+        "line 3:",
+        "line 4: meter 'm1' is listed twice",
+        "line 5:",
+    ] {
+        assert!(error.contains(line), "missing '{line}' in {error}");
+    }
+}
+
+#[test]
+fn config_rejects_empty_region_and_script_file_names() {
+    let text = "[[decoders]]\nname = \"a\"\nformat = \"rhai\"\nscript = \"x.rhai\"\n\
+                topic = \"x/{meter}\"\nregion = \"\"\n";
+    let problems = Config::parse(text).unwrap_err().join("\n");
+    assert!(
+        problems.contains("decoders[0].region: invalid value ''"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("decoders[0].script: 'x.rhai' names the file"),
+        "{problems}"
+    );
 }
