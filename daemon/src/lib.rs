@@ -28,6 +28,7 @@ pub mod decode;
 pub mod delivery;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
+pub mod eval;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;

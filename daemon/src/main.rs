@@ -40,6 +40,14 @@ enum Command {
     Plugin(gridwatch::plugins::tool::PluginArgs),
     /// Shows what sample messages become with a device format or a Rhai decoder script.
     Decode(gridwatch::decode::tool::DecodeArgs),
+    /// Adds known anomalies (mining, theft, tamper, benign look-alikes) to a real data set and
+    /// writes the telemetry and its labels.
+    Scenario(gridwatch::eval::scenario::ScenarioArgs),
+    /// Runs the daemon's pipeline offline over recorded messages and writes the alerts.
+    Replay(gridwatch::eval::replay::ReplayArgs),
+    /// Compares a replay's alerts with a scenario's labels: precision, recall, F1, PR-AUC, time
+    /// to detect and false alerts.
+    Score(gridwatch::eval::score::ScoreArgs),
     /// Runs broker, daemon, publisher and webhook receiver together on bundled data.
     #[cfg(feature = "embedded-broker")]
     Demo(gridwatch::demo::DemoArgs),
@@ -74,6 +82,38 @@ fn main() -> ExitCode {
             match gridwatch::plugins::tool::run(&args, &mut out) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
+                Err(error) => fail(&error),
+            }
+        }
+        Command::Scenario(args) => match gridwatch::eval::scenario::run(&args) {
+            Ok(labels) => {
+                println!(
+                    "wrote {} labelled meters to {}",
+                    labels.len(),
+                    args.out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
+        Command::Replay(args) => match gridwatch::eval::replay::run(&args) {
+            Ok(summary) => {
+                println!(
+                    "replayed {} messages: {} readings accepted, {} rejected, {} alerts in {}",
+                    summary.messages,
+                    summary.accepted,
+                    summary.rejected,
+                    summary.alerts,
+                    args.alerts.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
+        Command::Score(args) => {
+            let mut out = std::io::stdout().lock();
+            match gridwatch::eval::score::run(&args, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             }
         }

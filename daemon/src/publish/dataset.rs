@@ -21,6 +21,18 @@ const EEMETER_FILES: [&str; 3] = [
 /// File name of the UMass Smart* microgrid day.
 const UMASS_FILE: &str = "umass_microgrid_2011-04-02_long.csv.gz";
 
+/// First line of every Low Carbon London daily file.
+const LCL_HEADER: &str =
+    "LCLid,day,energy_median,energy_mean,energy_max,energy_count,energy_std,energy_sum,energy_min";
+/// Half-hours in a complete Low Carbon London day.
+const LCL_HALF_HOURS: &str = "48";
+/// File name of the TSrepr consumers.
+const TSREPR_FILE: &str = "elec_load_50x672.csv";
+/// Values per TSrepr consumer: 14 days of half hours.
+const TSREPR_VALUES: usize = 672;
+/// Start given to the TSrepr series, which carry no dates: Monday 2012-01-02 00:00 UTC.
+const TSREPR_START_MS: i64 = 1_325_462_400_000;
+
 const EEMETER_HEADER: &str = "start,value";
 const UMASS_HEADER: &str = "building_id,unix_ts,usage_kw";
 
@@ -37,6 +49,14 @@ pub enum DatasetKind {
     /// 443 buildings of the UMass Smart* microgrid on 2011-04-02 (kW per minute). Not bundled.
     #[value(name = "umass")]
     Umass,
+    /// Low Carbon London households (UK Power Networks), daily kWh from `block_*.csv`. Days
+    /// with fewer than 48 half-hours are left out as missing. Not bundled.
+    #[value(name = "lcl-london-daily")]
+    LclLondonDaily,
+    /// 50 consumers of the TSrepr R package, 672 half-hour kWh values each. The series carry
+    /// no dates, so they start on Monday 2012-01-02 00:00 UTC. Not bundled.
+    #[value(name = "tsrepr-30min")]
+    Tsrepr,
 }
 
 impl DatasetKind {
@@ -45,6 +65,8 @@ impl DatasetKind {
         match self {
             DatasetKind::EemeterUk => "eemeter-uk",
             DatasetKind::Umass => "umass",
+            DatasetKind::LclLondonDaily => "lcl-london-daily",
+            DatasetKind::Tsrepr => "tsrepr-30min",
         }
     }
 
@@ -53,7 +75,7 @@ impl DatasetKind {
     pub fn default_dir(self) -> Option<PathBuf> {
         match self {
             DatasetKind::EemeterUk => Some(PathBuf::from("datasets/eemeter-uk")),
-            DatasetKind::Umass => None,
+            DatasetKind::Umass | DatasetKind::LclLondonDaily | DatasetKind::Tsrepr => None,
         }
     }
 
@@ -66,6 +88,14 @@ impl DatasetKind {
             DatasetKind::Umass => format!(
                 "the UMass microgrid data set is not bundled with gridwatch, so pass the folder \
                  that contains {UMASS_FILE} with --data-dir"
+            ),
+            DatasetKind::LclLondonDaily => "the Low Carbon London daily data set is not bundled \
+                 with gridwatch, so pass the folder that contains its block_*.csv files with \
+                 --data-dir"
+                .to_owned(),
+            DatasetKind::Tsrepr => format!(
+                "the TSrepr data set is not bundled with gridwatch, so pass the folder that \
+                 contains {TSREPR_FILE} with --data-dir"
             ),
         }
     }
@@ -143,6 +173,8 @@ pub fn load_dataset(
     let series = match kind {
         DatasetKind::EemeterUk => load_eemeter(dir, filter)?,
         DatasetKind::Umass => load_umass(dir, filter)?,
+        DatasetKind::LclLondonDaily => load_lcl(dir, filter)?,
+        DatasetKind::Tsrepr => load_tsrepr(dir, filter)?,
     };
 
     let unknown: Vec<String> = filter
@@ -214,6 +246,89 @@ fn load_umass(dir: &Path, filter: &MeterFilter) -> Result<Vec<MeterSeries>, Publ
     })?;
 
     // Keep the meters in the order of their first row in the file.
+    finish_in_order(builders, Some(UMASS_INTERVAL_SECS))
+}
+
+/// Loads every `block_*.csv` file of the Low Carbon London daily set, one series per household.
+fn load_lcl(dir: &Path, filter: &MeterFilter) -> Result<Vec<MeterSeries>, PublishError> {
+    let kind = DatasetKind::LclLondonDaily;
+    let io = |source| PublishError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            name.starts_with("block_") && name.ends_with(".csv")
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(PublishError::MissingFile {
+            dataset: kind,
+            path: dir.join("block_*.csv"),
+            hint: kind.location_hint(),
+        });
+    }
+    let mut builders: BTreeMap<String, (usize, RowBuilder)> = BTreeMap::new();
+    for path in &files {
+        for_each_line(kind, path, LCL_HEADER, |line_no, line| {
+            let fields = split_fields::<9>(path, line_no, line, LCL_HEADER)?;
+            let (household, day, count, sum) = (fields[0], fields[1], fields[5], fields[7]);
+            if !filter.keeps(household) || count != LCL_HALF_HOURS {
+                return Ok(());
+            }
+            let start_ms = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                .map_err(|_| malformed(path, line_no, day, "a day such as 2012-03-06"))?
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc().timestamp_millis())
+                .unwrap_or_default();
+            let energy_kwh = parse_non_negative(path, line_no, sum, "energy in kWh")?;
+            let order = builders.len();
+            let (_, rows) = builders
+                .entry(household.to_owned())
+                .or_insert_with(|| (order, RowBuilder::new(path)));
+            rows.push(line_no, start_ms, energy_kwh)
+        })?;
+    }
+    finish_in_order(builders, Some(86_400))
+}
+
+/// Loads the TSrepr consumers: one row of 672 half-hour values each, named `ts-1` to `ts-50`.
+fn load_tsrepr(dir: &Path, filter: &MeterFilter) -> Result<Vec<MeterSeries>, PublishError> {
+    let path = dir.join(TSREPR_FILE);
+    let header: String = (1..=TSREPR_VALUES)
+        .map(|i| format!("V{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut all = Vec::new();
+    for_each_line(DatasetKind::Tsrepr, &path, &header, |line_no, line| {
+        let meter_id = format!("ts-{}", line_no - 1);
+        if !filter.keeps(&meter_id) {
+            return Ok(());
+        }
+        let values = split_fields::<TSREPR_VALUES>(&path, line_no, line, "V1,...,V672")?;
+        let mut rows = RowBuilder::new(&path);
+        for (i, value) in values.iter().enumerate() {
+            let energy_kwh = parse_non_negative(&path, line_no, value, "energy in kWh")?;
+            rows.push(line_no, TSREPR_START_MS + i as i64 * 1_800_000, energy_kwh)?;
+        }
+        all.push(rows.finish(meter_id, Some(1_800))?);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+/// Finishes per-meter builders in the order of each meter's first row.
+fn finish_in_order(
+    builders: BTreeMap<String, (usize, RowBuilder)>,
+    interval_secs: Option<i64>,
+) -> Result<Vec<MeterSeries>, PublishError> {
     let mut ordered: Vec<(usize, String, RowBuilder)> = builders
         .into_iter()
         .map(|(id, (order, rows))| (order, id, rows))
@@ -221,11 +336,11 @@ fn load_umass(dir: &Path, filter: &MeterFilter) -> Result<Vec<MeterSeries>, Publ
     ordered.sort_by_key(|(order, _, _)| *order);
     ordered
         .into_iter()
-        .map(|(_, id, rows)| rows.finish(id, Some(UMASS_INTERVAL_SECS)))
+        .map(|(_, id, rows)| rows.finish(id, interval_secs))
         .collect()
 }
 
-/// Opens a gzip CSV file, checks its header and calls `on_row` with each later line and its
+/// Opens a CSV file, gzip-compressed when its name ends in `.gz`, checks its header and calls `on_row` with each later line and its
 /// 1-based line number.
 fn for_each_line(
     kind: DatasetKind,
@@ -248,7 +363,11 @@ fn for_each_line(
         }
     })?;
 
-    let reader = BufReader::new(GzDecoder::new(file));
+    let reader: Box<dyn BufRead> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(BufReader::new(GzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
     for (index, line) in reader.lines().enumerate() {
         let line_no = index as u64 + 1;
         let line = line.map_err(|source| PublishError::Io {

@@ -14,9 +14,9 @@
 //! rounded to 0.001 kWh, `power_w` the interval's mean power and `seq` the interval's position in
 //! the meter's series.
 
-mod dataset;
+pub mod dataset;
 mod mqtt;
-mod telemetry;
+pub mod telemetry;
 
 #[cfg(test)]
 mod tests;

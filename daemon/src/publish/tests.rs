@@ -715,3 +715,62 @@ mod broker {
         assert!(message.contains("not bundled"), "{message}");
     }
 }
+
+#[test]
+fn lcl_days_become_daily_energy_without_partial_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = "LCLid,day,energy_median,energy_mean,energy_max,energy_count,energy_std,\
+                  energy_sum,energy_min";
+    let rows = [
+        "MAC000002,2012-10-12,0.1,0.2,0.9,46,0.1,7.1,0.0",
+        "MAC000002,2012-10-13,0.1,0.2,0.9,48,0.1,9.5,0.0",
+        "MAC000002,2012-10-14,0.1,0.2,0.9,48,0.1,8.25,0.0",
+        "MAC000003,2012-10-13,0.1,0.2,0.9,48,0.1,3.0,0.0",
+    ];
+    std::fs::write(
+        dir.path().join("block_0.csv"),
+        format!("{header}\n{}\n", rows.join("\n")),
+    )
+    .unwrap();
+    let all = load_dataset(
+        DatasetKind::LclLondonDaily,
+        dir.path(),
+        &MeterFilter::default(),
+    )
+    .unwrap();
+    let ids: Vec<&str> = all.iter().map(|s| s.meter_id.as_str()).collect();
+    assert_eq!(ids, ["MAC000002", "MAC000003"]);
+    assert_eq!(all[0].interval_secs, 86_400);
+    let energy: Vec<f64> = all[0].intervals.iter().map(|i| i.energy_kwh).collect();
+    assert_eq!(
+        energy,
+        [9.5, 8.25],
+        "the day with 46 half-hours is left out"
+    );
+}
+
+#[test]
+fn tsrepr_rows_become_half_hour_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let header: Vec<String> = (1..=672).map(|i| format!("V{i}")).collect();
+    let row: Vec<String> = (0..672).map(|i| format!("{}", i as f64 / 100.0)).collect();
+    let text = format!(
+        "{}\n{}\n{}\n",
+        header.join(","),
+        row.join(","),
+        row.join(",")
+    );
+    std::fs::write(dir.path().join("elec_load_50x672.csv"), text).unwrap();
+    let all = load_dataset(DatasetKind::Tsrepr, dir.path(), &MeterFilter::default()).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].meter_id, "ts-2");
+    assert_eq!(all[0].interval_secs, 1_800);
+    assert_eq!(all[0].intervals.len(), 672);
+    assert_eq!(all[0].intervals[2].energy_kwh, 0.02);
+    let missing = load_dataset(
+        DatasetKind::Tsrepr,
+        Path::new("/nonexistent"),
+        &MeterFilter::default(),
+    );
+    assert!(missing.unwrap_err().to_string().contains("TSrepr"));
+}

@@ -1,0 +1,15 @@
+//! The evaluation harness: labelled scenarios from real data, an offline replay of the daemon's
+//! pipeline, and the scores of its alerts against the labels.
+//!
+//! | command | module |
+//! |---|---|
+//! | `gridwatch scenario` | [`scenario`]: adds known anomalies to a real data set and writes labels |
+//! | `gridwatch replay` | [`replay`]: runs decode, state, plugins, rules and the alert store offline |
+//! | `gridwatch score` | [`score`]: precision, recall, F1, PR-AUC, time to detect, false alerts |
+
+pub mod replay;
+pub mod scenario;
+pub mod score;
+
+#[cfg(test)]
+mod tests;
