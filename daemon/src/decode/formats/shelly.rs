@@ -18,6 +18,14 @@
 //! | `total_act`, `total_act_ret` | `energy_import_kwh`, `energy_export_kwh` | Wh | kWh |
 //! | `a_total_act_energy`, `a_total_act_ret_energy` .. | `extra.energy_import_l1_kwh`, `extra.energy_export_l1_kwh` .. | Wh | kWh |
 //! | `NotifyStatus` `src`, `params.ts` | `meter_id`, `ts_ms` | text, Unix s | text, Unix ms |
+//!
+//! Single-phase Gen2 meters (Pro EM, EM Gen3) publish channel 0 as `em1:0` and `em1data:0`:
+//!
+//! | key | field | source unit | stored as |
+//! |---|---|---|---|
+//! | `em1` `act_power`, `voltage`, `current`, `pf` | `power_w`, `voltage_v`, `current_a`, `power_factor` | W, V, A, ratio | same |
+//! | `em1` `aprt_power`, `freq` | `extra.apparent_power_va`, `extra.frequency_hz` | VA, Hz | same |
+//! | `em1data` `total_act_energy`, `total_act_ret_energy` | `energy_import_kwh`, `energy_export_kwh` | Wh | kWh |
 //! | other keys | `extra[key]` | as sent | as sent |
 //!
 //! A key whose value is `null`, as `n_current` is on devices without a neutral sensor, is
@@ -46,10 +54,77 @@ pub fn parse_gen2(topic: &str, payload: &[u8]) -> Result<Option<DeviceReading>, 
     if component.starts_with("emdata:") && topic.ends_with(&format!("/status/{component}")) {
         return parse_emdata_status(payload).map(Some);
     }
+    // A single-phase meter's second channel measures another circuit, so only channel 0 is
+    // read as the meter.
+    if component == "em1:0" && topic.ends_with("/status/em1:0") {
+        return parse_em1_status(payload).map(Some);
+    }
+    if component == "em1data:0" && topic.ends_with("/status/em1data:0") {
+        return parse_em1data_status(payload).map(Some);
+    }
     if topic.ends_with("/events/rpc") {
         return parse_rpc_event(payload);
     }
     Ok(None)
+}
+
+/// Parses the `em1:<id>` status of a single-phase meter (Pro EM, EM Gen3): power, voltage,
+/// current, power factor and frequency of one channel.
+///
+/// # Errors
+/// `Malformed` when the payload is not a JSON object, `MissingField` when `act_power` is
+/// absent, and `BadValue` when a known key is not a number.
+pub fn parse_em1_status(payload: &[u8]) -> Result<DeviceReading, FormatError> {
+    let status = parse_object(payload)?;
+    require(&status, "act_power", "em1")?;
+    let mut reading = DeviceReading::default();
+    decode_em1(status, &mut reading)?;
+    Ok(reading)
+}
+
+/// Parses the `em1data:<id>` status of a single-phase meter: energy totals in Wh.
+///
+/// # Errors
+/// `Malformed` when the payload is not a JSON object, `MissingField` when `total_act_energy`
+/// is absent, and `BadValue` when a known key is not a number.
+pub fn parse_em1data_status(payload: &[u8]) -> Result<DeviceReading, FormatError> {
+    let status = parse_object(payload)?;
+    require(&status, "total_act_energy", "em1data")?;
+    let mut reading = DeviceReading::default();
+    decode_em1data(status, &mut reading)?;
+    Ok(reading)
+}
+
+/// Moves the keys of an `em1` status into the reading.
+fn decode_em1(
+    mut status: Map<String, Value>,
+    reading: &mut DeviceReading,
+) -> Result<(), FormatError> {
+    reading.power_w = take_number(&mut status, "act_power")?;
+    reading.voltage_v = take_number(&mut status, "voltage")?.into_iter().collect();
+    reading.current_a = take_number(&mut status, "current")?.into_iter().collect();
+    reading.power_factor = take_number(&mut status, "pf")?.map(|pf| pf.clamp(-1.0, 1.0));
+    let extra = &mut reading.extra;
+    insert_some(
+        extra,
+        "apparent_power_va",
+        take_number(&mut status, "aprt_power")?,
+    );
+    insert_some(extra, "frequency_hz", take_number(&mut status, "freq")?);
+    extra.extend(status);
+    Ok(())
+}
+
+/// Moves the keys of an `em1data` status into the reading, converting Wh to kWh.
+fn decode_em1data(
+    mut status: Map<String, Value>,
+    reading: &mut DeviceReading,
+) -> Result<(), FormatError> {
+    let to_kwh = |wh: Option<f64>| wh.map(|wh| wh / 1000.0);
+    reading.energy_import_kwh = to_kwh(take_number(&mut status, "total_act_energy")?);
+    reading.energy_export_kwh = to_kwh(take_number(&mut status, "total_act_ret_energy")?);
+    reading.extra.extend(status);
+    Ok(())
 }
 
 /// Parses the `em:<id>` status: instantaneous power, voltage and current per phase.
@@ -80,8 +155,8 @@ pub fn parse_emdata_status(payload: &[u8]) -> Result<DeviceReading, FormatError>
 
 /// Parses a `NotifyStatus` or `NotifyFullStatus` notification from `<prefix>/events/rpc`.
 ///
-/// Notifications carry only the keys that changed, so no key of `em:0` or `emdata:0` is
-/// required. Other components in `params` go to `extra` as sent. Returns `Ok(None)` for other
+/// Notifications carry only the keys that changed, so no key of `em:0`, `emdata:0`, `em1:0`
+/// or `em1data:0` is required. Other components in `params` go to `extra` as sent. Returns `Ok(None)` for other
 /// methods and for notifications without `em:0` or `emdata:0`.
 ///
 /// # Errors
@@ -101,7 +176,8 @@ pub fn parse_rpc_event(payload: &[u8]) -> Result<Option<DeviceReading>, FormatEr
         let detail = format!("missing Shelly {method} params, expected an object");
         return Err(FormatError::new(FormatErrorKind::MissingField, detail));
     };
-    if !params.contains_key("em:0") && !params.contains_key("emdata:0") {
+    let components = ["em:0", "emdata:0", "em1:0", "em1data:0"];
+    if !components.iter().any(|c| params.contains_key(*c)) {
         return Ok(None);
     }
 
@@ -118,6 +194,12 @@ pub fn parse_rpc_event(payload: &[u8]) -> Result<Option<DeviceReading>, FormatEr
     }
     if let Some(emdata) = params.remove("emdata:0") {
         decode_emdata(component_object("emdata:0", emdata)?, &mut reading)?;
+    }
+    if let Some(em1) = params.remove("em1:0") {
+        decode_em1(component_object("em1:0", em1)?, &mut reading)?;
+    }
+    if let Some(em1data) = params.remove("em1data:0") {
+        decode_em1data(component_object("em1data:0", em1data)?, &mut reading)?;
     }
     reading.extra.extend(params);
     Ok(Some(reading))
@@ -928,5 +1010,34 @@ mod tests {
                 "'{device}' with {channels} channels accepted"
             );
         }
+    }
+
+    #[test]
+    fn single_phase_em1_status_and_energy() {
+        let em1 = br#"{"id":0,"current":4.2,"voltage":229.5,"act_power":950.3,"aprt_power":970.0,"pf":0.98,"freq":50.0,"calibration":"factory"}"#;
+        let reading = parse_gen2("pro-em/status/em1:0", em1).unwrap().unwrap();
+        assert_close(reading.power_w, 950.3, "power_w");
+        assert_eq!(reading.voltage_v, vec![229.5]);
+        assert_eq!(reading.current_a, vec![4.2]);
+        assert_close(reading.power_factor, 0.98, "power_factor");
+        assert_eq!(reading.energy_import_kwh, None);
+
+        let data = br#"{"id":0,"total_act_energy":123456.7,"total_act_ret_energy":10.0}"#;
+        let reading = parse_gen2("pro-em/status/em1data:0", data)
+            .unwrap()
+            .unwrap();
+        assert_close(reading.energy_import_kwh, 123.4567, "import, Wh to kWh");
+        assert_close(reading.energy_export_kwh, 0.01, "export, Wh to kWh");
+
+        let missing = parse_em1data_status(br#"{"id":0}"#).unwrap_err();
+        assert_eq!(missing.reason, FormatErrorKind::MissingField);
+    }
+
+    #[test]
+    fn single_phase_notification() {
+        let payload = br#"{"src":"shellyproem50-1","method":"NotifyStatus","params":{"ts":1717243260.5,"em1data:0":{"id":0,"total_act_energy":5000.0}}}"#;
+        let reading = parse_rpc_event(payload).unwrap().unwrap();
+        assert_close(reading.energy_import_kwh, 5.0, "import");
+        assert_eq!(reading.ts_ms, Some(1_717_243_260_500));
     }
 }
