@@ -47,7 +47,7 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
-/// What a replay did.
+/// Counts of a finished replay.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReplaySummary {
     /// Messages read from the input.

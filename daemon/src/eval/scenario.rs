@@ -70,7 +70,7 @@ fn dataset_name<S: serde::Serializer>(kind: &DatasetKind, s: S) -> Result<S::Ok,
     s.serialize_str(kind.as_str())
 }
 
-/// What was done to one meter, written as one line of `labels.jsonl`.
+/// The change made to one meter, written as one line of `labels.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Label {
     /// Region of the meter's topic.
