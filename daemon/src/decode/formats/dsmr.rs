@@ -628,6 +628,14 @@ mod tests {
                 FormatErrorKind::BadUnit,
             ),
             (
+                "tariff register twice",
+                without_crc(&V5.replace(
+                    "1-0:1.8.2(003877.046*kWh)",
+                    "1-0:1.8.2(003877.046*kWh)\r\n1-0:1.8.2(003877.046*kWh)",
+                )),
+                FormatErrorKind::BadValue,
+            ),
+            (
                 "unit kW on voltage",
                 without_crc(&V5.replace("(231.4*V)", "(231.4*kV)")),
                 FormatErrorKind::BadUnit,

@@ -313,6 +313,20 @@ impl Registers {
         if register == Register::PowerFactor && !(-1.0..=1.0).contains(&value) {
             return Ok(false);
         }
+        // A tariff register sent twice would be counted twice in the sum.
+        let tariff_key = match register {
+            Register::Import(tariff) if tariff > 0 => {
+                Some(format!("energy_import_tariff{tariff}_kwh"))
+            }
+            Register::Export(tariff) if tariff > 0 => {
+                Some(format!("energy_export_tariff{tariff}_kwh"))
+            }
+            _ => None,
+        };
+        if tariff_key.is_some_and(|key| extra.contains_key(&key)) {
+            let detail = format!("invalid register line '{line}': register {cde} appears twice");
+            return Err(FormatError::new(FormatErrorKind::BadValue, detail));
+        }
 
         self.store(register, value, extra);
         Ok(true)

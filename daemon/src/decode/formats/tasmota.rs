@@ -199,6 +199,16 @@ fn decode_energy(
     Ok(())
 }
 
+/// Returns the per-phase values of an energy register, which must not be negative.
+fn registers(key: &str, value: &Value) -> Result<Vec<f64>, FormatError> {
+    let values = numbers(key, value)?;
+    if let Some(negative) = values.iter().find(|v| **v < 0.0) {
+        let detail = format!("invalid Tasmota ENERGY.{key} value {negative}, expected at least 0");
+        return Err(FormatError::new(FormatErrorKind::BadValue, detail));
+    }
+    Ok(values)
+}
+
 fn decode_energy_field(
     key: &str,
     value: Value,
@@ -207,8 +217,8 @@ fn decode_energy_field(
 ) -> Result<(), FormatError> {
     let extra = &mut reading.extra;
     match key {
-        "Total" => reading.energy_import_kwh = Some(sum(&numbers(key, &value)?)),
-        "ExportActive" => reading.energy_export_kwh = Some(sum(&numbers(key, &value)?)),
+        "Total" => reading.energy_import_kwh = Some(sum(&registers(key, &value)?)),
+        "ExportActive" => reading.energy_export_kwh = Some(sum(&registers(key, &value)?)),
         "Today" => insert_sum(extra, "energy_today_kwh", &numbers(key, &value)?),
         "Yesterday" => insert_sum(extra, "energy_yesterday_kwh", &numbers(key, &value)?),
         "Voltage" => reading.voltage_v = numbers(key, &value)?,
@@ -552,6 +562,11 @@ mod tests {
             (
                 "total empty array",
                 r#"{"ENERGY":{"Total":[]}}"#,
+                FormatErrorKind::BadValue,
+            ),
+            (
+                "negative phase total",
+                r#"{"ENERGY":{"Total":[1.0,-2.0,3.5]}}"#,
                 FormatErrorKind::BadValue,
             ),
             (
