@@ -40,6 +40,8 @@ enum Command {
     Plugin(gridwatch::plugins::tool::PluginArgs),
     /// Shows what sample messages become with a device format or a Rhai decoder script.
     Decode(gridwatch::decode::tool::DecodeArgs),
+    /// Runs rule test files: readings in, expected alerts out.
+    Rules(gridwatch::rules::tool::RulesArgs),
     /// Adds known anomalies (mining, theft, tamper, benign look-alikes) to a real data set and
     /// writes the telemetry and its labels.
     Scenario(gridwatch::eval::scenario::ScenarioArgs),
@@ -114,6 +116,14 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout().lock();
             match gridwatch::eval::score::run(&args, &mut out) {
                 Ok(_) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
+        Command::Rules(args) => {
+            let mut out = std::io::stdout().lock();
+            match gridwatch::rules::tool::run(&args, &mut out) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
                 Err(error) => fail(&error),
             }
         }

@@ -71,3 +71,46 @@ fn check_reports_config_and_rule_problems() {
         "rule file and line reported: {output}"
     );
 }
+
+#[test]
+fn shipped_rule_tests_pass_and_a_wrong_expectation_fails() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+            .current_dir(repo_root())
+            .env("RUST_LOG", "warn")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = run(&["rules", "test", "--rules", "rules"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("PASS rules/common/mining.test.toml"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" 0 failed, in 3 files"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let test = dir.path().join("wrong.test.toml");
+    let text = "[[case]]\nname = \"cover opening expected as low\"\nregion = \"south\"\n\
+                [[case.readings]]\nmeter = \"m-1\"\nts = \"2025-06-01T00:00:00Z\"\n\
+                energy_import_kwh = 1.0\nevents = [\"cover_open\"]\n\
+                [[case.expect]]\nmeter = \"m-1\"\nkind = \"tamper\"\nseverity = \"low\"\n";
+    std::fs::write(&test, text).unwrap();
+    let test = test.to_string_lossy().into_owned();
+    let (code, stdout) = run(&["rules", "test", "--rules", "rules", &test]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        stdout.contains("-m-1 tamper low"),
+        "expected line in the diff: {stdout}"
+    );
+    assert!(
+        stdout.contains("+m-1 tamper high"),
+        "raised line in the diff: {stdout}"
+    );
+}

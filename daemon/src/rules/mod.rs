@@ -31,6 +31,7 @@ mod convert;
 mod load;
 mod params;
 mod run;
+pub mod tool;
 
 #[cfg(test)]
 mod tests;
