@@ -1148,6 +1148,9 @@ fn deserialize_at<T: for<'de> Deserialize<'de>>(
 }
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
