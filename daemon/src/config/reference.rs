@@ -41,10 +41,9 @@ fn tables() -> Vec<Table> {
             continue;
         }
         in_table = false;
-        if line.starts_with("## ") || line.ends_with(':') {
-            if let Some(name) = line.split('`').nth(1) {
-                marker = name.to_owned();
-            }
+        let heading = line.starts_with("## ") || line.ends_with(':');
+        if let Some(name) = line.split('`').nth(1).filter(|_| heading) {
+            marker = name.to_owned();
         }
     }
     tables
