@@ -128,9 +128,12 @@ pub async fn run(
         stop_rx,
     ));
     tracing::info!(client_id = %config.mqtt.client_id, url = %config.mqtt.url, "gridwatch started");
+    let announce_task = tokio::spawn(crate::service::announce(metrics.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");
+    crate::service::stopping();
+    announce_task.abort();
     let _ = stop_tx.send(true);
     let _ = ingest_task.await;
     wait_for_pipeline(pipeline_thread).await;

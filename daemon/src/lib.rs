@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod publish;
 pub mod rules;
+pub mod service;
 pub mod state;
 pub mod store;
 pub mod watch;

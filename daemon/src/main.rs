@@ -42,6 +42,8 @@ enum Command {
     Decode(gridwatch::decode::tool::DecodeArgs),
     /// Runs rule test files: readings in, expected alerts out.
     Rules(gridwatch::rules::tool::RulesArgs),
+    /// Exits with 0 when the running daemon's /healthz answers 200, for container health checks.
+    Healthcheck(gridwatch::service::HealthcheckArgs),
     /// Adds known anomalies (mining, theft, tamper, benign look-alikes) to a real data set and
     /// writes the telemetry and its labels.
     Scenario(gridwatch::eval::scenario::ScenarioArgs),
@@ -117,6 +119,15 @@ fn main() -> ExitCode {
             match gridwatch::eval::score::run(&args, &mut out) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
+            }
+        }
+        Command::Healthcheck(args) => {
+            match runtime.block_on(gridwatch::service::healthcheck(&args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Rules(args) => {

@@ -13,6 +13,7 @@ mod mining;
 mod plugins;
 mod reload;
 mod restart;
+mod service;
 mod storage;
 mod support;
 mod tls;
