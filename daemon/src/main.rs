@@ -282,3 +282,36 @@ fn check_plugins(config: &gridwatch::config::PluginsConfig) -> Vec<String> {
         Err(error) => vec![error.to_string()],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Returns every option and positional argument without help text, as `command option`.
+    fn undocumented(command: &clap::Command, path: &str) -> Vec<String> {
+        let path = format!("{path} {}", command.get_name()).trim().to_owned();
+        let mut missing: Vec<String> = command
+            .get_arguments()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "help" | "version"))
+            .filter(|arg| arg.get_help().is_none() && arg.get_long_help().is_none())
+            .map(|arg| format!("{path} --{}", arg.get_id()))
+            .collect();
+        if command.get_about().is_none() {
+            missing.push(format!("{path} (no description)"));
+        }
+        for sub in command.get_subcommands() {
+            missing.extend(undocumented(sub, &path));
+        }
+        missing
+    }
+
+    #[test]
+    fn every_command_and_option_has_help() {
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let missing = undocumented(&command, "");
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+}
