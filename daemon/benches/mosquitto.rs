@@ -12,7 +12,14 @@
 //! With `GRIDWATCH_BENCH_BURST=1` the daemon is paused (SIGSTOP) while everything is published,
 //! so the whole run waits at the broker, and then resumed (SIGCONT): the broker then delivers as
 //! fast as the daemon acknowledges, which shows whether the daemon applies backpressure or
-//! buffers the burst in memory.
+//! buffers the burst in memory. `GRIDWATCH_BENCH_PUBLISHERS` sets the number of publisher
+//! connections that share the readings (default 1), and `GRIDWATCH_BENCH_CACHE_BYTES` the
+//! daemon's `store.cache_bytes` (default: the daemon's default).
+//!
+//! Each second the bench records the daemon's resident set size and its anonymous and
+//! file-backed parts (`/proc/PID/status`), the meters it holds, the messages it holds (received
+//! but not yet committed, which the bounded `mqtt.queue_capacity` queue and the batch in
+//! progress limit), and the broker's backlog (published but not yet received by the daemon).
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -50,14 +57,80 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
-/// Returns the resident set size of a process in bytes, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
+/// Returns a size field of `/proc/PID/status`, such as `VmRSS` or `RssAnon`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
     kib.unwrap_or(0) * 1024
+}
+
+/// Counters read from the daemon's `/metrics` in one sample.
+#[derive(Debug, Clone, Copy, Default)]
+struct DaemonCounts {
+    received: u64,
+    committed: u64,
+    accepted: u64,
+    meters: u64,
+}
+
+/// Reads the daemon's counters, or `None` when it does not answer within 500 ms (while it is
+/// stopped with SIGSTOP).
+async fn daemon_counts(url: &str) -> Option<DaemonCounts> {
+    let request = async { reqwest::get(url).await.ok()?.text().await.ok() };
+    let text = tokio::time::timeout(Duration::from_millis(500), request)
+        .await
+        .ok()??;
+    Some(DaemonCounts {
+        received: metric(&text, "gridwatch_readings_received_total") as u64,
+        committed: metric(&text, "gridwatch_messages_committed_total") as u64,
+        accepted: metric(&text, "gridwatch_readings_accepted_total") as u64,
+        meters: metric(&text, "gridwatch_meters") as u64,
+    })
+}
+
+/// Per-second samples of the daemon and the broker.
+#[derive(Debug, Default)]
+struct Samples {
+    /// Published minus accepted.
+    backlog: Vec<u64>,
+    /// Published minus received: what the broker still holds for the daemon.
+    broker_backlog: Vec<u64>,
+    /// Received minus committed: what the daemon holds in its queue and batch.
+    in_daemon: Vec<u64>,
+    rss: Vec<u64>,
+    rss_anon: Vec<u64>,
+    rss_file: Vec<u64>,
+    meters: Vec<u64>,
+}
+
+/// Samples every second until the daemon has accepted `total` readings.
+async fn sample(url: String, pid: u32, published: Arc<AtomicU64>, total: u64) -> Samples {
+    let mut samples = Samples::default();
+    let mut last = DaemonCounts::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(counts) = daemon_counts(&url).await {
+            last = counts;
+        }
+        let sent = published.load(Ordering::Relaxed);
+        samples.backlog.push(sent.saturating_sub(last.accepted));
+        samples
+            .broker_backlog
+            .push(sent.saturating_sub(last.received));
+        samples
+            .in_daemon
+            .push(last.received.saturating_sub(last.committed));
+        samples.rss.push(status_bytes(pid, "VmRSS"));
+        samples.rss_anon.push(status_bytes(pid, "RssAnon"));
+        samples.rss_file.push(status_bytes(pid, "RssFile"));
+        samples.meters.push(last.meters);
+        if last.accepted >= total {
+            return samples;
+        }
+    }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -108,6 +181,54 @@ fn print_series(name: &str, values: &[u64], divisor: f64, unit: &str) {
     );
 }
 
+/// Publishes every `publishers`-th reading from `first`, at `rate` readings/s (0: as fast as the
+/// broker acknowledges), adding each acknowledgement to `published`. Returns the probes sent,
+/// with their send times.
+async fn publish(
+    broker_port: u16,
+    first: u64,
+    publishers: u64,
+    total: u64,
+    meters: u64,
+    rate: f64,
+    published: Arc<AtomicU64>,
+) -> Vec<(String, Instant)> {
+    let mut options =
+        MqttOptions::new(format!("bench-publisher-{first}"), "127.0.0.1", broker_port);
+    options.set_inflight(1000);
+    let (client, mut events) = AsyncClient::new(options, 10_000);
+    let own = (first..total).step_by(publishers as usize).count() as u64;
+    let poller = tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < own {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = events.poll().await {
+                acked += 1;
+                published.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        events
+    });
+    let start = Instant::now();
+    let mut probes = Vec::new();
+    for (n, i) in (first..total).step_by(publishers as usize).enumerate() {
+        if rate > 0.0 && n % 100 == 0 {
+            let due = start + Duration::from_secs_f64(n as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let sent_ms = chrono::Utc::now().timestamp_millis();
+        let (topic, body) = payload(i, meters, sent_ms);
+        if i % PROBE_EVERY == PROBE_EVERY - 1 {
+            probes.push((format!("probe-{i}"), Instant::now()));
+        }
+        client
+            .publish(topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+    }
+    let _events = poller.await.unwrap();
+    probes
+}
+
 #[tokio::main]
 async fn main() {
     let meters = env_number("GRIDWATCH_BENCH_METERS", 10_000);
@@ -119,6 +240,8 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
+    let publishers = env_number("GRIDWATCH_BENCH_PUBLISHERS", 1).max(1);
+    let cache_bytes = env_number("GRIDWATCH_BENCH_CACHE_BYTES", 0);
     let dir = tempfile::tempdir().unwrap();
     let broker_port = free_port();
     std::fs::write(
@@ -139,11 +262,16 @@ async fn main() {
             .unwrap();
     let http_port = free_port();
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+    let cache = if cache_bytes > 0 {
+        format!("cache_bytes = {cache_bytes}\n")
+    } else {
+        String::new()
+    };
     std::fs::write(
         dir.path().join("gridwatch.toml"),
         format!(
             "[mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"bench\"\n\n[rules]\ndir = \"{rules}\"\n\n\
-             [store]\npath = \"bench.redb\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+             [store]\npath = \"bench.redb\"\n{cache}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n\
              [[webhooks]]\nname = \"bench\"\nurl = \"http://{receiver_addr}/\"\nsecret = \"{SECRET}\"\n"
         ),
     )
@@ -162,69 +290,43 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let published = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let published = published.clone();
-        let url = metrics_url.clone();
-        let pid = daemon.id();
-        tokio::spawn(async move {
-            let mut backlog = Vec::new();
-            let mut rss = Vec::new();
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-                let accepted = metric(&text, "gridwatch_readings_accepted_total") as u64;
-                let sent = published.load(Ordering::Relaxed);
-                backlog.push(sent.saturating_sub(accepted));
-                rss.push(rss_bytes(pid));
-                if accepted >= total {
-                    return (backlog, rss);
-                }
-            }
-        })
-    };
+    let sampler = tokio::spawn(sample(
+        metrics_url.clone(),
+        daemon.id(),
+        published.clone(),
+        total,
+    ));
 
     let burst = std::env::var("GRIDWATCH_BENCH_BURST").is_ok_and(|v| v == "1");
     if burst {
         signal(daemon.id(), "STOP");
     }
     let start = Instant::now();
-    let mut options = MqttOptions::new("bench-publisher", "127.0.0.1", broker_port);
-    options.set_inflight(1000);
-    let (client, mut events) = AsyncClient::new(options, 10_000);
-    let counter = published.clone();
-    let poller = tokio::spawn(async move {
-        let mut acked = 0;
-        while acked < total {
-            if let Ok(Event::Incoming(Packet::PubAck(_))) = events.poll().await {
-                acked += 1;
-                counter.store(acked, Ordering::Relaxed);
-            }
-        }
-        events
-    });
-    let mut probes = Vec::new();
-    for i in 0..total {
-        if rate > 0.0 && i % 100 == 0 {
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let sent_ms = chrono::Utc::now().timestamp_millis();
-        let (topic, body) = payload(i, meters, sent_ms);
-        if i % PROBE_EVERY == PROBE_EVERY - 1 {
-            probes.push((format!("probe-{i}"), Instant::now()));
-        }
-        client
-            .publish(topic, QoS::AtLeastOnce, false, body)
-            .await
-            .unwrap();
+    let mut tasks = Vec::new();
+    for publisher in 0..publishers {
+        let published = published.clone();
+        tasks.push(tokio::spawn(publish(
+            broker_port,
+            publisher,
+            publishers,
+            total,
+            meters,
+            rate / publishers as f64,
+            published,
+        )));
     }
-    let _events = poller.await.unwrap();
+    let mut probes = Vec::new();
+    for task in tasks {
+        probes.extend(task.await.unwrap());
+    }
     let publish_secs = start.elapsed().as_secs_f64();
+    let resumed = Instant::now();
     if burst {
         signal(daemon.id(), "CONT");
     }
-    let (backlog, rss) = sampler.await.unwrap();
+    let samples = sampler.await.unwrap();
     let process_secs = start.elapsed().as_secs_f64();
+    let drain_secs = resumed.elapsed().as_secs_f64();
 
     let deliveries = receiver
         .wait_for(probes.len(), Duration::from_secs(60))
@@ -242,8 +344,8 @@ async fn main() {
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
 
     println!(
-        "readings: {total} over {meters} meters, QoS 1, Mosquitto max_inflight_messages 1000, \
-         target rate {rate} readings/s (0 = unpaced)"
+        "readings: {total} over {meters} meters from {publishers} publishers, QoS 1, Mosquitto \
+         max_inflight_messages 1000, target rate {rate} readings/s (0 = unpaced)"
     );
     println!(
         "publish (all PubAcks): {publish_secs:.2} s = {:.0} readings/s",
@@ -253,13 +355,36 @@ async fn main() {
         "processed (all accepted): {process_secs:.2} s = {:.0} readings/s",
         total as f64 / process_secs
     );
+    if burst {
+        println!(
+            "drained after SIGCONT: {drain_secs:.2} s = {:.0} readings/s",
+            total as f64 / drain_secs
+        );
+    }
     print_series(
         "backlog per second (published - accepted)",
-        &backlog,
+        &samples.backlog,
         1.0,
         "",
     );
-    print_series("daemon RSS per second", &rss, 1_048_576.0, " MiB");
+    print_series(
+        "broker backlog per second (published - received)",
+        &samples.broker_backlog,
+        1.0,
+        "",
+    );
+    print_series(
+        "held by the daemon per second (received - committed)",
+        &samples.in_daemon,
+        1.0,
+        "",
+    );
+    print_series("daemon RSS per second", &samples.rss, 1_048_576.0, " MiB");
+    print_series("daemon RssAnon", &samples.rss_anon, 1_048_576.0, " MiB");
+    print_series("daemon RssFile", &samples.rss_file, 1_048_576.0, " MiB");
+    print_series("meters held", &samples.meters, 1.0, "");
+    let redb_bytes = std::fs::metadata(dir.path().join("bench.redb")).map_or(0, |m| m.len());
+    println!("store file: {:.0} MiB", redb_bytes as f64 / 1_048_576.0);
     println!(
         "publish to webhook delivery, {} probes: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),

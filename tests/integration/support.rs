@@ -475,3 +475,34 @@ pub async fn alerts(daemon: &Daemon) -> Vec<serde_json::Value> {
     let alerts = get_json(&format!("{}/api/alerts?limit=1000", daemon.http)).await;
     alerts.as_array().expect("alerts array").clone()
 }
+
+/// Returns the number of messages held in the broker's message store, from its retained
+/// `$SYS/broker/store/messages/count` topic. The count includes retained messages (such as the
+/// `$SYS` topics themselves), so compare it with a baseline. Mosquitto updates the topic every
+/// `sys_interval` seconds.
+pub async fn broker_stored_messages(port: u16) -> u64 {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    const TOPIC: &str = "$SYS/broker/store/messages/count";
+    let options = MqttOptions::new(format!("test-sys-{}", free_port()), "127.0.0.1", port);
+    let (client, mut events) = AsyncClient::new(options, 10);
+    client.subscribe(TOPIC, QoS::AtMostOnce).await.unwrap();
+    let count = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == TOPIC => {
+                    let text = String::from_utf8_lossy(&publish.payload).into_owned();
+                    return text
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or_else(|error| panic!("invalid {TOPIC} value {text:?}: {error}"));
+                }
+                Ok(_) => {}
+                Err(error) => panic!("connection for {TOPIC} failed: {error}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {TOPIC} message within 20 s; is sys_interval set?"));
+    let _ = client.disconnect().await;
+    count
+}

@@ -1,19 +1,25 @@
 //! `gridwatch webhooks`: listing dead letters, requeueing them, enabling a webhook disabled after
-//! 410 Gone, and the exit status while another process has the store open.
+//! 410 Gone, and the exit status while another process has the store open. Also the daemon's
+//! deliveries to a receiver that is down for minutes, with the default backoff.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gridwatch::config::Config;
 use gridwatch::delivery::Deliverer;
-use gridwatch::delivery::receiver::{Behaviour, Receiver};
+use gridwatch::delivery::receiver::{Behaviour, ReceivedDelivery, Receiver, Reply};
 use gridwatch::metrics::Metrics;
 use gridwatch::store::Store;
 use gridwatch::store::outbox::{self, Delivery, DisabledWebhook};
 use ulid::Ulid;
+
+use crate::support::{
+    Daemon, Mosquitto, copy_dir, free_port, get_text, metric, publish_all, repo_root,
+};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
@@ -301,4 +307,217 @@ fn retry_requires_one_target() {
     assert_eq!(none.code, Some(2), "{}", none.stderr);
     let two = webhooks(&config_path, &["retry", "--all", "--webhook", "ops"]);
     assert_eq!(two.code, Some(2), "{}", two.stderr);
+}
+
+/// Rule that opens a low `outage` alert on an `outage_low` event and escalates it to high on an
+/// `outage_high` event, so each alert sends `alert.opened` and then `alert.escalated`.
+const OUTAGE_RULE: &str = r#"// Opens an alert on `outage_low` and escalates it on `outage_high`.
+fn on_reading(reading, meter) {
+    if !reading.matching_events(["outage_low"]).is_empty() {
+        alert("outage", "low", "supply lost");
+    }
+    if !reading.matching_events(["outage_high"]).is_empty() {
+        alert("outage", "high", "supply lost for long");
+    }
+}
+"#;
+
+/// Waves of alerts raised while the receiver is down, one every [`WAVE_INTERVAL`].
+const WAVES: u32 = 3;
+
+/// Time between two waves.
+const WAVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Meters whose alert opens in each wave; the alerts of the previous wave escalate.
+const METERS_PER_WAVE: u32 = 10;
+
+/// Time the receiver answers 503 after refusing connections, at the end of the outage.
+const UNAVAILABLE: Duration = Duration::from_secs(60);
+
+/// Readings of one wave: the opening event for this wave's meters and the escalation event for
+/// the previous wave's.
+fn outage_wave(wave: u32) -> Vec<(String, Vec<u8>)> {
+    let ts = 1_750_000_000_000_i64 + i64::from(wave) * 3_600_000;
+    let reading = |meter: u32, event: &str| {
+        let payload = format!(
+            r#"{{"ts":{ts},"energy_import_kwh":{}.5,"events":["{event}"]}}"#,
+            100 + wave
+        );
+        (
+            format!("meters/south/outage-{meter}/telemetry"),
+            payload.into_bytes(),
+        )
+    };
+    let opened = (wave * METERS_PER_WAVE..(wave + 1) * METERS_PER_WAVE)
+        .map(|meter| reading(meter, "outage_low"));
+    let escalated = (wave.saturating_sub(1) * METERS_PER_WAVE..wave * METERS_PER_WAVE)
+        .map(|meter| reading(meter, "outage_high"));
+    opened.chain(escalated).collect()
+}
+
+/// Returns the alert id and event type in a delivery's body.
+fn alert_and_type(delivery: &ReceivedDelivery) -> (String, String) {
+    let json = delivery.json.as_ref().expect("JSON body");
+    (
+        json["data"]["id"].as_str().expect("data.id").to_owned(),
+        json["type"].as_str().expect("type").to_owned(),
+    )
+}
+
+async fn start_receiver(addr: SocketAddr, behaviour: Behaviour) -> Receiver {
+    let (_, receiver) = Receiver::start(addr, SECRET, behaviour)
+        .await
+        .unwrap_or_else(|error| panic!("failed to start the receiver again on {addr}: {error}"));
+    receiver
+}
+
+/// A receiver that refuses connections for two minutes and answers 503 for one more, while 30
+/// alerts open and 20 of them escalate, then comes back.
+///
+/// The daemon runs with the default `[delivery]` settings except `max_backoff_ms`, which is
+/// 60,000 in place of 300,000. With full jitter, a delivery first tried when the outage began
+/// has a backoff ceiling of 128 to 256 s after three minutes, so with the default its next
+/// attempt could come more than four minutes after the receiver is back, and the test would
+/// run for about eight minutes. The 60 s cap bounds that wait, and the first six doublings
+/// (1 s to 32 s) are those of the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_down_for_minutes_delivers_all_in_order() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    copy_dir(&repo_root().join("rules"), &rules);
+    std::fs::write(rules.join("common/outage.rhai"), OUTAGE_RULE).unwrap();
+    // Nothing listens on the receiver's port until the last minute of the outage.
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"gridwatch-receiver-down\"\n\n[rules]\ndir = \"{}\"\n\n\
+         [delivery]\nmax_backoff_ms = 60000\n\n\
+         [[webhooks]]\nname = \"ops\"\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\n",
+        broker.url(),
+        rules.display()
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+    let outage_start = Instant::now();
+
+    let mut unavailable = None;
+    for wave in 0..WAVES {
+        let due = outage_start + WAVE_INTERVAL * wave;
+        tokio::time::sleep_until(due.into()).await;
+        if wave == WAVES - 1 {
+            let behaviour = Behaviour::replies(vec![Reply::status(503)]);
+            unavailable = Some(start_receiver(addr, behaviour).await);
+        }
+        publish_all(broker.port, outage_wave(wave)).await;
+    }
+    let unavailable = unavailable.expect("503 receiver started");
+    tokio::time::sleep_until((outage_start + WAVE_INTERVAL * (WAVES - 1) + UNAVAILABLE).into())
+        .await;
+    let rejected = unavailable.received();
+    unavailable.shutdown().await;
+    let outage = outage_start.elapsed();
+
+    let receiver = start_receiver(addr, Behaviour::accept()).await;
+    let opened = (WAVES * METERS_PER_WAVE) as usize;
+    let expected = opened + ((WAVES - 1) * METERS_PER_WAVE) as usize;
+    let arrived = receiver.wait_for(expected, Duration::from_secs(90)).await;
+    if let Err(got) = arrived {
+        panic!(
+            "{} of {expected} deliveries arrived within 90 s of the receiver's return; log:\n{}",
+            got.len(),
+            daemon.log()
+        );
+    }
+    let recovery = outage_start.elapsed() - outage;
+    let metrics_url = format!("{}/metrics", daemon.http);
+    let start = Instant::now();
+    while metric(&get_text(&metrics_url).await, "gridwatch_outbox_depth") != Some(0.0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "outbox not empty"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let delivered = receiver.received();
+    receiver.shutdown().await;
+
+    // Every alert change arrived once, signed, under one webhook-id.
+    assert_eq!(delivered.len(), expected, "deliveries after the outage");
+    let invalid: Vec<_> = delivered.iter().filter(|d| !d.signature_valid).collect();
+    assert!(invalid.is_empty(), "unverified deliveries: {invalid:?}");
+    let ids: HashSet<&str> = delivered.iter().filter_map(|d| d.id.as_deref()).collect();
+    assert_eq!(ids.len(), expected, "distinct webhook-ids");
+
+    // Per alert, alert.opened arrived before alert.escalated.
+    let mut types: HashMap<String, Vec<String>> = HashMap::new();
+    for delivery in &delivered {
+        let (alert, event_type) = alert_and_type(delivery);
+        types.entry(alert).or_default().push(event_type);
+    }
+    assert_eq!(types.len(), opened, "alerts with deliveries");
+    let escalated = types.values().filter(|t| t.len() == 2).count();
+    assert_eq!(escalated, expected - opened, "alerts with an escalation");
+    for (alert, sequence) in &types {
+        assert_eq!(
+            sequence[0], "alert.opened",
+            "first delivery of alert {alert}"
+        );
+        if let Some(second) = sequence.get(1) {
+            assert_eq!(
+                second, "alert.escalated",
+                "second delivery of alert {alert}"
+            );
+        }
+    }
+
+    // Retries during the 503 minute carried the webhook-id and body that later arrived, and
+    // only the first message of each alert was tried before it was delivered.
+    assert!(!rejected.is_empty(), "no attempt reached the 503 receiver");
+    let bodies: HashMap<&str, &[u8]> = delivered
+        .iter()
+        .map(|d| (d.id.as_deref().unwrap_or_default(), d.body.as_ref()))
+        .collect();
+    for attempt in &rejected {
+        let id = attempt.id.as_deref().unwrap_or_default();
+        assert!(
+            attempt.signature_valid,
+            "retry {id}: {:?}",
+            attempt.verify_error
+        );
+        assert_eq!(
+            bodies.get(id).copied(),
+            Some(attempt.body.as_ref()),
+            "retry {id}"
+        );
+        let (alert, event_type) = alert_and_type(attempt);
+        assert_eq!(
+            event_type, "alert.opened",
+            "retried message of alert {alert}"
+        );
+    }
+
+    let metrics = get_text(&metrics_url).await;
+    let count = |outcome: &str| {
+        let name =
+            format!(r#"gridwatch_webhook_deliveries_total{{webhook="ops",outcome="{outcome}"}}"#);
+        metric(&metrics, &name).unwrap_or(0.0)
+    };
+    assert_eq!(count("success"), expected as f64, "successful attempts");
+    assert_eq!(count("dead_letter"), 0.0, "dead letters");
+    assert_eq!(
+        metric(&metrics, "gridwatch_dead_letters"),
+        Some(0.0),
+        "dead-letter table"
+    );
+    let refused = daemon.log().matches("Connection refused").count();
+    println!(
+        "receiver down {:.0} s ({} s refused, {} s 503); {expected} deliveries for {opened} alerts \
+         arrived {:.1} s after its return; failed attempts {} ({} refused, {} answered 503)",
+        outage.as_secs_f64(),
+        (WAVE_INTERVAL * (WAVES - 1)).as_secs(),
+        UNAVAILABLE.as_secs(),
+        recovery.as_secs_f64(),
+        count("retry"),
+        refused,
+        rejected.len()
+    );
 }

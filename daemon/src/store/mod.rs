@@ -72,6 +72,25 @@ pub enum StoreError {
     /// A commit failed.
     #[error("alert store commit failed: {0}")]
     Commit(#[from] redb::CommitError),
+    /// The file could not be opened again after an I/O error, for example because its file
+    /// system is read-only.
+    #[error("failed to reopen alert store '{path}': {source}")]
+    Reopen {
+        /// File path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The file was not found when it was opened again after an I/O error.
+    #[error(
+        "alert store '{path}' not found while reopening it; check that its disk is mounted (a \
+         new, empty store is created only at start-up)"
+    )]
+    Missing {
+        /// File path.
+        path: PathBuf,
+    },
     /// The file is not open after an I/O error; see [`Store::recover`].
     #[error("alert store '{path}' is unavailable after an I/O error; retrying")]
     Degraded {
@@ -135,7 +154,7 @@ impl Store {
                 source,
             })?;
         }
-        let db = open_checked(path, cache_bytes)?;
+        let db = open_checked(path, cache_bytes, OpenMode::Create)?;
         let store = Store {
             db: RwLock::new(db),
             path: path.to_owned(),
@@ -148,15 +167,21 @@ impl Store {
 
     /// Reopens the database file after an I/O error. Until it succeeds, commits fail.
     ///
+    /// The file is opened only if it exists. A missing file means that its disk is not mounted
+    /// (for example while it is repaired after an error), and a new empty file in its place
+    /// would take the stored alerts and outbox out of view.
+    ///
     /// # Errors
-    /// Returns an error when the file cannot be opened yet, for example while the disk is full.
+    /// Returns an error when the file cannot be opened yet, for example while the disk is full or
+    /// read-only, and [`StoreError::Missing`] when it does not exist.
     pub fn recover(&self) -> Result<(), StoreError> {
         let mut db = self.db.write();
         self.degraded.store(true, Ordering::Release);
         // The file lock is released only when the old handle is dropped, so a stand-in
-        // replaces it before the file is opened again.
+        // replaces it before the file is opened again. Between attempts the daemon then holds no
+        // handle on the file, so its file system can be unmounted and repaired.
         *db = standin()?;
-        *db = open_checked(&self.path, self.cache_bytes)?;
+        *db = open_checked(&self.path, self.cache_bytes, OpenMode::Existing)?;
         drop(db);
         self.create_tables()?;
         self.degraded.store(false, Ordering::Release);
@@ -278,14 +303,24 @@ impl Store {
     }
 }
 
+/// Treatment of a missing file by [`open_checked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenMode {
+    /// Create the file when it is missing (start-up).
+    Create,
+    /// Fail with [`StoreError::Missing`] when it is missing (reopening after an I/O error).
+    Existing,
+}
+
 /// Opens the file and verifies its checksums, repairing what redb can repair.
-fn open_checked(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+fn open_checked(path: &Path, cache_bytes: usize, mode: OpenMode) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     builder.set_cache_size(cache_bytes);
-    let mut db = builder.create(path).map_err(|source| StoreError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
+    let opened = match mode {
+        OpenMode::Create => builder.create(path),
+        OpenMode::Existing => builder.open(path),
+    };
+    let mut db = opened.map_err(|source| open_error(path, mode, source))?;
     // NOTE: the check reads the whole file, so start-up time grows with the store's size.
     match db.check_integrity() {
         Ok(true) => Ok(db),
@@ -297,6 +332,19 @@ fn open_checked(path: &Path, cache_bytes: usize) -> Result<Database, StoreError>
             path: path.to_owned(),
             source,
         }),
+    }
+}
+
+fn open_error(path: &Path, mode: OpenMode, source: redb::DatabaseError) -> StoreError {
+    let path = path.to_owned();
+    match (mode, source) {
+        (OpenMode::Create, source) => StoreError::Open { path, source },
+        (OpenMode::Existing, redb::DatabaseError::Storage(redb::StorageError::Io(error)))
+            if error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            StoreError::Missing { path }
+        }
+        (OpenMode::Existing, source) => StoreError::Reopen { path, source },
     }
 }
 

@@ -103,3 +103,49 @@ fn rejected_table_evicts_oldest() {
     assert_eq!(rows[0].received_ms, 14, "newest first");
     assert_eq!(rows[9].received_ms, 5, "oldest five evicted");
 }
+
+#[test]
+fn recover_does_not_recreate_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let moved = dir.path().join("moved.redb");
+    let store = Store::open(&path).unwrap();
+    let hooks = [webhook()];
+    commit(&store, vec![firing(Severity::Medium, 10)], &hooks);
+
+    // The file disappears from its path, as when its disk is unmounted for repair.
+    std::fs::rename(&path, &moved).unwrap();
+    let error = store.recover().unwrap_err();
+    assert!(
+        matches!(error, StoreError::Missing { .. }),
+        "error for a missing file: {error}"
+    );
+    assert!(!path.exists(), "recover created a new store file");
+    assert!(
+        store.is_degraded(),
+        "store degraded while the file is missing"
+    );
+    let batch = BatchWrite {
+        plugin_state: Vec::new(),
+        meters: Vec::new(),
+        alerts: vec![firing(Severity::High, 20)],
+        rejected: Vec::new(),
+        webhooks: &hooks,
+        max_rejected_kept: 10,
+        now_ms: 2_000,
+    };
+    assert!(
+        store.commit_batch(batch).is_err(),
+        "commit accepted while the file is missing"
+    );
+
+    std::fs::rename(&moved, &path).unwrap();
+    store.recover().unwrap();
+    assert!(
+        !store.is_degraded(),
+        "store degraded after the file returned"
+    );
+    let alerts = store.list_alerts(10).unwrap();
+    assert_eq!(alerts.len(), 1, "stored alert after the file returned");
+    assert_eq!(alerts[0].severity, Severity::Medium);
+}
