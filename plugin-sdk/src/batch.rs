@@ -85,7 +85,7 @@ impl<'a> Meter<'a> {
         &self.batch.meters[self.index]
     }
 
-    /// Returns this plugin's latest score for the meter from earlier batches.
+    /// Returns this plugin's latest score for the meter from the findings of earlier calls.
     #[inline]
     pub fn last_score(&self) -> Option<f64> {
         present(self.batch.last_score[self.index])
@@ -272,7 +272,7 @@ pub struct NewReading<'a, 'b> {
     pub region: &'a str,
     /// Meter id within the region.
     pub meter: &'a str,
-    /// This plugin's latest score for the meter from earlier batches.
+    /// This plugin's latest score for the meter from the findings of earlier calls.
     pub last_score: Option<f64>,
     /// Reading time, Unix milliseconds.
     pub timestamp_ms: i64,

@@ -141,13 +141,14 @@ impl PluginBank {
                 continue;
             }
             let chunk = config.max_readings_per_call;
+            let mut earlier = convert::EarlierScores::new();
             for part_positions in selected.chunks(chunk) {
                 let labels = vec![("plugin", runner.name().to_owned())];
                 self.metrics
                     .plugin_readings
                     .get_or_create(&labels)
                     .inc_by(part_positions.len() as u64);
-                let batch = convert::batch(items, part_positions, runner.name());
+                let batch = convert::batch(items, part_positions, runner.name(), &earlier);
                 let findings = match runner.detect(&host.engine, &self.metrics, batch) {
                     Ok(findings) => findings,
                     Err(failure) => {
@@ -163,32 +164,46 @@ impl PluginBank {
                     .plugin_findings
                     .get_or_create(&labels)
                     .inc_by(findings.len() as u64);
-                let record = self.record;
-                accept(
+                // Later calls of the batch see this call's scores as their meters' latest.
+                let later = (part_positions.len() < selected.len()).then_some(&mut earlier);
+                let call = Call {
                     runner,
                     items,
-                    part_positions,
-                    findings,
-                    &self.metrics,
-                    record,
-                    &mut found,
-                );
+                    positions: part_positions,
+                    record: self.record,
+                };
+                accept(&call, findings, &self.metrics, later, &mut found);
             }
         }
         found
     }
 }
 
-/// Checks each finding and turns it into a score and, unless it is `info`, an alert.
-fn accept(
-    runner: &Runner,
-    items: &[MeterRef<'_>],
-    positions: &[usize],
+/// One call of a plugin on part of a batch.
+struct Call<'c, 'a> {
+    runner: &'c Runner,
+    items: &'c [MeterRef<'a>],
+    /// Positions in `items` of the call's readings.
+    positions: &'c [usize],
+    /// Whether to keep every accepted finding as JSON.
+    record: bool,
+}
+
+/// Checks each finding and turns it into a score and, unless it is `info`, an alert. The
+/// scores also go to `later` when it is given.
+fn accept<'a>(
+    call: &Call<'_, 'a>,
     findings: Vec<Finding>,
     metrics: &Metrics,
-    record: bool,
+    mut later: Option<&mut convert::EarlierScores<'a>>,
     found: &mut BatchFindings,
 ) {
+    let Call {
+        runner,
+        items,
+        positions,
+        record,
+    } = *call;
     let info = &runner.plugin.info;
     let rule = format!("plugin:{}@{}", info.name, info.version);
     let mut rejected = Vec::new();
@@ -210,6 +225,9 @@ fn accept(
             continue;
         }
         let reading = items[item].reading;
+        if let Some(later) = later.as_deref_mut() {
+            later.insert((&reading.region, &reading.meter_id), finding.score);
+        }
         let meter_key = format!("{}/{}", reading.region, reading.meter_id);
         found
             .scores

@@ -11,12 +11,21 @@ use super::bindings::gridwatch::detector::types::{
 use crate::alerts::Severity;
 use crate::state::{IntervalKind, MeterSnapshot, WindowStats};
 
+/// Latest scores by region and meter id, from earlier calls of the same batch.
+pub type EarlierScores<'a> = HashMap<(&'a str, &'a str), f64>;
+
 /// Builds the WIT batch of the readings at `positions` in `items`, with `plugin`'s latest
-/// score of each meter.
-pub fn batch(items: &[MeterRef<'_>], positions: &[usize], plugin: &str) -> Batch {
+/// score of each meter: from `earlier` when an earlier call of the batch reported one, else
+/// from the meter's snapshot.
+pub fn batch<'a>(
+    items: &[MeterRef<'a>],
+    positions: &[usize],
+    plugin: &str,
+    earlier: &EarlierScores<'a>,
+) -> Batch {
     let mut builder = BatchBuilder::new(positions.len());
     for &position in positions {
-        builder.push(&items[position], plugin);
+        builder.push(&items[position], plugin, earlier);
     }
     builder.batch
 }
@@ -36,8 +45,8 @@ impl<'a> BatchBuilder<'a> {
         }
     }
 
-    fn push(&mut self, item: &MeterRef<'a>, plugin: &str) {
-        let meter = self.meter(item, plugin);
+    fn push(&mut self, item: &MeterRef<'a>, plugin: &str, earlier: &EarlierScores<'a>) {
+        let meter = self.meter(item, plugin, earlier);
         let reading = item.reading;
         let batch = &mut self.batch;
         batch.meter.push(meter);
@@ -57,7 +66,7 @@ impl<'a> BatchBuilder<'a> {
     }
 
     /// Returns the index of the item's meter, adding the meter on its first reading.
-    fn meter(&mut self, item: &MeterRef<'a>, plugin: &str) -> u32 {
+    fn meter(&mut self, item: &MeterRef<'a>, plugin: &str, earlier: &EarlierScores<'a>) -> u32 {
         let reading = item.reading;
         let key = (reading.region.as_str(), reading.meter_id.as_str());
         if let Some(&index) = self.meters.get(&key) {
@@ -71,12 +80,12 @@ impl<'a> BatchBuilder<'a> {
                 batch.regions.len() - 1
             }
         };
-        let score = item
-            .snapshot
-            .scores
-            .iter()
-            .find(|(name, _)| name == plugin)
-            .map_or(f64::NAN, |(_, score)| *score);
+        let snapshot = || {
+            let scores = &item.snapshot.scores;
+            let score = scores.iter().find(|(name, _)| name == plugin);
+            score.map_or(f64::NAN, |(_, score)| *score)
+        };
+        let score = earlier.get(&key).copied().unwrap_or_else(snapshot);
         let index = end(&batch.meters);
         batch.meters.push(reading.meter_id.clone());
         batch.meter_region.push(region as u32);

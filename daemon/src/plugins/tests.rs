@@ -101,7 +101,7 @@ fn host_with_one_meter() -> super::host::HostState {
         max_bytes_per_call: 4_096,
     };
     let mut state = HostState::new(context, 1 << 20, limits);
-    let batch = super::convert::batch(&items, &[0], "test");
+    let batch = super::convert::batch(&items, &[0], "test", &super::convert::EarlierScores::new());
     state.begin_call(Some(Arc::new(batch)));
     state
 }
