@@ -6,11 +6,11 @@
 //!
 //! - `mining/native`: `gridwatch_plugin_mining::detect_with` on SDK records with an in-memory host;
 //! - `mining/native_in_daemon`: the same, plus the work a detector built into the daemon would
-//!   also do: converting each reading to the detector's records and each finding to an alert
-//!   record with JSON evidence;
+//!   also do: converting the readings to the detector's batch columns and each finding to an
+//!   alert record with JSON evidence;
 //! - `mining/plugin`: the same crate built for `wasm32-wasip2`, run by the daemon's plugin bank,
-//!   including the conversion of readings to WIT records, the copies across the sandbox, the host
-//!   calls for state and settings, and the checks on every finding;
+//!   including the conversion of readings to WIT batch columns, the copies across the sandbox,
+//!   the host calls for state and settings, and the checks on every finding;
 //! - `trivial/plugin`: a plugin that returns nothing, which measures the host's own cost.
 //!
 //! Run with `cargo bench --bench plugins`; the plugins are built first (release, wasm32-wasip2,

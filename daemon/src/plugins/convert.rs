@@ -212,7 +212,7 @@ pub fn severity(severity: WitSeverity) -> Severity {
 pub fn evidence(entries: Vec<Entry>, score: f64, plugin: &str) -> Json {
     let entries = entries
         .into_iter()
-        .map(|Entry { name, value }| (name, value_json(&value)));
+        .map(|Entry { name, value }| (name, owned_value_json(value)));
     let added = [
         ("score".to_owned(), json_number(score)),
         ("plugin".to_owned(), Json::from(plugin)),
@@ -228,6 +228,14 @@ pub fn value_json(value: &Value) -> Json {
         Value::Integer(i) => Json::from(*i),
         Value::Number(n) => json_number(*n),
         Value::Text(t) => Json::from(t.as_str()),
+    }
+}
+
+/// Converts a WIT value to JSON like [`value_json`], moving text instead of copying it.
+fn owned_value_json(value: Value) -> Json {
+    match value {
+        Value::Text(t) => Json::String(t),
+        other => value_json(&other),
     }
 }
 

@@ -249,7 +249,9 @@ fn step_kw(host: &mut impl Host, meter: Meter<'_>) -> f64 {
 }
 
 fn evidence(window: &Window<'_>, rigs: f64, onset: Option<Onset>) -> Vec<Entry> {
-    let mut evidence = vec![
+    // Seven entries, and two more with an onset.
+    let mut evidence = Vec::with_capacity(9);
+    evidence.extend([
         entry("window", Value::Text(window.name.to_owned())),
         entry("mean_kw", Value::Number(window.mean_kw)),
         entry("base_kw", Value::Number(window.base_kw)),
@@ -257,7 +259,7 @@ fn evidence(window: &Window<'_>, rigs: f64, onset: Option<Onset>) -> Vec<Entry> 
         entry("night_day_ratio", Value::Number(window.night_day_ratio)),
         entry("hours_with_data", Value::Number(window.hours_with_data)),
         entry("estimated_rigs", Value::Integer(rigs as i64)),
-    ];
+    ]);
     if let Some(onset) = onset {
         evidence.push(entry("onset_ms", Value::Integer(onset.ts_ms)));
         evidence.push(entry("step_kw", Value::Number(onset.step_kw)));
