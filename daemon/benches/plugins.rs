@@ -6,17 +6,16 @@
 //!
 //! - `mining/native`: `gridwatch_plugin_mining::detect_with` on SDK records with an in-memory host;
 //! - `mining/native_in_daemon`: the same, plus the work a detector built into the daemon would
-//!   also do: converting each reading to the detector's records and each finding to an alert
-//!   record with JSON evidence;
+//!   also do: converting the readings to the detector's batch columns and each finding to an
+//!   alert record with JSON evidence;
 //! - `mining/plugin`: the same crate built for `wasm32-wasip2`, run by the daemon's plugin bank,
-//!   including the conversion of readings to WIT records, the copies across the sandbox, the host
-//!   calls for state and settings, and the checks on every finding;
+//!   including the conversion of readings to WIT batch columns, the copies across the sandbox,
+//!   the host calls for state and settings, and the checks on every finding;
 //! - `trivial/plugin`: a plugin that returns nothing, which measures the host's own cost.
 //!
 //! Run with `cargo bench --bench plugins`; the plugins are built first (release, wasm32-wasip2,
 //! in `target/plugins`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -86,6 +85,13 @@ fn batch() -> Vec<(Reading, MeterSnapshot)> {
         .map(|i| {
             let meter = format!("m-{i}");
             let (base_kw, load_factor) = if i % 2 == 0 { (6.5, 0.9) } else { (0.2, 0.3) };
+            // The score the daemon keeps after the first batch: 1 for the flat loads, none
+            // for the households, which never get a finding.
+            let scores = if i % 2 == 0 {
+                vec![("mining".to_owned(), 1.0)]
+            } else {
+                Vec::new()
+            };
             let reading = Reading::new("north", &meter, START_MS, 5_000.0 + i as f64);
             let snapshot = MeterSnapshot {
                 region: "north".into(),
@@ -103,58 +109,60 @@ fn batch() -> Vec<(Reading, MeterSnapshot)> {
                 ],
                 register_reversals: 0,
                 readings: 336,
-                scores: Vec::new(),
+                scores,
             };
             (reading, snapshot)
         })
         .collect()
 }
 
-/// Converts the batch to SDK records for the native run.
-fn sdk_batch(batch: &[(Reading, MeterSnapshot)]) -> Vec<sdk::Reading> {
-    batch
-        .iter()
-        .map(|(reading, snapshot)| sdk::Reading {
-            meter: sdk::MeterId {
-                region: reading.region.clone(),
-                meter: reading.meter_id.clone(),
-            },
+/// Converts the batch to the SDK's columns for the native run.
+fn sdk_batch(batch: &[(Reading, MeterSnapshot)]) -> sdk::Batch {
+    let mut builder = sdk::BatchBuilder::new();
+    let mut windows = Vec::new();
+    for (reading, snapshot) in batch {
+        windows.clear();
+        windows.extend(snapshot.windows.iter().map(|(name, w)| sdk::Window {
+            name,
+            hours: w.hours,
+            hours_with_data: w.hours_with_data,
+            energy_kwh: w.energy_kwh,
+            mean_kw: w.mean_kw,
+            peak_kw: w.peak_kw,
+            base_kw: w.base_kw,
+            load_factor: w.load_factor,
+            night_day_ratio: w.night_day_ratio,
+            cv: w.cv,
+        }));
+        let last_score = snapshot
+            .scores
+            .iter()
+            .find(|(name, _)| name == "mining")
+            .map(|(_, score)| *score);
+        builder.push(&sdk::NewReading {
+            region: &reading.region,
+            meter: &reading.meter_id,
+            last_score,
             timestamp_ms: reading.ts_ms,
             energy_import_kwh: reading.energy_import_kwh,
-            energy_export_kwh: None,
-            power_w: None,
-            voltage_v: Vec::new(),
-            current_a: Vec::new(),
-            events: Vec::new(),
-            state: sdk::MeterState {
-                register_kwh: snapshot.register_kwh,
-                interval: sdk::Interval {
-                    kind: sdk::IntervalKind::Normal,
-                    start_ms: snapshot.interval.start_ms,
-                    end_ms: snapshot.interval.end_ms,
-                    energy_kwh: snapshot.interval.energy_kwh,
-                },
-                windows: snapshot
-                    .windows
-                    .iter()
-                    .map(|(name, w)| sdk::WindowStats {
-                        name: name.clone(),
-                        hours: w.hours,
-                        hours_with_data: w.hours_with_data,
-                        energy_kwh: w.energy_kwh,
-                        mean_kw: w.mean_kw,
-                        peak_kw: w.peak_kw,
-                        base_kw: w.base_kw,
-                        load_factor: w.load_factor,
-                        night_day_ratio: w.night_day_ratio,
-                        cv: w.cv,
-                    })
-                    .collect(),
-                register_reversals: snapshot.register_reversals,
-                readings: snapshot.readings,
+            energy_export_kwh: reading.energy_export_kwh,
+            power_w: reading.power_w,
+            voltage_v: &reading.voltage_v,
+            current_a: &reading.current_a,
+            events: &reading.events,
+            register_kwh: snapshot.register_kwh,
+            interval: sdk::Interval {
+                kind: sdk::IntervalKind::Normal,
+                start_ms: snapshot.interval.start_ms,
+                end_ms: snapshot.interval.end_ms,
+                energy_kwh: snapshot.interval.energy_kwh,
             },
-        })
-        .collect()
+            windows: &windows,
+            register_reversals: snapshot.register_reversals,
+            meter_readings: snapshot.readings,
+        });
+    }
+    builder.build()
 }
 
 /// 48 flat hours for every meter.
@@ -191,14 +199,13 @@ fn run_plugin(bank: &mut PluginBank, items: &[MeterRef<'_>]) -> usize {
     found.scores.len()
 }
 
-/// Converts findings to alert records with JSON evidence, as the plugin bank does.
-fn native_alerts(findings: Vec<sdk::Finding>) -> Vec<AlertWrite> {
-    let mut meters: HashMap<(String, String), usize> = HashMap::new();
+/// Converts findings to scores and alert records with JSON evidence, as the plugin bank does.
+fn native_alerts(batch: &sdk::Batch, findings: Vec<sdk::Finding>) -> Vec<AlertWrite> {
+    let mut scores = Vec::with_capacity(findings.len());
     let mut alerts = Vec::with_capacity(findings.len());
     for finding in findings {
-        let key = (finding.meter.region.clone(), finding.meter.meter.clone());
-        let next = meters.len();
-        meters.entry(key).or_insert(next);
+        let meter = batch.reading(finding.reading as usize).meter();
+        scores.push((format!("{}/{}", meter.region(), meter.id()), finding.score));
         let mut evidence = serde_json::Map::new();
         for entry in &finding.evidence {
             let value = match &entry.value {
@@ -212,8 +219,8 @@ fn native_alerts(findings: Vec<sdk::Finding>) -> Vec<AlertWrite> {
         evidence.insert("score".into(), serde_json::Value::from(finding.score));
         evidence.insert("plugin".into(), serde_json::Value::from("mining"));
         alerts.push(AlertWrite {
-            region: finding.meter.region,
-            meter: finding.meter.meter,
+            region: meter.region().to_owned(),
+            meter: meter.id().to_owned(),
             ts_ms: START_MS,
             draft: AlertDraft {
                 kind: finding.kind,
@@ -266,7 +273,7 @@ fn plugins(c: &mut Criterion) {
         b.iter(|| {
             let records = sdk_batch(&batch);
             let findings = gridwatch_plugin_mining::detect_with(&mut native_host, &records);
-            native_alerts(findings).len()
+            native_alerts(&records, findings).len()
         })
     });
     let mut mining = bank(&out.join("gridwatch_plugin_mining.wasm"));

@@ -24,14 +24,14 @@
 //!         }
 //!     }
 //!
-//!     fn detect(readings: Vec<Reading>) -> Vec<Finding> {
+//!     fn detect(batch: Batch) -> Vec<Finding> {
 //!         let mut findings = Vec::new();
-//!         for reading in readings {
-//!             let limit_kw = setting_f64(&reading.meter.region, "limit_kw");
-//!             let kw = interval_mean_kw(&reading.state.interval);
+//!         for reading in batch.readings() {
+//!             let limit_kw = setting_f64(reading.meter().region(), "limit_kw");
+//!             let kw = interval_mean_kw(&reading.interval());
 //!             if kw > limit_kw {
 //!                 findings.push(Finding {
-//!                     meter: reading.meter,
+//!                     reading: reading.index(),
 //!                     kind: "high-load".into(),
 //!                     severity: Severity::High,
 //!                     score: 1.0,
@@ -51,6 +51,8 @@
 //! the `.wasm` file into the daemon's plugins folder.
 
 #![warn(missing_docs)]
+
+mod batch;
 
 #[doc(hidden)]
 #[allow(
@@ -73,10 +75,11 @@ pub const INTERFACE_VERSION: &str = "1.0.0";
 /// Everything a detector needs, in one import.
 pub mod prelude {
     pub use crate::Detector;
+    pub use crate::batch::{BatchBuilder, Interval, Meter, NewReading, Reading, Window};
     pub use crate::bindings::gridwatch::detector::host::{self, Level};
     pub use crate::bindings::gridwatch::detector::types::{
-        Entry, Finding, Hour, Info, Interval, IntervalKind, MeterId, MeterState, Reading,
-        SettingSpec, Severity, Value, ValueKind, WindowStats,
+        Batch, Entry, Finding, Hour, Info, IntervalKind, SettingSpec, Severity, Value, ValueKind,
+        WindowColumns,
     };
     pub use crate::export_detector;
     pub use crate::{Host, MemoryHost, WasmHost};
@@ -86,9 +89,10 @@ pub mod prelude {
     };
 }
 
+pub use batch::{BatchBuilder, Interval, Meter, NewReading, Reading, Window};
 use bindings::gridwatch::detector::host;
 use bindings::gridwatch::detector::types::{
-    Entry, Interval, IntervalKind, Level, MeterId, SettingSpec, Value, ValueKind,
+    Entry, Hour, IntervalKind, Level, SettingSpec, Value, ValueKind,
 };
 
 /// The trait a detector implements: `describe` once at load, `detect` for every batch.
@@ -187,31 +191,31 @@ pub fn log(level: Level, message: &str) {
 /// Values survive a plugin version swap and a daemon restart. Writes are committed together
 /// with the batch that made them.
 pub mod state {
-    use super::{MeterId, host};
+    use super::{Meter, host};
 
     /// Returns the bytes stored under `key`.
-    pub fn get(meter: &MeterId, key: &str) -> Option<Vec<u8>> {
-        host::get_state(meter, key)
+    pub fn get(meter: Meter<'_>, key: &str) -> Option<Vec<u8>> {
+        host::get_state(meter.index(), key)
     }
 
     /// Stores bytes under `key`.
-    pub fn set(meter: &MeterId, key: &str, value: &[u8]) {
-        host::set_state(meter, key, value);
+    pub fn set(meter: Meter<'_>, key: &str, value: &[u8]) {
+        host::set_state(meter.index(), key, value);
     }
 
     /// Removes the value under `key`.
-    pub fn delete(meter: &MeterId, key: &str) {
-        host::delete_state(meter, key);
+    pub fn delete(meter: Meter<'_>, key: &str) {
+        host::delete_state(meter.index(), key);
     }
 
     /// Returns the number stored under `key` with [`set_f64`].
-    pub fn get_f64(meter: &MeterId, key: &str) -> Option<f64> {
+    pub fn get_f64(meter: Meter<'_>, key: &str) -> Option<f64> {
         let bytes: [u8; 8] = get(meter, key)?.try_into().ok()?;
         Some(f64::from_le_bytes(bytes))
     }
 
     /// Stores a number under `key`.
-    pub fn set_f64(meter: &MeterId, key: &str, value: f64) {
+    pub fn set_f64(meter: Meter<'_>, key: &str, value: f64) {
         set(meter, key, &value.to_le_bytes());
     }
 }
@@ -220,19 +224,15 @@ pub mod state {
 /// daemon ([`WasmHost`]) and in native unit tests and benchmarks ([`MemoryHost`]).
 pub trait Host {
     /// Returns the bytes stored under `key` for the meter.
-    fn get_state(&mut self, meter: &MeterId, key: &str) -> Option<Vec<u8>>;
+    fn get_state(&mut self, meter: Meter<'_>, key: &str) -> Option<Vec<u8>>;
     /// Stores bytes under `key` for the meter.
-    fn set_state(&mut self, meter: &MeterId, key: &str, value: &[u8]);
+    fn set_state(&mut self, meter: Meter<'_>, key: &str, value: &[u8]);
     /// Removes the value under `key` for the meter.
-    fn delete_state(&mut self, meter: &MeterId, key: &str);
+    fn delete_state(&mut self, meter: Meter<'_>, key: &str);
     /// Returns the region's setting, or its declared default.
     fn setting(&mut self, region: &str, name: &str) -> Option<Value>;
     /// Returns up to `hours` hours of the meter's history, oldest first.
-    fn history(
-        &mut self,
-        meter: &MeterId,
-        hours: u32,
-    ) -> Vec<bindings::gridwatch::detector::types::Hour>;
+    fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour>;
 
     /// Returns a numeric setting; integers are widened and anything else reads as NaN.
     fn setting_f64(&mut self, region: &str, name: &str) -> f64 {
@@ -257,28 +257,24 @@ pub trait Host {
 pub struct WasmHost;
 
 impl Host for WasmHost {
-    fn get_state(&mut self, meter: &MeterId, key: &str) -> Option<Vec<u8>> {
-        host::get_state(meter, key)
+    fn get_state(&mut self, meter: Meter<'_>, key: &str) -> Option<Vec<u8>> {
+        host::get_state(meter.index(), key)
     }
 
-    fn set_state(&mut self, meter: &MeterId, key: &str, value: &[u8]) {
-        host::set_state(meter, key, value);
+    fn set_state(&mut self, meter: Meter<'_>, key: &str, value: &[u8]) {
+        host::set_state(meter.index(), key, value);
     }
 
-    fn delete_state(&mut self, meter: &MeterId, key: &str) {
-        host::delete_state(meter, key);
+    fn delete_state(&mut self, meter: Meter<'_>, key: &str) {
+        host::delete_state(meter.index(), key);
     }
 
     fn setting(&mut self, region: &str, name: &str) -> Option<Value> {
         host::setting(region, name)
     }
 
-    fn history(
-        &mut self,
-        meter: &MeterId,
-        hours: u32,
-    ) -> Vec<bindings::gridwatch::detector::types::Hour> {
-        host::history(meter, hours)
+    fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour> {
+        host::history(meter.index(), hours)
     }
 }
 
@@ -290,10 +286,7 @@ pub struct MemoryHost {
     /// Settings by name, the same for every region; declared defaults are not applied.
     pub settings: std::collections::HashMap<String, Value>,
     /// History by `(region, meter)`, oldest first.
-    pub history: std::collections::HashMap<
-        (String, String),
-        Vec<bindings::gridwatch::detector::types::Hour>,
-    >,
+    pub history: std::collections::HashMap<(String, String), Vec<Hour>>,
 }
 
 impl MemoryHost {
@@ -309,21 +302,25 @@ impl MemoryHost {
         }
     }
 
-    fn key(meter: &MeterId, key: &str) -> (String, String, String) {
-        (meter.region.clone(), meter.meter.clone(), key.to_owned())
+    fn key(meter: Meter<'_>, key: &str) -> (String, String, String) {
+        (
+            meter.region().to_owned(),
+            meter.id().to_owned(),
+            key.to_owned(),
+        )
     }
 }
 
 impl Host for MemoryHost {
-    fn get_state(&mut self, meter: &MeterId, key: &str) -> Option<Vec<u8>> {
+    fn get_state(&mut self, meter: Meter<'_>, key: &str) -> Option<Vec<u8>> {
         self.state.get(&Self::key(meter, key)).cloned()
     }
 
-    fn set_state(&mut self, meter: &MeterId, key: &str, value: &[u8]) {
+    fn set_state(&mut self, meter: Meter<'_>, key: &str, value: &[u8]) {
         self.state.insert(Self::key(meter, key), value.to_vec());
     }
 
-    fn delete_state(&mut self, meter: &MeterId, key: &str) {
+    fn delete_state(&mut self, meter: Meter<'_>, key: &str) {
         self.state.remove(&Self::key(meter, key));
     }
 
@@ -331,14 +328,10 @@ impl Host for MemoryHost {
         self.settings.get(name).cloned()
     }
 
-    fn history(
-        &mut self,
-        meter: &MeterId,
-        hours: u32,
-    ) -> Vec<bindings::gridwatch::detector::types::Hour> {
+    fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour> {
         let all = self
             .history
-            .get(&(meter.region.clone(), meter.meter.clone()))
+            .get(&(meter.region().to_owned(), meter.id().to_owned()))
             .cloned()
             .unwrap_or_default();
         let skip = all.len().saturating_sub(hours as usize);

@@ -11,19 +11,18 @@ build time. The class `Detector` implements the exported `detector` interface.
 from wit_world import exports
 from wit_world.imports import host
 from wit_world.imports.types import (
+    Batch,
     Entry,
     Finding,
     Info,
     Level,
-    MeterId,
-    Reading,
     SettingSpec,
     Severity,
     Value,
     Value_Integer,
     Value_Number,
     ValueKind,
-    WindowStats,
+    WindowColumns,
 )
 
 NAME = "py-flat-load"
@@ -67,75 +66,79 @@ class Detector(exports.Detector):
             ],
         )
 
-    def detect(self, readings: list[Reading]) -> list[Finding]:
+    def detect(self, batch: Batch) -> list[Finding]:
         global _started
         if not _started:
             _started = True
             host.log(
                 Level.DEBUG,
-                f"{NAME} {VERSION} started with a first batch of {len(readings)} readings",
+                f"{NAME} {VERSION} started with a first batch of {len(batch.meter)} readings",
             )
 
-        min_base_kw_by_region: dict[str, float] = {}
+        min_base_kw_by_region: dict[int, float] = {}
         # Counters are read once per meter and batch and written back after the loop. Readings
         # of one meter within a batch then count correctly even if `get-state` does not return
         # writes made earlier in the same batch.
-        seen_by_meter: dict[tuple[str, str], int] = {}
-        meters: dict[tuple[str, str], MeterId] = {}
+        seen_by_meter: dict[int, int] = {}
+        windows = batch.windows
+        window = windows.names.index(WINDOW) if WINDOW in windows.names else None
         findings: list[Finding] = []
 
-        for reading in readings:
-            meter = reading.meter
-            meter_key = (meter.region, meter.meter)
-            if meter_key not in seen_by_meter:
-                seen_by_meter[meter_key] = load_seen(meter)
-                meters[meter_key] = meter
-            seen_by_meter[meter_key] = min(seen_by_meter[meter_key] + 1, MAX_SEEN)
+        for index, meter in enumerate(batch.meter):
+            if meter not in seen_by_meter:
+                seen_by_meter[meter] = load_seen(meter)
+            seen_by_meter[meter] = min(seen_by_meter[meter] + 1, MAX_SEEN)
 
-            region = meter.region
+            region = batch.meter_region[meter]
             if region not in min_base_kw_by_region:
-                min_base_kw_by_region[region] = load_min_base_kw(region)
+                min_base_kw_by_region[region] = load_min_base_kw(batch.regions[region])
 
-            window = find_window(reading, WINDOW)
-            if window is None:
+            row = find_window(batch, index, window)
+            if row is None:
                 continue
-            if is_flat_load(window, min_base_kw_by_region[region]):
-                findings.append(make_finding(meter, window, seen_by_meter[meter_key]))
+            if is_flat_load(windows, row, min_base_kw_by_region[region]):
+                findings.append(make_finding(index, windows, row, seen_by_meter[meter]))
 
-        for meter_key, seen in seen_by_meter.items():
-            store_seen(meters[meter_key], seen)
+        for meter, seen in seen_by_meter.items():
+            store_seen(meter, seen)
         return findings
 
 
-def find_window(reading: Reading, name: str) -> WindowStats | None:
-    for window in reading.state.windows:
-        if window.name == name:
-            return window
+def find_window(batch: Batch, index: int, window: int | None) -> int | None:
+    """Return the row of the reading's statistics for the window at `window` of the names."""
+    if window is None:
+        return None
+    start = batch.window_ends[index - 1] if index > 0 else 0
+    for row in range(start, batch.window_ends[index]):
+        if batch.windows.name[row] == window:
+            return row
     return None
 
 
-def is_flat_load(window: WindowStats, min_base_kw: float) -> bool:
+def is_flat_load(windows: WindowColumns, row: int, min_base_kw: float) -> bool:
     # Every comparison with NaN is false, so a window with NaN statistics is never flagged.
     return (
-        window.hours_with_data >= MIN_HOURS_WITH_DATA
-        and window.base_kw >= min_base_kw
-        and window.load_factor >= MIN_LOAD_FACTOR
+        windows.hours_with_data[row] >= MIN_HOURS_WITH_DATA
+        and windows.base_kw[row] >= min_base_kw
+        and windows.load_factor[row] >= MIN_LOAD_FACTOR
     )
 
 
-def make_finding(meter: MeterId, window: WindowStats, seen: int) -> Finding:
+def make_finding(reading: int, windows: WindowColumns, row: int, seen: int) -> Finding:
+    base_kw = windows.base_kw[row]
+    load_factor = windows.load_factor[row]
     return Finding(
-        meter=meter,
+        reading=reading,
         kind=KIND,
         severity=Severity.MEDIUM,
         score=1.0,
         message=(
-            f"flat load with a base load of {window.base_kw:.1f} kW and a load factor of "
-            f"{window.load_factor:.2f} over window {window.name}"
+            f"flat load with a base load of {base_kw:.1f} kW and a load factor of "
+            f"{load_factor:.2f} over window {windows.names[windows.name[row]]}"
         ),
         evidence=[
-            Entry(name="base_kw", value=Value_Number(window.base_kw)),
-            Entry(name="load_factor", value=Value_Number(window.load_factor)),
+            Entry(name="base_kw", value=Value_Number(base_kw)),
+            Entry(name="load_factor", value=Value_Number(load_factor)),
             Entry(name="seen", value=Value_Integer(seen)),
         ],
     )
@@ -163,13 +166,14 @@ def load_min_base_kw(region: str) -> float:
     return MIN_BASE_KW_DEFAULT
 
 
-def load_seen(meter: MeterId) -> int:
-    """Read the meter's reading counter from plugin state, or 0 when it is missing or invalid."""
+def load_seen(meter: int) -> int:
+    """Read the reading counter of the batch's meter at `meter` from plugin state, or 0 when it
+    is missing or invalid."""
     stored = host.get_state(meter, SEEN_KEY)
     if stored is None or len(stored) != SEEN_BYTES:
         return 0
     return min(int.from_bytes(stored, "little", signed=False), MAX_SEEN)
 
 
-def store_seen(meter: MeterId, seen: int) -> None:
+def store_seen(meter: int, seen: int) -> None:
     host.set_state(meter, SEEN_KEY, seen.to_bytes(SEEN_BYTES, "little", signed=False))

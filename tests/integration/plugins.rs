@@ -1,6 +1,7 @@
 //! WebAssembly plugins in the running daemon, fed through real Mosquitto: hostile plugins are
 //! contained, a plugin swapped under load keeps its state, rules read plugin scores, and the
-//! `gridwatch plugin` tools inspect and test a plugin.
+//! `gridwatch plugin` tools inspect and test a plugin. One test runs a plugin bank directly, to
+//! check that a batch split into several calls passes scores from call to call.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -234,7 +235,9 @@ async fn swapped_plugin_keeps_state() {
     );
     let mut daemon = Daemon::start(dir.path(), &config);
 
-    // Publish in slices while the plugin file is replaced after the first third.
+    // Publish in slices while the plugin file is replaced after the first third. The rest is
+    // published once the new version has loaded, so it counts every meter's last readings even
+    // when the daemon has caught up with the first slices before the reload.
     let port = broker.port;
     let all = stream(METERS, 0, PER_METER);
     let slices: Vec<_> = all.chunks(all.len() / 12).map(<[_]>::to_vec).collect();
@@ -243,11 +246,11 @@ async fn swapped_plugin_keeps_state() {
         publish_all(port, slice).await;
         if i == 4 && !swapped {
             install(&plugins, "counter_v2", "counter.wasm");
+            daemon.wait_for_log("version=2.0.0", Duration::from_secs(20));
             swapped = true;
         }
     }
     wait_until_processed(&daemon).await;
-    daemon.wait_for_log("version=2.0.0", Duration::from_secs(20));
 
     let log = daemon.log();
     assert!(!log.contains("plugin call failed"), "{log}");
@@ -499,4 +502,92 @@ fn oversized_state_fails_call() {
         ),
         "{err}"
     );
+}
+
+/// Runs the mining plugin's bank on two readings of one meter whose `7d` window scores 0.5,
+/// one reading per call.
+fn partial_score_in_two_calls() -> gridwatch::plugins::BatchFindings {
+    use std::sync::Arc;
+
+    use gridwatch::config::PluginsConfig;
+    use gridwatch::decode::Reading;
+    use gridwatch::metrics::Metrics;
+    use gridwatch::plugins::{MeterRef, PluginBank, PluginHost, PluginStates};
+    use gridwatch::state::{Interval, IntervalKind, MeterSnapshot, WindowStats};
+
+    struct NoHistory;
+    impl gridwatch::plugins::HistorySource for NoHistory {
+        fn history(&self, _key: &str, _hours: u32) -> Vec<(i64, f64, u32)> {
+            Vec::new()
+        }
+    }
+
+    let config = PluginsConfig {
+        cache_dir: std::path::PathBuf::new(),
+        max_readings_per_call: 1,
+        ..PluginsConfig::default()
+    };
+    // 90 of the 120 hours the mining detector needs: coverage, and so the score, is 0.5.
+    let stats = WindowStats {
+        hours: 168,
+        hours_with_data: 90.0,
+        energy_kwh: 600.0,
+        mean_kw: 6.8,
+        peak_kw: 7.5,
+        base_kw: 6.5,
+        load_factor: 0.9,
+        night_day_ratio: 0.95,
+        cv: 0.1,
+    };
+    let readings: Vec<(Reading, MeterSnapshot)> = [1_000, 2_000]
+        .into_iter()
+        .map(|ts_ms| {
+            let reading = Reading::new("north", "m-1", ts_ms, 5_000.0);
+            let snapshot = MeterSnapshot {
+                region: "north".into(),
+                meter_id: "m-1".into(),
+                register_kwh: 5_000.0,
+                interval: Interval {
+                    kind: IntervalKind::Normal,
+                    start_ms: ts_ms - 1_000,
+                    end_ms: ts_ms,
+                    energy_kwh: 1.0,
+                },
+                windows: vec![("7d".into(), stats)],
+                register_reversals: 0,
+                readings: 300,
+                scores: Vec::new(),
+            };
+            (reading, snapshot)
+        })
+        .collect();
+    let items: Vec<MeterRef<'_>> = readings
+        .iter()
+        .enumerate()
+        .map(|(index, (reading, snapshot))| MeterRef {
+            index,
+            reading,
+            snapshot,
+        })
+        .collect();
+
+    let metrics = Arc::new(Metrics::new());
+    let host = PluginHost::single(&config, metrics.clone(), &plugin_wasm("mining")).unwrap();
+    let mut bank = PluginBank::new(
+        Arc::new(host),
+        Arc::new(PluginStates::in_memory()),
+        Arc::new(NoHistory),
+        metrics,
+    );
+    bank.run(&items)
+}
+
+#[test]
+fn later_call_sees_earlier_call_score() {
+    let found = partial_score_in_two_calls();
+    assert!(found.failures.is_empty(), "{:?}", found.failures);
+    // The second call gets 0.5 as the meter's last score, so an unchanged score is not reported
+    // again.
+    assert_eq!(found.scores.len(), 1, "{:?}", found.scores);
+    assert_eq!(found.scores[0].2, 0.5);
 }

@@ -3,11 +3,10 @@
 //! The bank checks the set's generation at the start of every batch, so a swap takes effect
 //! between two batches: every reading goes either to the old version or to the new one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::bindings::gridwatch::detector::types::{Finding, Reading as WitReading, Severity};
+use super::bindings::gridwatch::detector::types::{Finding, Severity};
 use super::convert;
 use super::host::{HistorySource, PluginContext};
 use super::load::{PluginHost, runs_in};
@@ -128,10 +127,6 @@ impl PluginBank {
         if self.runners.is_empty() || items.is_empty() {
             return found;
         }
-        let readings: Vec<WitReading> = items
-            .iter()
-            .map(|item| convert::reading(item.reading, item.snapshot))
-            .collect();
         let now = Instant::now();
         let host = self.host.clone();
         for runner in &mut self.runners {
@@ -146,23 +141,15 @@ impl PluginBank {
                 continue;
             }
             let chunk = config.max_readings_per_call;
-            let subset;
-            let (batch, positions): (&[WitReading], Vec<usize>) = if selected.len() == items.len() {
-                (&readings, selected)
-            } else {
-                subset = selected
-                    .iter()
-                    .map(|&i| readings[i].clone())
-                    .collect::<Vec<_>>();
-                (&subset, selected)
-            };
-            for (part, part_positions) in batch.chunks(chunk).zip(positions.chunks(chunk)) {
+            let mut earlier = convert::EarlierScores::new();
+            for part_positions in selected.chunks(chunk) {
                 let labels = vec![("plugin", runner.name().to_owned())];
                 self.metrics
                     .plugin_readings
                     .get_or_create(&labels)
-                    .inc_by(part.len() as u64);
-                let findings = match runner.detect(&host.engine, &self.metrics, part) {
+                    .inc_by(part_positions.len() as u64);
+                let batch = convert::batch(items, part_positions, runner.name(), &earlier);
+                let findings = match runner.detect(&host.engine, &self.metrics, batch) {
                     Ok(findings) => findings,
                     Err(failure) => {
                         found.failures.push((runner.name().to_owned(), failure));
@@ -177,46 +164,55 @@ impl PluginBank {
                     .plugin_findings
                     .get_or_create(&labels)
                     .inc_by(findings.len() as u64);
-                let record = self.record;
-                accept(
+                // Later calls of the batch see this call's scores as their meters' latest.
+                let later = (part_positions.len() < selected.len()).then_some(&mut earlier);
+                let call = Call {
                     runner,
                     items,
-                    part_positions,
-                    findings,
-                    &self.metrics,
-                    record,
-                    &mut found,
-                );
+                    positions: part_positions,
+                    record: self.record,
+                };
+                accept(&call, findings, &self.metrics, later, &mut found);
             }
         }
         found
     }
 }
 
-/// Checks each finding and turns it into a score and, unless it is `info`, an alert.
-fn accept(
-    runner: &Runner,
-    items: &[MeterRef<'_>],
-    positions: &[usize],
+/// One call of a plugin on part of a batch.
+struct Call<'c, 'a> {
+    runner: &'c Runner,
+    items: &'c [MeterRef<'a>],
+    /// Positions in `items` of the call's readings.
+    positions: &'c [usize],
+    /// Whether to keep every accepted finding as JSON.
+    record: bool,
+}
+
+/// Checks each finding and turns it into a score and, unless it is `info`, an alert. The
+/// scores also go to `later` when it is given.
+fn accept<'a>(
+    call: &Call<'_, 'a>,
     findings: Vec<Finding>,
     metrics: &Metrics,
-    record: bool,
+    mut later: Option<&mut convert::EarlierScores<'a>>,
     found: &mut BatchFindings,
 ) {
-    // The newest reading of each meter in the call, by `region/meter_id`.
-    let mut meters: HashMap<(&str, &str), usize> = HashMap::new();
-    for &i in positions {
-        let reading = items[i].reading;
-        meters.insert((reading.region.as_str(), reading.meter_id.as_str()), i);
-    }
+    let Call {
+        runner,
+        items,
+        positions,
+        record,
+    } = *call;
     let info = &runner.plugin.info;
+    let rule = format!("plugin:{}@{}", info.name, info.version);
     let mut rejected = Vec::new();
     for finding in findings {
-        let key = (finding.meter.region.as_str(), finding.meter.meter.as_str());
-        let Some(&item) = meters.get(&key) else {
+        let Some(&item) = positions.get(finding.reading as usize) else {
             rejected.push(format!(
-                "meter {}/{} is not in the batch",
-                finding.meter.region, finding.meter.meter
+                "reading index {} is out of range; expected below {}, the readings in the call",
+                finding.reading,
+                positions.len()
             ));
             continue;
         };
@@ -229,14 +225,32 @@ fn accept(
             continue;
         }
         let reading = items[item].reading;
+        if let Some(later) = later.as_deref_mut() {
+            later.insert((&reading.region, &reading.meter_id), finding.score);
+        }
         let meter_key = format!("{}/{}", reading.region, reading.meter_id);
         found
             .scores
             .push((meter_key, info.name.clone(), finding.score));
-        if record {
-            found.recorded.push(record_json(&finding, &info.name));
+        let alerting = finding.severity != Severity::Info;
+        if !alerting && !record {
+            continue;
         }
-        if finding.severity == Severity::Info {
+        let Finding {
+            kind,
+            severity,
+            score,
+            message,
+            evidence,
+            ..
+        } = finding;
+        let evidence = convert::evidence(evidence, score, &info.name);
+        if record {
+            found.recorded.push(record_json(
+                reading, &kind, severity, score, &message, &evidence,
+            ));
+        }
+        if !alerting {
             continue;
         }
         let alert = AlertWrite {
@@ -244,12 +258,12 @@ fn accept(
             meter: reading.meter_id.clone(),
             ts_ms: reading.ts_ms,
             draft: AlertDraft {
-                kind: finding.kind.clone(),
-                severity: convert::severity(finding.severity),
-                evidence: convert::evidence(&finding, &info.name),
-                message: finding.message,
+                kind,
+                severity: convert::severity(severity),
+                evidence,
+                message,
                 source: AlertSource {
-                    rule: format!("plugin:{}@{}", info.name, info.version),
+                    rule: rule.clone(),
                     content_hash: runner.plugin.hash.clone(),
                 },
             },
@@ -269,14 +283,22 @@ fn accept(
     }
 }
 
-fn record_json(finding: &Finding, plugin: &str) -> serde_json::Value {
+/// Builds the JSON record of an accepted finding that `gridwatch plugin test` compares.
+fn record_json(
+    reading: &Reading,
+    kind: &str,
+    severity: Severity,
+    score: f64,
+    message: &str,
+    evidence: &serde_json::Value,
+) -> serde_json::Value {
     serde_json::json!({
-        "region": finding.meter.region,
-        "meter": finding.meter.meter,
-        "kind": finding.kind,
-        "severity": convert::severity(finding.severity).as_str(),
-        "score": super::tool::round4(finding.score),
-        "message": finding.message,
-        "evidence": convert::evidence(finding, plugin),
+        "region": reading.region,
+        "meter": reading.meter_id,
+        "kind": kind,
+        "severity": convert::severity(severity).as_str(),
+        "score": super::tool::round4(score),
+        "message": message,
+        "evidence": evidence,
     })
 }

@@ -13,7 +13,7 @@ use wasmtime_wasi::{
 };
 
 use super::bindings::gridwatch::detector::host::Host;
-use super::bindings::gridwatch::detector::types::{self, Hour, Level, MeterId, Value};
+use super::bindings::gridwatch::detector::types::{self, Batch, Hour, Level, Value};
 use super::state::PluginStates;
 use crate::store::plugin_state_key;
 
@@ -83,6 +83,8 @@ pub struct HostState {
     table: ResourceTable,
     pub(super) stderr: MemoryOutputPipe,
     pub(super) context: Arc<PluginContext>,
+    /// The batch of the `detect` call in progress, whose meters the state functions index.
+    batch: Option<Arc<Batch>>,
     memory_cap: usize,
     /// Set when the plugin tried to grow its memory past the cap.
     pub(super) memory_limit_hit: bool,
@@ -118,6 +120,7 @@ impl HostState {
             table: ResourceTable::new(),
             stderr,
             context,
+            batch: None,
             memory_cap,
             memory_limit_hit: false,
             writes: HashMap::new(),
@@ -128,11 +131,17 @@ impl HostState {
         }
     }
 
-    /// Resets the per-call counters before a call.
-    pub fn begin_call(&mut self) {
+    /// Resets the per-call counters before a call and sets the batch it examines.
+    pub fn begin_call(&mut self, batch: Option<Arc<Batch>>) {
+        self.batch = batch;
         self.written_bytes = 0;
         self.log_lines = 0;
         self.limit_hit = None;
+    }
+
+    /// Releases the batch after a call.
+    pub fn end_call(&mut self) {
+        self.batch = None;
     }
 
     /// Records which limit failed the call and returns the error that traps it.
@@ -167,8 +176,32 @@ impl HostState {
         trimmed[start..].replace('\n', " | ")
     }
 
-    fn meter_key(meter: &MeterId) -> String {
-        format!("{}/{}", meter.region, meter.meter)
+    /// Returns `region/meter_id` of the meter at `index` in the call's batch, or fails the
+    /// call when there is no such meter.
+    fn meter_key(&mut self, index: u32) -> Result<String> {
+        let found = self.batch.as_deref().and_then(|batch| {
+            let meter = batch.meters.get(index as usize)?;
+            let region = batch.meter_region.get(index as usize)?;
+            let region = batch.regions.get(*region as usize)?;
+            Some(format!("{region}/{meter}"))
+        });
+        match found {
+            Some(key) => Ok(key),
+            None => {
+                let meters = self.batch.as_deref().map_or(0, |b| b.meters.len());
+                let detail = format!(
+                    "meter index {index} is out of range; expected below {meters}, the meters \
+                     in the batch"
+                );
+                self.fail_call("trap", detail)
+            }
+        }
+    }
+
+    /// Returns the full state key of `key` for the meter at `index`.
+    fn state_key(&mut self, meter: u32, key: &str) -> Result<String> {
+        let meter = self.meter_key(meter)?;
+        Ok(plugin_state_key(&self.context.name, &meter, key))
     }
 }
 
@@ -208,15 +241,15 @@ impl ResourceLimiter for HostState {
 impl types::Host for HostState {}
 
 impl Host for HostState {
-    fn get_state(&mut self, meter: MeterId, key: String) -> Result<Option<Vec<u8>>> {
-        let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
+    fn get_state(&mut self, meter: u32, key: String) -> Result<Option<Vec<u8>>> {
+        let full = self.state_key(meter, &key)?;
         Ok(match self.writes.get(&full) {
             Some(value) => value.clone(),
             None => self.context.states.get(&full),
         })
     }
 
-    fn set_state(&mut self, meter: MeterId, key: String, value: Vec<u8>) -> Result<()> {
+    fn set_state(&mut self, meter: u32, key: String, value: Vec<u8>) -> Result<()> {
         let limits = &self.limits;
         if value.len() > limits.max_value_bytes {
             let detail = format!(
@@ -234,22 +267,23 @@ impl Host for HostState {
             );
             return self.fail_call("state", detail);
         }
-        let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
+        let full = self.state_key(meter, &key)?;
         self.writes.insert(full, Some(value));
         Ok(())
     }
 
-    fn delete_state(&mut self, meter: MeterId, key: String) -> Result<()> {
-        let full = plugin_state_key(&self.context.name, &Self::meter_key(&meter), &key);
+    fn delete_state(&mut self, meter: u32, key: String) -> Result<()> {
+        let full = self.state_key(meter, &key)?;
         self.writes.insert(full, None);
         Ok(())
     }
 
-    fn history(&mut self, meter: MeterId, hours: u32) -> Result<Vec<Hour>> {
+    fn history(&mut self, meter: u32, hours: u32) -> Result<Vec<Hour>> {
+        let key = self.meter_key(meter)?;
         let hours = self
             .context
             .history
-            .history(&Self::meter_key(&meter), hours)
+            .history(&key, hours)
             .into_iter()
             .map(|(start_ms, energy_kwh, covered_secs)| Hour {
                 start_ms,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
-use super::bindings::gridwatch::detector::types::{Finding, Info, Reading};
+use super::bindings::gridwatch::detector::types::{Batch, Finding, Info};
 use super::bindings::{Plugin, PluginPre};
 use super::engine::PluginEngine;
 use super::host::{HostState, PluginContext, StateLimits};
@@ -62,29 +62,29 @@ impl Instance {
     /// # Errors
     /// Returns the cause when the call fails.
     pub fn describe(&mut self, engine: &PluginEngine) -> Result<Info, Failure> {
-        self.arm(engine, 0)?;
+        self.arm(engine, 0, None)?;
         let detector = self.plugin.gridwatch_detector_detector();
         detector
             .call_describe(&mut self.store)
             .map_err(|e| self.classify(engine, 0, &e))
     }
 
-    /// Calls `detect` with a budget for `readings.len()` readings and checks the output size.
+    /// Calls `detect` with a budget for the batch's readings and checks the output size.
     ///
     /// # Errors
     /// Returns the cause when the call fails or its output is over the cap.
-    pub fn detect(
-        &mut self,
-        engine: &PluginEngine,
-        readings: &[Reading],
-    ) -> Result<Vec<Finding>, Failure> {
-        self.arm(engine, readings.len())?;
+    pub fn detect(&mut self, engine: &PluginEngine, batch: Batch) -> Result<Vec<Finding>, Failure> {
+        let readings = batch.meter.len();
+        let batch = Arc::new(batch);
+        self.arm(engine, readings, Some(batch.clone()))?;
         let detector = self.plugin.gridwatch_detector_detector();
-        let findings = match detector.call_detect(&mut self.store, readings) {
+        let result = detector.call_detect(&mut self.store, &batch);
+        self.store.data_mut().end_call();
+        let findings = match result {
             Ok(findings) => findings,
             Err(error) => {
                 self.store.data_mut().drop_writes();
-                return Err(self.classify(engine, readings.len(), &error));
+                return Err(self.classify(engine, readings, &error));
             }
         };
         let bytes: usize = findings.iter().map(output_bytes).sum();
@@ -108,14 +108,19 @@ impl Instance {
         self.store.data().stderr.contents().len() > STDERR_REBUILD_BYTES
     }
 
-    fn arm(&mut self, engine: &PluginEngine, readings: usize) -> Result<(), Failure> {
+    fn arm(
+        &mut self,
+        engine: &PluginEngine,
+        readings: usize,
+        batch: Option<Arc<Batch>>,
+    ) -> Result<(), Failure> {
         let fuel = fuel_budget(engine, readings);
         self.store.set_fuel(fuel).map_err(|e| Failure {
             cause: "instantiate",
             message: super::chain(&e),
         })?;
         self.store.set_epoch_deadline(engine.deadline_ticks());
-        self.store.data_mut().begin_call();
+        self.store.data_mut().begin_call(batch);
         Ok(())
     }
 
@@ -182,12 +187,7 @@ fn output_bytes(finding: &Finding) -> usize {
             e.name.len() + value
         })
         .sum();
-    FINDING_OVERHEAD_BYTES
-        + finding.meter.region.len()
-        + finding.meter.meter.len()
-        + finding.kind.len()
-        + finding.message.len()
-        + evidence
+    FINDING_OVERHEAD_BYTES + finding.kind.len() + finding.message.len() + evidence
 }
 
 /// A plugin as the pipeline runs it: its live instance, failure count and quarantine.
@@ -245,9 +245,10 @@ impl Runner {
         &mut self,
         engine: &PluginEngine,
         metrics: &Metrics,
-        readings: &[Reading],
+        batch: Batch,
     ) -> Result<Vec<Finding>, Failure> {
-        let result = self.call(engine, readings);
+        let readings = batch.meter.len();
+        let result = self.call(engine, batch);
         match &result {
             Ok(_) => {
                 self.failures = 0;
@@ -256,16 +257,12 @@ impl Runner {
                     self.instance = None;
                 }
             }
-            Err(failure) => self.fail(engine, metrics, readings.len(), failure),
+            Err(failure) => self.fail(engine, metrics, readings, failure),
         }
         result
     }
 
-    fn call(
-        &mut self,
-        engine: &PluginEngine,
-        readings: &[Reading],
-    ) -> Result<Vec<Finding>, Failure> {
+    fn call(&mut self, engine: &PluginEngine, batch: Batch) -> Result<Vec<Finding>, Failure> {
         if self.instance.is_none() {
             let instance =
                 Instance::new(engine, &self.plugin.pre, self.context.clone()).map_err(|e| {
@@ -277,7 +274,7 @@ impl Runner {
             self.instance = Some(instance);
         }
         let instance = self.instance.as_mut().expect("instance was just built");
-        instance.detect(engine, readings)
+        instance.detect(engine, batch)
     }
 
     fn fail(

@@ -50,3 +50,90 @@ fn truncated_component_fails_to_compile() {
         "unexpected error: {error}"
     );
 }
+
+/// History with no hours for any meter.
+struct NoHistory;
+
+impl super::HistorySource for NoHistory {
+    fn history(&self, _key: &str, _hours: u32) -> Vec<(i64, f64, u32)> {
+        Vec::new()
+    }
+}
+
+/// Builds a store's data whose call examines one reading of meter `north/m-1`.
+fn host_with_one_meter() -> super::host::HostState {
+    use std::sync::Arc;
+
+    use super::bank::MeterRef;
+    use super::host::{HostState, PluginContext, StateLimits};
+    use crate::decode::Reading;
+    use crate::state::{Interval, IntervalKind, MeterSnapshot};
+
+    let reading = Reading::new("north", "m-1", 1_000, 5.0);
+    let snapshot = MeterSnapshot {
+        region: "north".into(),
+        meter_id: "m-1".into(),
+        register_kwh: 5.0,
+        interval: Interval {
+            kind: IntervalKind::First,
+            start_ms: 1_000,
+            end_ms: 1_000,
+            energy_kwh: 0.0,
+        },
+        windows: Vec::new(),
+        register_reversals: 0,
+        readings: 1,
+        scores: Vec::new(),
+    };
+    let items = [MeterRef {
+        index: 0,
+        reading: &reading,
+        snapshot: &snapshot,
+    }];
+    let context = Arc::new(PluginContext {
+        name: "test".into(),
+        settings: super::Settings::default(),
+        states: Arc::new(super::PluginStates::in_memory()),
+        history: Arc::new(NoHistory),
+    });
+    let limits = StateLimits {
+        max_value_bytes: 1_024,
+        max_bytes_per_call: 4_096,
+    };
+    let mut state = HostState::new(context, 1 << 20, limits);
+    let batch = super::convert::batch(&items, &[0], "test", &super::convert::EarlierScores::new());
+    state.begin_call(Some(Arc::new(batch)));
+    state
+}
+
+#[test]
+fn state_of_batch_meter_round_trips() {
+    use super::bindings::gridwatch::detector::host::Host;
+
+    let mut state = host_with_one_meter();
+    state.set_state(0, "k".into(), vec![7]).unwrap();
+    assert_eq!(state.get_state(0, "k".into()).unwrap(), Some(vec![7]));
+}
+
+#[test]
+fn meter_index_outside_batch_fails_call() {
+    use super::bindings::gridwatch::detector::host::Host;
+
+    let mut state = host_with_one_meter();
+    let error = state.get_state(1, "k".into()).unwrap_err();
+    assert!(
+        error.to_string().contains("meter index 1 is out of range"),
+        "{error}"
+    );
+    let cause = state.limit_hit.as_ref().map(|(cause, _)| *cause);
+    assert_eq!(cause, Some("trap"));
+}
+
+#[test]
+fn meter_index_without_batch_fails_call() {
+    use super::bindings::gridwatch::detector::host::Host;
+
+    let mut state = host_with_one_meter();
+    state.end_call();
+    assert!(state.history(0, 24).is_err());
+}

@@ -289,7 +289,14 @@ fn run_plugin(
     }
 
     let mut findings = Vec::new();
-    for chunk in applied.chunks(config.plugins.max_readings_per_call) {
+    // Latest plugin scores by `region/meter_id`, carried from chunk to chunk as the pipeline
+    // carries them from batch to batch in meter state.
+    let mut scores: HashMap<String, Vec<(String, f64)>> = HashMap::new();
+    for chunk in applied.chunks_mut(config.plugins.max_readings_per_call) {
+        for (reading, snapshot) in chunk.iter_mut() {
+            let key = format!("{}/{}", reading.region, reading.meter_id);
+            snapshot.scores = scores.get(&key).cloned().unwrap_or_default();
+        }
         let items: Vec<MeterRef<'_>> = chunk
             .iter()
             .enumerate()
@@ -308,6 +315,13 @@ fn run_plugin(
             });
         }
         findings.extend(found.recorded);
+        for (key, plugin, score) in found.scores {
+            let meter = scores.entry(key).or_default();
+            match meter.iter_mut().find(|(name, _)| *name == plugin) {
+                Some(entry) => entry.1 = score,
+                None => meter.push((plugin, score)),
+            }
+        }
     }
     Ok(findings)
 }

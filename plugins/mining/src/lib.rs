@@ -5,8 +5,9 @@
 //! against the region's thresholds and takes the weakest as the meter's score: a meter must be
 //! high, flat and round-the-clock to score high.
 //!
-//! It reports a score-only finding when a meter's score moves by `score_step` or more, and an
-//! alert finding on every reading while the score is at or above `alert_score`. The estimated
+//! It reports a score-only finding when a meter's score moves by `score_step` or more from the
+//! last one it reported, and an alert finding on every reading while the score is at or above
+//! `alert_score`. The last reported score comes with the batch, as the daemon keeps it. The estimated
 //! rig count is the base load divided by one rig's draw. The onset is the first reading that
 //! reached the alert score, kept in plugin state with the step in mean power around it.
 
@@ -28,8 +29,8 @@ impl Detector for Mining {
         }
     }
 
-    fn detect(readings: Vec<Reading>) -> Vec<Finding> {
-        detect_with(&mut WasmHost, &readings)
+    fn detect(batch: Batch) -> Vec<Finding> {
+        detect_with(&mut WasmHost, &batch)
     }
 }
 
@@ -37,20 +38,20 @@ export_detector!(Mining);
 
 /// Runs the detector on a batch with the given host; the plugin passes the daemon's, native
 /// tests and benchmarks pass a [`MemoryHost`].
-pub fn detect_with(host: &mut impl Host, readings: &[Reading]) -> Vec<Finding> {
+pub fn detect_with(host: &mut impl Host, batch: &Batch) -> Vec<Finding> {
     // Settings are read once per region and batch, not once per reading.
-    let mut regions: Vec<(&str, Thresholds)> = Vec::new();
+    let mut regions: Vec<Option<Thresholds>> = Vec::new();
+    regions.resize_with(batch.regions.len(), || None);
+    // The last reported score per meter, updated as this batch reports new ones.
+    let mut last_scores = batch.last_score.clone();
     let mut findings = Vec::new();
-    for reading in readings {
-        let region = reading.meter.region.as_str();
-        let index = match regions.iter().position(|(r, _)| *r == region) {
-            Some(index) => index,
-            None => {
-                regions.push((region, Thresholds::for_region(host, region)));
-                regions.len() - 1
-            }
-        };
-        findings.extend(examine(host, &regions[index].1, reading));
+    for reading in batch.readings() {
+        let meter = reading.meter();
+        let region = batch.meter_region[meter.index() as usize] as usize;
+        let limits =
+            regions[region].get_or_insert_with(|| Thresholds::for_region(host, meter.region()));
+        let last = &mut last_scores[meter.index() as usize];
+        findings.extend(examine(host, limits, reading, last));
     }
     findings
 }
@@ -136,25 +137,30 @@ impl Thresholds {
 }
 
 /// Scores one reading and returns a finding when there is something to report.
-fn examine(host: &mut impl Host, limits: &Thresholds, reading: &Reading) -> Option<Finding> {
-    let window = reading
-        .state
-        .windows
-        .iter()
-        .find(|w| w.name == limits.window)?;
-    let score = score(window, limits);
+///
+/// `last_score` is the meter's last reported score, NaN when there is none; it is updated
+/// when the reading reports a new one.
+fn examine(
+    host: &mut impl Host,
+    limits: &Thresholds,
+    reading: Reading<'_>,
+    last_score: &mut f64,
+) -> Option<Finding> {
+    let window = reading.window(&limits.window)?;
+    let score = score(&window, limits);
 
-    let meter = &reading.meter;
-    let last = get_f64(host, meter, "score").unwrap_or(0.0);
+    let last = if last_score.is_nan() {
+        0.0
+    } else {
+        *last_score
+    };
     let alerting = score >= limits.alert_score;
     if !alerting && (score - last).abs() < limits.score_step {
         return None;
     }
-    if score != last {
-        host.set_state(meter, "score", &score.to_le_bytes());
-    }
+    *last_score = score;
 
-    let onset = onset(host, meter, alerting, reading.timestamp_ms);
+    let onset = onset(host, reading.meter(), alerting, reading.timestamp_ms());
     let rigs = (window.base_kw / limits.rig_kw).round().max(1.0);
     let severity = match (alerting, rigs >= limits.high_rigs) {
         (false, _) => Severity::Info,
@@ -162,7 +168,7 @@ fn examine(host: &mut impl Host, limits: &Thresholds, reading: &Reading) -> Opti
         (true, true) => Severity::High,
     };
     Some(Finding {
-        meter: meter.clone(),
+        reading: reading.index(),
         kind: KIND.into(),
         severity,
         score,
@@ -170,12 +176,12 @@ fn examine(host: &mut impl Host, limits: &Thresholds, reading: &Reading) -> Opti
             "flat load of {:.1} kW mean, {:.1} kW base over {} h, about {rigs} rig(s)",
             window.mean_kw, window.base_kw, window.hours
         ),
-        evidence: evidence(window, rigs, onset),
+        evidence: evidence(&window, rigs, onset),
     })
 }
 
 /// Returns the weakest of the level, flatness, night and coverage scores, each from 0 to 1.
-fn score(window: &WindowStats, limits: &Thresholds) -> f64 {
+fn score(window: &Window<'_>, limits: &Thresholds) -> f64 {
     [
         ramp(window.hours_with_data, limits.min_hours),
         ramp(window.base_kw, limits.min_base_kw),
@@ -205,7 +211,7 @@ struct Onset {
 }
 
 /// Returns the meter's onset, recording it on the first alerting reading.
-fn onset(host: &mut impl Host, meter: &MeterId, alerting: bool, ts_ms: i64) -> Option<Onset> {
+fn onset(host: &mut impl Host, meter: Meter<'_>, alerting: bool, ts_ms: i64) -> Option<Onset> {
     if !alerting {
         host.delete_state(meter, "onset");
         return None;
@@ -232,7 +238,7 @@ fn onset(host: &mut impl Host, meter: &MeterId, alerting: bool, ts_ms: i64) -> O
 }
 
 /// Mean power of the newest 24 hours minus that of the 24 before, from the meter's history.
-fn step_kw(host: &mut impl Host, meter: &MeterId) -> f64 {
+fn step_kw(host: &mut impl Host, meter: Meter<'_>) -> f64 {
     let hours = host.history(meter, 48);
     if hours.len() < 48 {
         return 0.0;
@@ -242,21 +248,18 @@ fn step_kw(host: &mut impl Host, meter: &MeterId) -> f64 {
     mean(after) - mean(before)
 }
 
-fn get_f64(host: &mut impl Host, meter: &MeterId, key: &str) -> Option<f64> {
-    let bytes: [u8; 8] = host.get_state(meter, key)?.try_into().ok()?;
-    Some(f64::from_le_bytes(bytes))
-}
-
-fn evidence(window: &WindowStats, rigs: f64, onset: Option<Onset>) -> Vec<Entry> {
-    let mut evidence = vec![
-        entry("window", Value::Text(window.name.clone())),
+fn evidence(window: &Window<'_>, rigs: f64, onset: Option<Onset>) -> Vec<Entry> {
+    // Seven entries, and two more with an onset.
+    let mut evidence = Vec::with_capacity(9);
+    evidence.extend([
+        entry("window", Value::Text(window.name.to_owned())),
         entry("mean_kw", Value::Number(window.mean_kw)),
         entry("base_kw", Value::Number(window.base_kw)),
         entry("load_factor", Value::Number(window.load_factor)),
         entry("night_day_ratio", Value::Number(window.night_day_ratio)),
         entry("hours_with_data", Value::Number(window.hours_with_data)),
         entry("estimated_rigs", Value::Integer(rigs as i64)),
-    ];
+    ]);
     if let Some(onset) = onset {
         evidence.push(entry("onset_ms", Value::Integer(onset.ts_ms)));
         evidence.push(entry("step_kw", Value::Number(onset.step_kw)));
@@ -270,10 +273,12 @@ mod tests {
 
     use super::{detect_with, ramp, settings};
 
-    /// Builds a reading whose `7d` window has the given base load, load factor and hours.
-    fn reading(meter: &str, ts_ms: i64, base_kw: f64, load_factor: f64, hours: f64) -> Reading {
-        let window = WindowStats {
-            name: "7d".into(),
+    /// Builds a batch of one reading whose `7d` window has the given base load, load factor
+    /// and hours, with the meter's last score.
+    fn batch(meter: &str, ts_ms: i64, stats: (f64, f64, f64), last_score: Option<f64>) -> Batch {
+        let (base_kw, load_factor, hours) = stats;
+        let windows = [Window {
+            name: "7d",
             hours: 168,
             hours_with_data: hours,
             energy_kwh: base_kw * hours,
@@ -283,39 +288,41 @@ mod tests {
             load_factor,
             night_day_ratio: 1.0,
             cv: 0.05,
-        };
-        Reading {
-            meter: MeterId {
-                region: "north".into(),
-                meter: meter.into(),
-            },
+        }];
+        let mut builder = BatchBuilder::new();
+        builder.push(&NewReading {
+            region: "north",
+            meter,
+            last_score,
             timestamp_ms: ts_ms,
             energy_import_kwh: 1_000.0,
             energy_export_kwh: None,
             power_w: None,
-            voltage_v: Vec::new(),
-            current_a: Vec::new(),
-            events: Vec::new(),
-            state: MeterState {
-                register_kwh: 1_000.0,
-                interval: Interval {
-                    kind: IntervalKind::Normal,
-                    start_ms: ts_ms - 1_800_000,
-                    end_ms: ts_ms,
-                    energy_kwh: base_kw / 2.0,
-                },
-                windows: vec![window],
-                register_reversals: 0,
-                readings: 300,
+            voltage_v: &[],
+            current_a: &[],
+            events: &[],
+            register_kwh: 1_000.0,
+            interval: Interval {
+                kind: IntervalKind::Normal,
+                start_ms: ts_ms - 1_800_000,
+                end_ms: ts_ms,
+                energy_kwh: base_kw / 2.0,
             },
-        }
+            windows: &windows,
+            register_reversals: 0,
+            meter_readings: 300,
+        });
+        builder.build()
     }
 
     #[test]
     fn flat_high_load_raises_alert_with_onset() {
         let mut host = MemoryHost::with_defaults(&settings());
-        let first = detect_with(&mut host, &[reading("rig", 1_000, 9.8, 0.9, 150.0)]);
-        let second = detect_with(&mut host, &[reading("rig", 2_000, 9.8, 0.9, 151.0)]);
+        let first = detect_with(&mut host, &batch("rig", 1_000, (9.8, 0.9, 150.0), None));
+        let second = detect_with(
+            &mut host,
+            &batch("rig", 2_000, (9.8, 0.9, 151.0), Some(1.0)),
+        );
 
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].severity, Severity::High, "three rigs of 3.25 kW");
@@ -336,7 +343,7 @@ mod tests {
     #[test]
     fn household_load_reports_nothing() {
         let mut host = MemoryHost::with_defaults(&settings());
-        let found = detect_with(&mut host, &[reading("house", 1_000, 0.2, 0.3, 168.0)]);
+        let found = detect_with(&mut host, &batch("house", 1_000, (0.2, 0.3, 168.0), None));
         assert!(found.is_empty(), "{found:?}");
     }
 
@@ -344,8 +351,8 @@ mod tests {
     fn partial_score_is_reported_once_per_step() {
         let mut host = MemoryHost::with_defaults(&settings());
         // 90 of the 120 hours needed: coverage scores 0.5, so the meter scores 0.5.
-        let first = detect_with(&mut host, &[reading("rig", 1_000, 6.5, 0.9, 90.0)]);
-        let same = detect_with(&mut host, &[reading("rig", 2_000, 6.5, 0.9, 90.5)]);
+        let first = detect_with(&mut host, &batch("rig", 1_000, (6.5, 0.9, 90.0), None));
+        let same = detect_with(&mut host, &batch("rig", 2_000, (6.5, 0.9, 90.5), Some(0.5)));
 
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].severity, Severity::Info);

@@ -18,7 +18,7 @@ impl Detector for AlwaysTrap {
         }
     }
 
-    fn detect(_readings: Vec<Reading>) -> Vec<Finding> {
+    fn detect(_batch: Batch) -> Vec<Finding> {
         panic!("always-trap fails on every call");
     }
 }

@@ -13,8 +13,8 @@ impl Detector for Counter {
         counter::info(VERSION)
     }
 
-    fn detect(readings: Vec<Reading>) -> Vec<Finding> {
-        counter::detect(readings, VERSION)
+    fn detect(batch: Batch) -> Vec<Finding> {
+        counter::detect(&batch, VERSION)
     }
 }
 

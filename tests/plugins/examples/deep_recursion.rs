@@ -22,7 +22,7 @@ impl Detector for DeepRecursion {
         }
     }
 
-    fn detect(_readings: Vec<Reading>) -> Vec<Finding> {
+    fn detect(_batch: Batch) -> Vec<Finding> {
         let depth = recurse(0);
         // Not reached in practice, because the stack overflows long before `recurse` returns.
         black_box(depth);

@@ -17,7 +17,7 @@ impl Detector for EndlessLoop {
         }
     }
 
-    fn detect(_readings: Vec<Reading>) -> Vec<Finding> {
+    fn detect(_batch: Batch) -> Vec<Finding> {
         let mut iterations: u64 = 0;
         loop {
             // `black_box` hides the counter from the optimiser, so the loop stays in the code.

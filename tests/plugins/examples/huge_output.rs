@@ -21,16 +21,16 @@ impl Detector for HugeOutput {
         }
     }
 
-    fn detect(readings: Vec<Reading>) -> Vec<Finding> {
-        let Some(first) = readings.into_iter().next() else {
+    fn detect(batch: Batch) -> Vec<Finding> {
+        if batch.is_empty() {
             return Vec::new();
-        };
+        }
         // One message copied many times keeps the call cheap in fuel, so only the output
         // limit can stop it.
         let message = "h".repeat(MESSAGE_BYTES);
         (0..FINDINGS)
             .map(|_| Finding {
-                meter: first.meter.clone(),
+                reading: 0,
                 kind: "huge".into(),
                 severity: Severity::Info,
                 score: 0.0,

@@ -20,7 +20,7 @@ impl Detector for MemoryHog {
         }
     }
 
-    fn detect(_readings: Vec<Reading>) -> Vec<Finding> {
+    fn detect(_batch: Batch) -> Vec<Finding> {
         let mut blocks: Vec<Vec<u8>> = Vec::new();
         loop {
             // Reserving a block grows linear memory without the fuel cost of writing it, and

@@ -22,13 +22,13 @@ impl Detector for Scorer {
         }
     }
 
-    fn detect(readings: Vec<Reading>) -> Vec<Finding> {
-        readings
-            .into_iter()
+    fn detect(batch: Batch) -> Vec<Finding> {
+        batch
+            .readings()
             .map(|reading| {
-                let score = setting_f64(&reading.meter.region, "score");
+                let score = setting_f64(reading.meter().region(), "score");
                 Finding {
-                    meter: reading.meter,
+                    reading: reading.index(),
                     kind: KIND.into(),
                     severity: Severity::Info,
                     score,

@@ -19,10 +19,10 @@ impl Detector for Snoop {
         }
     }
 
-    fn detect(readings: Vec<Reading>) -> Vec<Finding> {
-        let Some(first) = readings.into_iter().next() else {
+    fn detect(batch: Batch) -> Vec<Finding> {
+        if batch.is_empty() {
             return Vec::new();
-        };
+        }
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(-1, |d| d.as_millis() as i64);
@@ -41,7 +41,7 @@ impl Detector for Snoop {
             ),
         ];
         vec![Finding {
-            meter: first.meter,
+            reading: 0,
             kind: "snoop".into(),
             severity: Severity::Info,
             score: 0.0,

@@ -19,10 +19,10 @@ impl Detector for StateHog {
         }
     }
 
-    fn detect(readings: Vec<Reading>) -> Vec<Finding> {
+    fn detect(batch: Batch) -> Vec<Finding> {
         let value = vec![0x5a; VALUE_BYTES];
-        for reading in &readings {
-            state::set(&reading.meter, "blob", &value);
+        for reading in batch.readings() {
+            state::set(reading.meter(), "blob", &value);
         }
         Vec::new()
     }

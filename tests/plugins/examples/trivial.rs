@@ -16,7 +16,7 @@ impl Detector for Trivial {
         }
     }
 
-    fn detect(_readings: Vec<Reading>) -> Vec<Finding> {
+    fn detect(_batch: Batch) -> Vec<Finding> {
         Vec::new()
     }
 }

@@ -7,7 +7,7 @@
 wit_bindgen::generate!({ path: "wit-v2", world: "plugin" });
 
 use exports::gridwatch::detector::detector::Guest;
-use gridwatch::detector::types::{Finding, Info, Reading};
+use gridwatch::detector::types::{Batch, Finding, Info};
 
 struct WrongVersion;
 
@@ -22,7 +22,7 @@ impl Guest for WrongVersion {
         }
     }
 
-    fn detect(_readings: Vec<Reading>) -> Vec<Finding> {
+    fn detect(_batch: Batch) -> Vec<Finding> {
         Vec::new()
     }
 }

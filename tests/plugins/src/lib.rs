@@ -31,13 +31,14 @@ pub mod counter {
 
     /// Increments each reading's meter count in plugin state and returns one finding per
     /// reading that carries the new count and `version`.
-    pub fn detect(readings: Vec<Reading>, version: &str) -> Vec<Finding> {
-        let mut findings = Vec::with_capacity(readings.len());
-        for reading in readings {
-            let count = decode_count(state::get(&reading.meter, COUNT_KEY)).saturating_add(1);
-            state::set(&reading.meter, COUNT_KEY, &count.to_le_bytes());
+    pub fn detect(batch: &Batch, version: &str) -> Vec<Finding> {
+        let mut findings = Vec::with_capacity(batch.len());
+        for reading in batch.readings() {
+            let meter = reading.meter();
+            let count = decode_count(state::get(meter, COUNT_KEY)).saturating_add(1);
+            state::set(meter, COUNT_KEY, &count.to_le_bytes());
             findings.push(Finding {
-                meter: reading.meter,
+                reading: reading.index(),
                 kind: KIND.into(),
                 severity: Severity::Low,
                 score: 0.5,
