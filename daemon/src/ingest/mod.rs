@@ -322,7 +322,9 @@ async fn handle_event(
             // connection and the subscription. Subscribing again replaces an identical
             // subscription without interrupting its flow (MQTT 3.1.1, 3.8.4), but resends
             // retained messages, which the register then classifies as duplicates.
-            subscribe(client, config).await;
+            // The requests go through the client's request queue, which only this loop drains:
+            // waiting here while acknowledgements fill that queue would stop the loop for good.
+            tokio::spawn(subscribe(client.clone(), config.topics.clone()));
         }
         Ok(Event::Incoming(Incoming::SubAck(ack))) => {
             for code in &ack.return_codes {
@@ -351,8 +353,8 @@ async fn handle_event(
     Step::Continue
 }
 
-async fn subscribe(client: &AsyncClient, config: &MqttConfig) {
-    for topic in &config.topics {
+async fn subscribe(client: AsyncClient, topics: Vec<String>) {
+    for topic in &topics {
         match client.subscribe(topic, QoS::AtLeastOnce).await {
             Ok(()) => tracing::info!(%topic, "subscribed"),
             Err(error) => tracing::error!(%topic, %error, "failed to subscribe"),
@@ -394,6 +396,34 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reconnect while the client's request queue is full of acknowledgements must not stop
+    /// the event loop: the loop is the only thing that drains that queue.
+    #[tokio::test]
+    async fn connack_with_full_request_queue_does_not_block() {
+        let options = MqttOptions::new("test", "127.0.0.1", 1);
+        let (client, _events) = AsyncClient::new(options, 1);
+        while client
+            .try_publish("x", QoS::AtLeastOnce, false, vec![0u8])
+            .is_ok()
+        {}
+        let config = MqttConfig::default();
+        let metrics = Metrics::new();
+        let mut backoff = Backoff::new(100, 500);
+        let session = AtomicU64::new(0);
+        let connack = rumqttc::ConnAck {
+            session_present: true,
+            code: ConnectReturnCode::Success,
+        };
+        let event = Ok(Event::Incoming(Incoming::ConnAck(connack)));
+        let handled = handle_event(event, &client, &config, &metrics, &mut backoff, &session);
+        let step = tokio::time::timeout(Duration::from_secs(2), handled).await;
+        assert!(
+            matches!(step, Ok(Step::Continue)),
+            "the loop blocked on the full queue"
+        );
+        assert_eq!(metrics.mqtt_connected.get(), 1);
+    }
 
     #[test]
     fn backoff_doubles_up_to_cap_and_resets() {
