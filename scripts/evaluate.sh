@@ -4,7 +4,7 @@
 #
 #   scripts/evaluate.sh DATA_DIR OUT_DIR [SEED]
 #
-# DATA_DIR holds one folder per data set: eemeter-uk (bundled in datasets/ as well),
+# DATA_DIR contains one folder per data set: eemeter-uk (bundled in datasets/ as well),
 # lcl-london-daily (Low Carbon London, UK Power Networks), tsrepr-30min (TSrepr R package) and
 # umass-microgrid-1min (UMass Smart* microgrid). A missing folder is reported and skipped.
 # Each data set's scenario, alerts and score go to OUT_DIR/<data set>/.

@@ -1,6 +1,6 @@
-//! Service manager integration: the daemon tells systemd it is ready once the broker
-//! connection is up, keeps the watchdog fed and says when it stops; `gridwatch healthcheck`
-//! reports whether the daemon answers.
+//! Service manager integration. The daemon sends systemd `READY=1` once the broker connection
+//! is up, then watchdog notifications, then `STOPPING=1` when it stops. `gridwatch healthcheck`
+//! reports whether the daemon's `/healthz` answers 200.
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};

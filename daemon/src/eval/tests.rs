@@ -44,7 +44,7 @@ fn scenario_is_reproducible_from_its_seed() {
 }
 
 #[test]
-fn scenario_labels_every_meter_with_an_onset_inside_its_span() {
+fn scenario_onsets_inside_meter_spans() {
     let dir = tempfile::tempdir().unwrap();
     let labels = scenario(&scenario_args(dir.path(), 11)).unwrap();
     assert_eq!(labels.len(), 3);
