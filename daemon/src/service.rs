@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 const READY_POLL: Duration = Duration::from_millis(100);
 
 /// Sends `READY=1` once the broker connection is up, then watchdog notifications if the unit
-/// asks for them. Rules and plugins are loaded before this starts.
+/// sets `WatchdogSec`. Rules and plugins are loaded before this starts.
 pub async fn announce(metrics: Arc<Metrics>) {
     while metrics.mqtt_connected.get() != 1 {
         tokio::time::sleep(READY_POLL).await;
@@ -60,12 +60,12 @@ pub struct HealthcheckArgs {
     /// Configuration whose `http.listen` address is checked.
     #[arg(long, default_value = "config/gridwatch.toml")]
     config: std::path::PathBuf,
-    /// Seconds to wait for the answer.
+    /// Seconds to wait for the response.
     #[arg(long, default_value_t = 3)]
     timeout_secs: u64,
 }
 
-/// Asks the running daemon's `/healthz` and returns `Ok(())` when it answers 200.
+/// Asks the running daemon's `/healthz` and returns `Ok(())` when it responds with 200.
 ///
 /// # Errors
 /// Returns a message naming the address and the status or error otherwise.
@@ -73,7 +73,7 @@ pub async fn healthcheck(args: &HealthcheckArgs) -> Result<(), String> {
     let config = crate::config::Config::load(&args.config).map_err(|e| e.to_string())?;
     let mut address = config.http.listen;
     if address.ip().is_unspecified() {
-        // A daemon listening on every address also answers on loopback.
+        // A daemon listening on every address also accepts connections on loopback.
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let url = format!("http://{address}/healthz");
@@ -83,7 +83,7 @@ pub async fn healthcheck(args: &HealthcheckArgs) -> Result<(), String> {
         .map_err(|e| format!("failed to build the HTTP client: {e}"))?;
     match client.get(&url).send().await {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(format!("{url} answered {}", response.status())),
+        Ok(response) => Err(format!("{url} responded with {}", response.status())),
         Err(error) => Err(format!("failed to reach {url}: {error}")),
     }
 }

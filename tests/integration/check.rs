@@ -73,7 +73,7 @@ fn check_reports_config_and_rule_problems() {
 }
 
 #[test]
-fn shipped_rule_tests_pass_and_a_wrong_expectation_fails() {
+fn rule_tests_pass_and_catch_mismatch() {
     let run = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
             .current_dir(repo_root())

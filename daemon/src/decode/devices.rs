@@ -96,6 +96,8 @@ pub struct Decoders {
     scripts: Option<Arc<DecoderScripts>>,
     pending: Mutex<HashMap<(usize, String), Held>>,
     max_pending: usize,
+    /// A route has a format that needs its device's messages in order.
+    has_ordered: bool,
 }
 
 impl From<Decoder> for Decoders {
@@ -107,6 +109,7 @@ impl From<Decoder> for Decoders {
             scripts: None,
             pending: Mutex::new(HashMap::new()),
             max_pending: 0,
+            has_ordered: false,
         }
     }
 }
@@ -132,12 +135,14 @@ impl Decoders {
             .iter()
             .map(|c| Route::new(c, scripts.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
+        let has_ordered = routes.iter().any(Route::is_ordered);
         Ok(Decoders {
             native,
             routes,
             scripts,
             pending: Mutex::new(HashMap::new()),
             max_pending: config.decode.max_pending_devices,
+            has_ordered,
         })
     }
 
@@ -152,6 +157,7 @@ impl Decoders {
     ) -> Result<Decoders, String> {
         let route = Route::new(decoder, scripts.as_deref())?;
         Ok(Decoders {
+            has_ordered: route.is_ordered(),
             routes: vec![route],
             scripts,
             max_pending: 1_000,
@@ -162,12 +168,12 @@ impl Decoders {
     /// Returns true when the message's format needs its device's messages in order, so it must
     /// be decoded on one thread in batch order.
     pub fn is_ordered(&self, topic: &str) -> bool {
-        self.route(topic).is_some_and(|(_, route, _)| {
-            matches!(
-                route.format,
-                DeviceFormat::ShellyGen1 | DeviceFormat::ShellyGen2
-            )
-        })
+        // Most configurations have no Shelly decoder, so no topic needs matching twice.
+        if !self.has_ordered {
+            return false;
+        }
+        self.route(topic)
+            .is_some_and(|(_, route, _)| route.is_ordered())
     }
 
     /// Decodes one message. `received_ms` is the time the message arrived, used as the reading
@@ -495,6 +501,14 @@ impl Route {
             channels: config.channels,
             script: config.script.clone(),
         })
+    }
+
+    /// Returns true when the format needs its device's messages in order.
+    fn is_ordered(&self) -> bool {
+        matches!(
+            self.format,
+            DeviceFormat::ShellyGen1 | DeviceFormat::ShellyGen2
+        )
     }
 
     /// Returns the region: from the topic, else the region table, else the fixed region.

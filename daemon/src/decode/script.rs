@@ -343,32 +343,35 @@ fn script_failed(name: &str, what: &str) -> Rejection {
 
 /// Rejects a reading whose field is a NaN or infinite float, which JSON cannot carry.
 fn check_finite(name: &str, result: &Dynamic) -> Result<(), Rejection> {
-    let maps: Vec<Dynamic> = match result.read_lock::<rhai::Array>() {
-        Some(items) => items.iter().cloned().collect(),
-        None => vec![result.clone()],
-    };
-    for map in maps {
-        let Some(map) = map.read_lock::<rhai::Map>() else {
-            continue;
+    let check_map = |reading: &Dynamic| {
+        let Some(map) = reading.read_lock::<rhai::Map>() else {
+            return Ok(());
         };
-        for (field, value) in map.iter() {
-            let values: Vec<Dynamic> = match value.read_lock::<rhai::Array>() {
-                Some(items) => items.iter().cloned().collect(),
-                None => vec![value.clone()],
-            };
-            if values
-                .iter()
-                .any(|v| v.as_float().is_ok_and(|f| !f.is_finite()))
-            {
+        match map.iter().find(|(_, value)| is_non_finite(value)) {
+            None => Ok(()),
+            Some((field, _)) => {
                 let detail = format!(
                     "script '{name}' returned a NaN or infinite value in field '{field}', \
                      expected a finite number"
                 );
-                return Err(Rejection::new(RejectReason::NonFinite, detail));
+                Err(Rejection::new(RejectReason::NonFinite, detail))
             }
         }
+    };
+    match result.read_lock::<rhai::Array>() {
+        Some(items) => items.iter().try_for_each(check_map),
+        None => check_map(result),
     }
-    Ok(())
+}
+
+/// Returns true for a NaN or infinite float, or an array that contains one.
+fn is_non_finite(value: &Dynamic) -> bool {
+    if let Ok(number) = value.as_float() {
+        return !number.is_finite();
+    }
+    value
+        .read_lock::<rhai::Array>()
+        .is_some_and(|items| items.iter().any(is_non_finite))
 }
 
 /// Turns what `decode` returned into schema maps.

@@ -159,7 +159,7 @@ fn dsmr_telegram_sums_tariffs_and_keeps_its_time() {
 }
 
 #[test]
-fn dsmr_with_bad_crc_or_cut_short_is_rejected_by_name() {
+fn dsmr_bad_crc_and_truncation_rejected() {
     let d = decoders();
     let bad_crc = DSMR_V5.replace("!9BDA", "!0000");
     let r = rejection(decode(&d, "p1/nl/home-1", bad_crc.as_bytes()));
@@ -181,7 +181,7 @@ fn dsmr_with_wrong_unit_is_rejected() {
 }
 
 #[test]
-fn iec_readout_without_a_clock_takes_the_receive_time() {
+fn iec_readout_uses_receive_time() {
     let d = decoders();
     let readout = format!("/ISK5MT174-0001\r\n{IEC_ISKRA}");
     let reading = one_reading(decode(&d, "iec/m-71234567/readout", readout.as_bytes()));
@@ -192,7 +192,7 @@ fn iec_readout_without_a_clock_takes_the_receive_time() {
 }
 
 #[test]
-fn shelly_gen2_joins_held_power_to_the_energy_reading() {
+fn shelly_gen2_joins_held_power() {
     let d = decoders();
     let held = decode(&d, "shelly/pro3em-1/status/em:0", SHELLY_EM.as_bytes());
     assert_eq!(held, Decoded::Held);
@@ -219,7 +219,7 @@ fn shelly_gen2_joins_held_power_to_the_energy_reading() {
 }
 
 #[test]
-fn shelly_gen2_notification_keeps_its_time_and_other_topics_are_ignored() {
+fn shelly_gen2_notification_and_other_topics() {
     let d = decoders();
     let topic = "shelly/pro3em-1/events/rpc";
     let reading = one_reading(decode(&d, topic, SHELLY_NOTIFY_EMDATA.as_bytes()));
@@ -292,7 +292,7 @@ fn missing_fields_and_garbage_are_rejected_with_reasons() {
 }
 
 #[test]
-fn values_out_of_bounds_fail_the_same_checks_as_native_readings() {
+fn device_values_checked_like_native() {
     let d = decoders();
     let huge = TASMOTA_POW.replace("\"Power\":1843", "\"Power\":99999999");
     let r = rejection(decode(&d, "tele/plug-4/SENSOR", huge.as_bytes()));
@@ -301,7 +301,7 @@ fn values_out_of_bounds_fail_the_same_checks_as_native_readings() {
 }
 
 #[test]
-fn unmatched_topics_use_the_native_layout_and_custom_templates_the_schema() {
+fn unmatched_topics_use_native_layout() {
     let d = decoders();
     let native = br#"{"ts":1764756000000,"energy_import_kwh":1.5}"#;
     let reading = one_reading(decode(&d, "meters/north/m-1/telemetry", native));
@@ -543,7 +543,7 @@ fn rhai_decoder_limits_trip() {
 }
 
 #[test]
-fn rhai_decoder_reload_keeps_the_old_script_when_the_new_one_is_broken() {
+fn broken_script_reload_keeps_old() {
     let dir = tempfile::tempdir().unwrap();
     let (d, scripts) = script_decoders(dir.path(), HEADEND);
     std::fs::write(
@@ -635,7 +635,7 @@ mod properties {
 
     proptest! {
         #[test]
-        fn any_message_is_decoded_or_rejected_with_a_reason(
+        fn any_message_decoded_or_rejected(
             messages in prop::collection::vec((topics(), payloads()), 1..24)
         ) {
             let d = decoders();
