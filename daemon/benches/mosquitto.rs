@@ -72,6 +72,7 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
 struct DaemonCounts {
     received: u64,
     committed: u64,
+    acked: u64,
     accepted: u64,
     meters: u64,
 }
@@ -86,6 +87,7 @@ async fn daemon_counts(url: &str) -> Option<DaemonCounts> {
     Some(DaemonCounts {
         received: metric(&text, "gridwatch_readings_received_total") as u64,
         committed: metric(&text, "gridwatch_messages_committed_total") as u64,
+        acked: metric(&text, "gridwatch_mqtt_acks_total") as u64,
         accepted: metric(&text, "gridwatch_readings_accepted_total") as u64,
         meters: metric(&text, "gridwatch_meters") as u64,
     })
@@ -100,6 +102,8 @@ struct Samples {
     broker_backlog: Vec<u64>,
     /// Received minus committed: what the daemon holds in its queue and batch.
     in_daemon: Vec<u64>,
+    /// Committed minus acknowledged.
+    unacked: Vec<u64>,
     rss: Vec<u64>,
     rss_anon: Vec<u64>,
     rss_file: Vec<u64>,
@@ -123,6 +127,9 @@ async fn sample(url: String, pid: u32, published: Arc<AtomicU64>, total: u64) ->
         samples
             .in_daemon
             .push(last.received.saturating_sub(last.committed));
+        samples
+            .unacked
+            .push(last.committed.saturating_sub(last.acked));
         samples.rss.push(status_bytes(pid, "VmRSS"));
         samples.rss_anon.push(status_bytes(pid, "RssAnon"));
         samples.rss_file.push(status_bytes(pid, "RssFile"));
@@ -376,6 +383,12 @@ async fn main() {
     print_series(
         "held by the daemon per second (received - committed)",
         &samples.in_daemon,
+        1.0,
+        "",
+    );
+    print_series(
+        "committed, not yet acknowledged, per second",
+        &samples.unacked,
         1.0,
         "",
     );

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub mqtt_connected: Gauge,
     /// MQTT connection attempts that failed.
     pub mqtt_connection_errors: Counter,
+    /// Acknowledgements written to the broker connection.
+    pub mqtt_acks: Counter,
     /// Redb commits of reading batches.
     pub store_commits: Counter,
     /// Messages whose batch was committed, accepted and rejected alike; after a commit
@@ -103,6 +105,7 @@ impl Metrics {
             webhook_disabled: Family::default(),
             mqtt_connected: Gauge::default(),
             mqtt_connection_errors: Counter::default(),
+            mqtt_acks: Counter::default(),
             store_commits: Counter::default(),
             messages_committed: Counter::default(),
             store_healthy: Gauge::default(),
@@ -196,6 +199,11 @@ impl Metrics {
             "mqtt_connection_errors",
             "Failed MQTT connection attempts",
             m.mqtt_connection_errors.clone(),
+        );
+        r.register(
+            "mqtt_acks",
+            "Acknowledgements written to the broker connection",
+            m.mqtt_acks.clone(),
         );
         r.register(
             "messages_committed",

@@ -3,6 +3,7 @@
 
 mod accounting;
 mod api;
+mod backlog;
 mod bad_input;
 mod broker_restart;
 mod check;

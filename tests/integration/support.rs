@@ -277,6 +277,11 @@ impl Daemon {
         daemon
     }
 
+    /// Returns the daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Returns the daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()

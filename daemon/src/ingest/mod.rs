@@ -44,12 +44,11 @@ impl BrokerAddress {
 }
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish,
-    QoS, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, Incoming, MqttOptions, Outgoing, Packet,
+    PubAck, PubRec, Publish, QoS, Request, TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -84,6 +83,44 @@ impl Message {
             received_ms,
             session: 0,
         }
+    }
+}
+
+/// The acknowledgement of a committed message: all the broker needs to release it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// Packet id of the publish.
+    pub pkid: u16,
+    /// QoS of the delivery: 1 takes a PUBACK, 2 a PUBREC.
+    pub qos: QoS,
+    /// Broker session the publish arrived in.
+    pub session: u64,
+}
+
+impl Ack {
+    fn packet(self) -> Packet {
+        match self.qos {
+            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(self.pkid)),
+            _ => Packet::PubAck(PubAck::new(self.pkid)),
+        }
+    }
+
+    fn request(self) -> Request {
+        match self.qos {
+            QoS::ExactlyOnce => Request::PubRec(PubRec::new(self.pkid)),
+            _ => Request::PubAck(PubAck::new(self.pkid)),
+        }
+    }
+}
+
+impl Message {
+    /// Returns the acknowledgement the message needs once committed, or `None` for QoS 0.
+    pub fn ack(&self) -> Option<Ack> {
+        (self.publish.qos != QoS::AtMostOnce).then_some(Ack {
+            pkid: self.publish.pkid,
+            qos: self.publish.qos,
+            session: self.session,
+        })
     }
 }
 
@@ -164,6 +201,13 @@ const SHUTDOWN_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Maximum wait for the disconnect packet to be written at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Maximum wait for written acknowledgements to reach the socket. After it they stay in the
+/// connection's write buffer and go out with its next flush.
+const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Acknowledgements written before each flush.
+const ACK_BATCH: usize = 1_024;
+
 /// Next action of the ingest loop after an event.
 enum Step {
     /// Poll the next event.
@@ -174,40 +218,87 @@ enum Step {
     Retry(Duration),
 }
 
+/// Cause of the ingest loop waking up.
+enum Wake<T> {
+    Shutdown,
+    /// An acknowledgement, or `None` once the pipeline has stopped.
+    Ack(Option<Ack>),
+    /// The other awaited result: an event, or room in the pipeline queue.
+    Other(T),
+}
+
 /// Connects, subscribes and forwards messages until `shutdown` turns true.
 ///
-/// Messages go to `messages`, a bounded queue: when the pipeline falls behind, polling pauses
-/// and the broker holds the backlog. Acknowledgements arrive on `acks` once a message's effects
-/// are committed. The event loop task does nothing else, so slow rules or storage never delay
-/// keep-alives.
+/// Messages go to `messages`, a bounded queue: when the pipeline falls behind, the loop stops
+/// reading from the connection and the backlog stays at the broker. Acknowledgements arrive on
+/// `acks` once a message's effects are committed. The loop writes them to the connection ahead
+/// of reading anything more, also while it waits for room in the queue, so a backlog at the
+/// broker never piles up acknowledgements in the daemon. Nothing else runs on this task, so slow
+/// rules or storage never delay keep-alives.
 ///
 /// At shutdown it stops taking messages and closes `messages`, so the pipeline commits what it
 /// holds and sends the last acknowledgements. It keeps the connection serviced until those are
-/// queued on the client (at most 5 s) and only then disconnects, so a clean
-/// stop leaves nothing committed but unacknowledged.
+/// written (at most 5 s) and only then disconnects, so a clean stop leaves nothing committed but
+/// unacknowledged.
 pub async fn run(
     config: MqttConfig,
     options: MqttOptions,
     messages: mpsc::Sender<Message>,
-    acks: mpsc::UnboundedReceiver<Message>,
+    mut acks: mpsc::UnboundedReceiver<Ack>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (client, mut events) = AsyncClient::new(options, config.queue_capacity.max(16));
-    let session = Arc::new(AtomicU64::new(0));
-    let mut ack_task = tokio::spawn(forward_acks(acks, client.clone(), session.clone()));
+    let mut session = 0;
+    let mut acks_open = true;
     let mut backoff = Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms);
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.changed() => break,
-            event = events.poll() => event,
+    'run: loop {
+        // While disconnected, acknowledgements wait in the channel, so that they cannot keep
+        // interrupting the connection attempt.
+        let connected = events.network.is_some();
+        let wake = tokio::select! {
+            biased;
+            _ = shutdown.changed() => Wake::Shutdown,
+            ack = acks.recv(), if acks_open && connected => Wake::Ack(ack),
+            event = events.poll() => Wake::Other(event),
         };
-        match handle_event(event, &client, &config, &metrics, &mut backoff, &session).await {
+        let event = match wake {
+            Wake::Shutdown => break,
+            Wake::Ack(ack) => {
+                acks_open = write_acks(&mut events, ack, &mut acks, session, &metrics).await;
+                continue;
+            }
+            Wake::Other(event) => event,
+        };
+        match handle_event(
+            event,
+            &client,
+            &config,
+            &metrics,
+            &mut backoff,
+            &mut session,
+        ) {
             Step::Continue => {}
-            Step::Forward(message) => tokio::select! {
-                _ = shutdown.changed() => break,
-                sent = messages.send(message) => if sent.is_err() { break },
-            },
+            Step::Forward(message) => {
+                let permit = loop {
+                    let connected = events.network.is_some();
+                    let wake = tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => Wake::Shutdown,
+                        ack = acks.recv(), if acks_open && connected => Wake::Ack(ack),
+                        permit = messages.reserve() => Wake::Other(permit),
+                    };
+                    match wake {
+                        Wake::Shutdown | Wake::Other(Err(_)) => break 'run,
+                        Wake::Ack(ack) => {
+                            acks_open =
+                                write_acks(&mut events, ack, &mut acks, session, &metrics).await;
+                        }
+                        Wake::Other(Ok(permit)) => break permit,
+                    }
+                };
+                permit.send(message);
+            }
             Step::Retry(delay) => tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -217,62 +308,107 @@ pub async fn run(
 
     // The pipeline ends once its queue is closed and drained.
     drop(messages);
-    flush_acks(&mut events, &mut ack_task, &config).await;
+    if acks_open {
+        flush_acks(&mut events, &mut acks, session, &config, &metrics).await;
+    }
     metrics.mqtt_connected.set(0);
     let _ = client.disconnect().await;
     drain_disconnect(&mut events).await;
 }
 
-/// Queues each acknowledgement on the client until the pipeline drops its sender. Messages of
-/// an ended broker session are not acknowledged, because their packet ids may now belong to
-/// other, uncommitted messages; the broker discarded them with the session.
-async fn forward_acks(
-    mut acks: mpsc::UnboundedReceiver<Message>,
-    client: AsyncClient,
-    session: Arc<AtomicU64>,
-) {
-    while let Some(message) = acks.recv().await {
-        if message.session != session.load(Ordering::Acquire) {
+/// Writes `first` and the acknowledgements already waiting behind it (up to [`ACK_BATCH`]) to
+/// the connection and flushes it. Returns false when `first` is `None`, that is when the
+/// pipeline has stopped.
+///
+/// Acknowledgements of an ended broker session are dropped, because their packet ids may now
+/// belong to other, uncommitted messages. The broker discarded those messages with the session. Those
+/// that cannot be written wait in the event loop's pending queue, which a reconnect that
+/// resumes the session sends first and a new session clears.
+async fn write_acks(
+    events: &mut EventLoop,
+    first: Option<Ack>,
+    acks: &mut mpsc::UnboundedReceiver<Ack>,
+    session: u64,
+    metrics: &Metrics,
+) -> bool {
+    let Some(first) = first else {
+        return false;
+    };
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(ack) = next {
+        if ack.session != session {
             tracing::debug!(
-                pkid = message.publish.pkid,
+                pkid = ack.pkid,
                 "acknowledgement of an ended session dropped"
             );
-            continue;
+        } else if let Some(network) = events.network.as_mut() {
+            if let Err(error) = network.write(ack.packet()).await {
+                tracing::debug!(%error, pkid = ack.pkid, "failed to write acknowledgement, so it is sent after the reconnect");
+                events.pending.push_back(ack.request());
+            } else {
+                written += 1;
+            }
+        } else {
+            events.pending.push_back(ack.request());
         }
-        if let Err(error) = client.ack(&message.publish).await {
-            tracing::debug!(%error, "failed to queue acknowledgement");
+        if written >= ACK_BATCH {
+            break;
+        }
+        next = acks.try_recv().ok();
+    }
+    if let Some(network) = events.network.as_mut() {
+        match tokio::time::timeout(ACK_FLUSH_TIMEOUT, network.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "failed to flush acknowledgements"),
+            Err(_) => tracing::debug!(
+                "timed out flushing acknowledgements, so they stay in the write buffer"
+            ),
         }
     }
+    metrics.mqtt_acks.inc_by(written as u64);
+    true
 }
 
-/// Polls the connection until every acknowledgement the pipeline sends is queued on the client.
-/// Messages that arrive meanwhile are neither processed nor acknowledged.
+/// Services the connection until the pipeline has sent its last acknowledgement and all are
+/// written. Messages that arrive meanwhile are neither processed nor acknowledged.
 async fn flush_acks(
     events: &mut EventLoop,
-    ack_task: &mut tokio::task::JoinHandle<()>,
+    acks: &mut mpsc::UnboundedReceiver<Ack>,
+    session: u64,
     config: &MqttConfig,
+    metrics: &Metrics,
 ) {
     let deadline = tokio::time::sleep(SHUTDOWN_ACK_TIMEOUT);
     tokio::pin!(deadline);
     loop {
-        tokio::select! {
-            _ = &mut deadline => {
+        let connected = events.network.is_some();
+        let wake = tokio::select! {
+            biased;
+            _ = &mut deadline => Wake::Shutdown,
+            ack = acks.recv(), if connected => Wake::Ack(ack),
+            event = events.poll() => Wake::Other(event),
+        };
+        match wake {
+            Wake::Shutdown => {
                 tracing::warn!(
                     timeout_ms = SHUTDOWN_ACK_TIMEOUT.as_millis() as u64,
                     "pipeline did not finish before the shutdown timeout, so the broker keeps its \
                      unacknowledged messages for the next session"
                 );
-                ack_task.abort();
                 return;
             }
-            _ = &mut *ack_task => return,
-            event = events.poll() => {
-                if let Err(error) = event {
-                    tracing::debug!(%error, "broker connection failed during shutdown");
-                    let pause = config.reconnect_min_ms.min(1_000);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
+            Wake::Ack(ack) => {
+                if !write_acks(events, ack, acks, session, metrics).await {
+                    return;
                 }
             }
+            Wake::Other(Err(error)) => {
+                tracing::debug!(%error, "broker connection failed during shutdown");
+                let pause = config.reconnect_min_ms.min(1_000);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            Wake::Other(Ok(_)) => {}
         }
     }
 }
@@ -293,13 +429,13 @@ async fn drain_disconnect(events: &mut EventLoop) {
 }
 
 /// Handles one event-loop result and returns what the loop does next.
-async fn handle_event(
+fn handle_event(
     event: Result<Event, rumqttc::ConnectionError>,
     client: &AsyncClient,
     config: &MqttConfig,
     metrics: &Metrics,
     backoff: &mut Backoff,
-    session: &AtomicU64,
+    session: &mut u64,
 ) -> Step {
     match event {
         Ok(Event::Incoming(Incoming::Publish(publish))) => {
@@ -308,14 +444,14 @@ async fn handle_event(
             return Step::Forward(Message {
                 publish,
                 received_ms,
-                session: session.load(Ordering::Acquire),
+                session: *session,
             });
         }
         Ok(Event::Incoming(Incoming::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
             backoff.reset();
             metrics.mqtt_connected.set(1);
             if !ack.session_present {
-                session.fetch_add(1, Ordering::AcqRel);
+                *session += 1;
             }
             tracing::info!(url = %config.url, session_present = ack.session_present, "connected to broker");
             // A stored session can lack the subscriptions when the daemon stopped between the
@@ -325,6 +461,10 @@ async fn handle_event(
             // The requests go through the client's request queue, which only this loop drains:
             // waiting here while acknowledgements fill that queue would stop the loop for good.
             tokio::spawn(subscribe(client.clone(), config.topics.clone()));
+        }
+        // Acknowledgements that waited for a reconnect go out through the event loop.
+        Ok(Event::Outgoing(Outgoing::PubAck(_) | Outgoing::PubRec(_))) => {
+            metrics.mqtt_acks.inc();
         }
         Ok(Event::Incoming(Incoming::SubAck(ack))) => {
             for code in &ack.return_codes {
@@ -397,32 +537,64 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    /// A reconnect while the client's request queue is full of acknowledgements must not stop
-    /// the event loop: the loop is the only thing that drains that queue.
+    /// A new broker session starts a new session number, so acknowledgements of messages from
+    /// the ended one are dropped; a resumed session keeps the number.
     #[tokio::test]
-    async fn connack_with_full_request_queue_does_not_block() {
+    async fn connack_numbers_sessions() {
         let options = MqttOptions::new("test", "127.0.0.1", 1);
-        let (client, _events) = AsyncClient::new(options, 1);
-        while client
-            .try_publish("x", QoS::AtLeastOnce, false, vec![0u8])
-            .is_ok()
-        {}
+        let (client, _events) = AsyncClient::new(options, 16);
         let config = MqttConfig::default();
         let metrics = Metrics::new();
         let mut backoff = Backoff::new(100, 500);
-        let session = AtomicU64::new(0);
-        let connack = rumqttc::ConnAck {
-            session_present: true,
-            code: ConnectReturnCode::Success,
-        };
-        let event = Ok(Event::Incoming(Incoming::ConnAck(connack)));
-        let handled = handle_event(event, &client, &config, &metrics, &mut backoff, &session);
-        let step = tokio::time::timeout(Duration::from_secs(2), handled).await;
-        assert!(
-            matches!(step, Ok(Step::Continue)),
-            "the loop blocked on the full queue"
-        );
+        let mut session = 0;
+        for (session_present, expected) in [(false, 1), (true, 1), (false, 2)] {
+            let connack = rumqttc::ConnAck {
+                session_present,
+                code: ConnectReturnCode::Success,
+            };
+            let event = Ok(Event::Incoming(Incoming::ConnAck(connack)));
+            let step = handle_event(
+                event,
+                &client,
+                &config,
+                &metrics,
+                &mut backoff,
+                &mut session,
+            );
+            assert!(matches!(step, Step::Continue));
+            assert_eq!(session, expected, "after session_present={session_present}");
+        }
         assert_eq!(metrics.mqtt_connected.get(), 1);
+        let publish = Publish::new("meters/a/b/telemetry", QoS::AtLeastOnce, vec![1u8]);
+        let event = Ok(Event::Incoming(Incoming::Publish(publish)));
+        match handle_event(
+            event,
+            &client,
+            &config,
+            &metrics,
+            &mut backoff,
+            &mut session,
+        ) {
+            Step::Forward(message) => assert_eq!(message.session, 2),
+            _ => panic!("a publish is not forwarded"),
+        }
+    }
+
+    #[test]
+    fn ack_follows_delivery_qos() {
+        let mut message = Message::offline("meters/a/b/telemetry", vec![1u8], 0);
+        assert_eq!(message.ack(), None, "QoS 0 takes no acknowledgement");
+        message.publish.qos = QoS::AtLeastOnce;
+        message.publish.pkid = 7;
+        message.session = 3;
+        let ack = message.ack().unwrap();
+        assert_eq!((ack.pkid, ack.session), (7, 3));
+        assert_eq!(ack.packet(), Packet::PubAck(PubAck::new(7)));
+        message.publish.qos = QoS::ExactlyOnce;
+        assert_eq!(
+            message.ack().unwrap().packet(),
+            Packet::PubRec(PubRec::new(7))
+        );
     }
 
     #[test]

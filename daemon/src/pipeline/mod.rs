@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::alerts::{Alert, AlertChange};
 use crate::config::{Config, WebhookConfig};
 use crate::decode::{Decoded, Decoders, Reading, Rejection};
-use crate::ingest::Message;
+use crate::ingest::{Ack, Message};
 use crate::metrics::Metrics;
 use crate::plugins::{HistorySource, MeterRef, PluginBank, PluginHost, PluginStates};
 use crate::rules::RuleEngine;
@@ -160,7 +160,7 @@ impl Pipeline {
     pub fn run(
         mut self,
         mut messages: mpsc::Receiver<Message>,
-        acks: Option<mpsc::UnboundedSender<Message>>,
+        acks: Option<mpsc::UnboundedSender<Ack>>,
     ) {
         while let Some(first) = messages.blocking_recv() {
             let mut batch = vec![first];
@@ -178,9 +178,10 @@ impl Pipeline {
                 "batch committed"
             );
             if let Some(acks) = &acks {
-                for message in batch {
+                // Only the packet id goes on, so the payloads are freed with the batch.
+                for ack in batch.iter().filter_map(Message::ack) {
                     // The receiver is gone only during shutdown; the broker then redelivers.
-                    let _ = acks.send(message);
+                    let _ = acks.send(ack);
                 }
             }
         }
