@@ -1,6 +1,7 @@
-//! A backlog at the broker: the daemon is stopped (SIGSTOP) while readings are published and
-//! then meets them all at once. Its queue stays bounded and the acknowledgements keep pace with
-//! the commits, so the daemon does not hold committed messages it has not acknowledged.
+//! A backlog at the broker. In the first test the daemon is stopped (SIGSTOP) while readings
+//! are published, and then meets them all at once. Its queue stays bounded, and the
+//! acknowledgements keep pace with the commits. In the second a slow rule makes the drain last
+//! several keep-alive periods, and the connection stays up throughout.
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,64 @@ async fn backlog_drain_keeps_acknowledgements_flowing() {
         metric(&text, "gridwatch_readings_accepted_total"),
         Some(total as f64)
     );
+    assert_eq!(
+        metric(&text, "gridwatch_mqtt_connection_errors_total"),
+        Some(0.0),
+        "the connection dropped during the drain; log:\n{}",
+        daemon.log()
+    );
+}
+
+/// Rule that spends a fixed number of Rhai operations on every reading.
+const SLOW_RULE: &str = r#"// Burns time on every reading.
+fn on_reading(reading, meter) {
+    let sum = 0;
+    for i in 0..1000 {
+        sum += i;
+    }
+}
+"#;
+
+const KEEP_ALIVE_SECS: u64 = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_drain_keeps_connection_past_keep_alive() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    copy_dir(&repo_root().join("rules"), &rules);
+    std::fs::write(rules.join("common/slow.rhai"), SLOW_RULE).unwrap();
+    let config = daemon_config(&broker, "gridwatch-slow-drain", &rules, None).replace(
+        "reconnect_min_ms = 100\n",
+        &format!("reconnect_min_ms = 100\nkeep_alive_secs = {KEEP_ALIVE_SECS}\n"),
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+
+    let readings: Vec<_> = (0..METERS)
+        .flat_map(|m| flat_load(&format!("slow-{m}"), 0, HOURS / 2))
+        .collect();
+    let total = readings.len() as f64;
+    let start = Instant::now();
+    publish_all(broker.port, readings).await;
+    let url = format!("{}/metrics", daemon.http);
+    loop {
+        let text = get_text(&url).await;
+        if metric(&text, "gridwatch_mqtt_acks_total").unwrap_or(0.0) >= total {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "not all acknowledged after 180 s; metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let drain = start.elapsed();
+    println!("slow drain of {total} readings took {drain:?}");
+    assert!(
+        drain > Duration::from_secs(3 * KEEP_ALIVE_SECS),
+        "the drain took {drain:?}, too short to span three keep-alive periods"
+    );
+    let text = get_text(&url).await;
     assert_eq!(
         metric(&text, "gridwatch_mqtt_connection_errors_total"),
         Some(0.0),

@@ -225,6 +225,8 @@ enum Wake<T> {
     Ack(Option<Ack>),
     /// The other awaited result: an event, or room in the pipeline queue.
     Other(T),
+    /// Half a keep-alive period passed while the loop waited for room in the pipeline queue.
+    Ping,
 }
 
 /// Connects, subscribes and forwards messages until `shutdown` turns true.
@@ -252,6 +254,7 @@ pub async fn run(
     let mut session = 0;
     let mut acks_open = true;
     let mut backoff = Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms);
+    let ping_every = Duration::from_secs(config.keep_alive_secs.max(5)) / 2;
     'run: loop {
         // While disconnected, acknowledgements wait in the channel, so that they cannot keep
         // interrupting the connection attempt.
@@ -269,7 +272,14 @@ pub async fn run(
                 continue;
             }
             Wake::Other(event) => event,
+            Wake::Ping => continue,
         };
+        if let Ok(Event::Incoming(_)) = event {
+            // Any packet from the broker shows the connection is alive. During a backlog the
+            // ping response queues behind messages this loop reads only as fast as the pipeline
+            // takes them, and rumqttc would drop the connection at the next keep-alive tick.
+            events.state.await_pingresp = false;
+        }
         match handle_event(
             event,
             &client,
@@ -280,6 +290,11 @@ pub async fn run(
         ) {
             Step::Continue => {}
             Step::Forward(message) => {
+                // rumqttc pings only while it is polled, so the loop pings the broker itself
+                // while it waits, or the broker drops the connection after 1.5 keep-alive
+                // periods without a packet.
+                let ping = tokio::time::sleep(ping_every);
+                tokio::pin!(ping);
                 let permit = loop {
                     let connected = events.network.is_some();
                     let wake = tokio::select! {
@@ -287,12 +302,18 @@ pub async fn run(
                         _ = shutdown.changed() => Wake::Shutdown,
                         ack = acks.recv(), if acks_open && connected => Wake::Ack(ack),
                         permit = messages.reserve() => Wake::Other(permit),
+                        _ = &mut ping, if connected => Wake::Ping,
                     };
                     match wake {
                         Wake::Shutdown | Wake::Other(Err(_)) => break 'run,
                         Wake::Ack(ack) => {
                             acks_open =
                                 write_acks(&mut events, ack, &mut acks, session, &metrics).await;
+                        }
+                        Wake::Ping => {
+                            ping_broker(&mut events).await;
+                            ping.as_mut()
+                                .reset(tokio::time::Instant::now() + ping_every);
                         }
                         Wake::Other(Ok(permit)) => break permit,
                     }
@@ -370,6 +391,22 @@ async fn write_acks(
     true
 }
 
+/// Writes a PINGREQ to the connection. The PINGRESP is read with the next poll.
+async fn ping_broker(events: &mut EventLoop) {
+    let Some(network) = events.network.as_mut() else {
+        return;
+    };
+    let written = match network.write(Packet::PingReq).await {
+        Ok(()) => tokio::time::timeout(ACK_FLUSH_TIMEOUT, network.flush()).await,
+        Err(error) => Ok(Err(error)),
+    };
+    match written {
+        Ok(Ok(())) => tracing::debug!("pinged the broker while the pipeline queue is full"),
+        Ok(Err(error)) => tracing::debug!(%error, "failed to ping the broker"),
+        Err(_) => tracing::debug!("timed out flushing a ping to the broker"),
+    }
+}
+
 /// Services the connection until the pipeline has sent its last acknowledgement and all are
 /// written. Messages that arrive meanwhile are neither processed nor acknowledged.
 async fn flush_acks(
@@ -408,7 +445,7 @@ async fn flush_acks(
                 let pause = config.reconnect_min_ms.min(1_000);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
-            Wake::Other(Ok(_)) => {}
+            Wake::Other(Ok(_)) | Wake::Ping => {}
         }
     }
 }
