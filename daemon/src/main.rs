@@ -110,6 +110,9 @@ fn main() -> ExitCode {
                     summary.alerts,
                     args.alerts.display()
                 );
+                if let Some(backtest) = &summary.backtest {
+                    print!("{backtest}");
+                }
                 ExitCode::SUCCESS
             }
             Err(error) => fail(&error),

@@ -5,8 +5,10 @@
 //! |---|---|
 //! | `gridwatch scenario` | [`scenario`]: adds known anomalies to a real data set and writes labels |
 //! | `gridwatch replay` | [`replay`]: runs decode, state, plugins, rules and the alert store offline |
+//! | `gridwatch replay --candidate-rules` | [`backtest`]: compares a candidate rule set's alerts with the current ones |
 //! | `gridwatch score` | [`score`]: precision, recall, F1, PR-AUC, time to detect, false alerts |
 
+pub mod backtest;
 pub mod replay;
 pub mod scenario;
 pub mod score;

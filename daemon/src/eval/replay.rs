@@ -12,6 +12,7 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+use super::backtest::{self, Backtest};
 use crate::alerts::Alert;
 use crate::config::Config;
 use crate::decode::Decoders;
@@ -42,6 +43,16 @@ pub struct ReplayArgs {
     /// Store file to write; must not exist yet. A temporary file when absent.
     #[arg(long, value_name = "FILE")]
     pub store: Option<PathBuf>,
+    /// Candidate rules folder to backtest. The input is replayed a second time with these
+    /// rules, and the alerts that differ from the current rules' are printed.
+    #[arg(long, value_name = "DIR")]
+    pub candidate_rules: Option<PathBuf>,
+    /// File to write the candidate rules' alerts to, one JSON object per line.
+    #[arg(long, value_name = "FILE", requires = "candidate_rules")]
+    pub candidate_alerts: Option<PathBuf>,
+    /// File to write the differences to, one JSON object per line.
+    #[arg(long, value_name = "FILE", requires = "candidate_rules")]
+    pub diff: Option<PathBuf>,
     /// Print no progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -58,6 +69,8 @@ pub struct ReplaySummary {
     pub rejected: u64,
     /// Alerts in the store at the end.
     pub alerts: u64,
+    /// Comparison with the candidate rules, when they were given.
+    pub backtest: Option<Backtest>,
 }
 
 /// Errors of `gridwatch replay`.
@@ -118,15 +131,40 @@ pub fn run(args: &ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         Some(path) => path.clone(),
         None => scratch.path().join("replay.redb"),
     };
-    let store = Arc::new(Store::open(&store_path).map_err(|e| ReplayError::Start(e.to_string()))?);
-    let mut pipeline = build_pipeline(&config, store.clone())?;
-    let summary = feed(args, &config, &mut pipeline)?;
-    let alerts = store.list_alerts(usize::MAX)?;
+    let (summary, alerts) = replay(args, &config, &store_path)?;
     write_alerts(&args.alerts, &alerts)?;
-    Ok(ReplaySummary {
+    let mut summary = ReplaySummary {
         alerts: alerts.len() as u64,
         ..summary
-    })
+    };
+    if let Some(candidate_rules) = &args.candidate_rules {
+        let mut candidate = config.clone();
+        candidate.rules.dir = candidate_rules.clone();
+        let store_path = scratch.path().join("candidate.redb");
+        let (_, candidate_alerts) = replay(args, &candidate, &store_path)?;
+        if let Some(path) = &args.candidate_alerts {
+            write_alerts(path, &candidate_alerts)?;
+        }
+        let backtest = backtest::compare(&alerts, &candidate_alerts);
+        if let Some(path) = &args.diff {
+            write_lines(path, &backtest.differences)?;
+        }
+        summary.backtest = Some(backtest);
+    }
+    Ok(summary)
+}
+
+/// Runs the pipeline with `config` over the input into a new store and returns its alerts.
+fn replay(
+    args: &ReplayArgs,
+    config: &Config,
+    store_path: &Path,
+) -> Result<(ReplaySummary, Vec<Alert>), ReplayError> {
+    let store = Arc::new(Store::open(store_path).map_err(|e| ReplayError::Start(e.to_string()))?);
+    let mut pipeline = build_pipeline(config, store.clone())?;
+    let summary = feed(args, config, &mut pipeline)?;
+    let alerts = store.list_alerts(usize::MAX)?;
+    Ok((summary, alerts))
 }
 
 fn build_pipeline(config: &Config, store: Arc<Store>) -> Result<Pipeline, ReplayError> {
@@ -254,13 +292,18 @@ fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
 }
 
 fn write_alerts(path: &Path, alerts: &[Alert]) -> Result<(), ReplayError> {
+    write_lines(path, alerts)
+}
+
+/// Writes one JSON object per line.
+fn write_lines<T: serde::Serialize>(path: &Path, rows: &[T]) -> Result<(), ReplayError> {
     let io = |source| ReplayError::Io {
         path: path.to_owned(),
         source,
     };
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    for alert in alerts {
-        let line = serde_json::to_string(alert).unwrap_or_default();
+    for row in rows {
+        let line = serde_json::to_string(row).unwrap_or_default();
         writeln!(file, "{line}").map_err(io)?;
     }
     file.flush().map_err(io)

@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use super::backtest::Change;
 use super::replay::{ReplayArgs, run as replay};
 use super::scenario::{Label, ScenarioArgs, run as scenario};
 use super::score::score;
@@ -172,9 +173,13 @@ fn replay_runs_the_rules_and_writes_alerts() {
         config: None,
         rules: Some(repo_root().join("rules")),
         store: None,
+        candidate_rules: None,
+        candidate_alerts: None,
+        diff: None,
         quiet: true,
     };
     let summary = replay(&args).unwrap();
+    assert_eq!(summary.backtest, None);
     assert_eq!(summary.messages, 171);
     assert_eq!(summary.accepted, 170);
     assert_eq!(summary.rejected, 1);
@@ -188,4 +193,103 @@ fn replay_runs_the_rules_and_writes_alerts() {
         (alerts[0].meter.as_str(), alerts[0].kind.as_str()),
         ("rig-1", "mining")
     );
+}
+
+/// Copies the folder `from` and everything below it to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Returns replay input lines of a flat load of `kw` on `meter` for 170 hours.
+fn flat_lines(meter: &str, kw: f64) -> Vec<String> {
+    let start_ms: i64 = 1_750_000_000_000 / 3_600_000 * 3_600_000;
+    (0..170)
+        .map(|h| {
+            let payload = json!({
+                "ts": start_ms + h * 3_600_000,
+                "energy_import_kwh": 5_000.0 + h as f64 * kw,
+            });
+            json!({ "topic": format!("meters/south/{meter}/telemetry"), "payload": payload })
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn replay_backtests_candidate_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("messages.jsonl");
+    let lines: Vec<String> = flat_lines("rig-1", 6.5)
+        .into_iter()
+        .chain(flat_lines("rig-2", 12.0))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+
+    // The candidate raises the base-load threshold above rig-1's 6.5 kW, moves "high" above
+    // rig-2's 12 kW and adds a rule that fires on every reading.
+    let candidate = dir.path().join("candidate");
+    copy_dir(&repo_root().join("rules"), &candidate);
+    let params_path = candidate.join("common/params.toml");
+    let params = std::fs::read_to_string(&params_path).unwrap();
+    let params = params
+        .replace("mining_min_base_kw = 2.0", "mining_min_base_kw = 8.0")
+        .replace("mining_high_mean_kw = 10.0", "mining_high_mean_kw = 20.0");
+    std::fs::write(&params_path, params).unwrap();
+    let probe =
+        "fn on_reading(reading, meter) { alert(\"probe\", \"info\", \"every reading\"); }\n";
+    std::fs::write(candidate.join("common/probe.rhai"), probe).unwrap();
+
+    let args = ReplayArgs {
+        input,
+        alerts: dir.path().join("alerts.jsonl"),
+        config: None,
+        rules: Some(repo_root().join("rules")),
+        store: None,
+        candidate_rules: Some(candidate),
+        candidate_alerts: Some(dir.path().join("candidate.jsonl")),
+        diff: Some(dir.path().join("diff.jsonl")),
+        quiet: true,
+    };
+    let summary = replay(&args).unwrap();
+    let backtest = summary.backtest.expect("a backtest");
+    assert_eq!(backtest.current_alerts, 2);
+    assert_eq!(backtest.candidate_alerts, 3);
+    let changes: Vec<(Change, &str, &str)> = backtest
+        .differences
+        .iter()
+        .map(|d| (d.change, d.meter.as_str(), d.kind.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (Change::Added, "rig-1", "probe"),
+            (Change::Added, "rig-2", "probe"),
+            (Change::Removed, "rig-1", "mining"),
+            (Change::Changed, "rig-2", "mining"),
+        ]
+    );
+    let changed = &backtest.differences[3];
+    assert_eq!(changed.current.as_ref().unwrap().severity, Severity::High);
+    assert_eq!(
+        changed.candidate.as_ref().unwrap().severity,
+        Severity::Medium
+    );
+
+    let diff = std::fs::read_to_string(dir.path().join("diff.jsonl")).unwrap();
+    assert_eq!(diff.lines().count(), 4, "{diff}");
+    assert!(
+        diff.lines().next().unwrap().contains(r#""change":"added""#),
+        "{diff}"
+    );
+    let candidate_alerts = std::fs::read_to_string(dir.path().join("candidate.jsonl")).unwrap();
+    assert_eq!(candidate_alerts.lines().count(), 3, "{candidate_alerts}");
 }
