@@ -156,6 +156,9 @@ pub struct Examined {
 /// The reading completes every hour before its own. Later readings of the same batch add
 /// energy only to their own hours and after, so those hours are final even though the history
 /// already contains the whole batch.
+///
+/// NOTE: when one call carries more than a week of a meter's readings, the history of its
+/// earlier readings lacks their oldest weeks, and those readings are judged on fewer weeks.
 pub fn examine(
     host: &mut impl Host,
     limits: &Limits,
@@ -172,10 +175,12 @@ pub fn examine(
     };
     run.judged_hour = Some(newest_complete);
 
-    let span = limits.history_weeks * WEEK_HOURS + (current - first) + 1;
-    let hours = host.history(reading.meter(), span as u32);
-    if hours.len() < span as usize {
-        examined.short_history = Some((hours.len(), span as usize));
+    // The history ends with the meter's newest hour in the batch, which can be later than this
+    // reading's, so one more week is requested than the judged hours need.
+    let needed = limits.history_weeks * WEEK_HOURS + (current - first) + 1;
+    let hours = host.history(reading.meter(), (needed + WEEK_HOURS) as u32);
+    if hours.len() < needed as usize {
+        examined.short_history = Some((hours.len(), needed as usize));
     }
     let Some(oldest) = hours.first().map(|h| h.start_ms.div_euclid(HOUR_MS)) else {
         return examined;
