@@ -8,8 +8,9 @@
 //! `min_consecutive_hours` hours raises an `abnormal_load` alert.
 //!
 //! The history reaches back as far as the longest `[state]` window, so the daemon needs a
-//! window of at least `history_weeks + 1` weeks; the default windows of 24 hours and 7 days
-//! give no earlier week and the detector then reports nothing.
+//! window of at least `history_weeks + 1` weeks. The default windows of 24 hours and 7 days
+//! give no earlier week, and the detector then reports nothing. Windows are at most 28 days
+//! long, which allows three earlier weeks.
 
 mod baseline;
 
@@ -97,7 +98,7 @@ pub fn settings() -> Vec<SettingSpec> {
     vec![
         setting_spec(
             "history_weeks",
-            Value::Integer(8),
+            Value::Integer(3),
             "Earlier weeks whose same hour of the week form the baseline",
         ),
         setting_spec(

@@ -156,7 +156,7 @@ fn high_run_fires_from_third_hour() {
     assert_eq!(first.score, 1.0);
     assert_eq!(text(first, "direction"), "above");
     assert_eq!(number(first, "run_hours"), 3.0);
-    assert_eq!(number(first, "baseline_weeks"), 4.0);
+    assert_eq!(number(first, "baseline_weeks"), 3.0);
     assert!(
         first
             .message
@@ -236,8 +236,8 @@ fn short_history_is_reported() {
     let mut host = host_with(1, &last_week(1, 4, 0, 0, 1.0));
     let hour = START_HOUR + WEEK + 2;
     let outcome = detect_with(&mut host, &reading_at(hour));
-    // Eight weeks, the hour judged and the reading's own hour are requested, and one week and
-    // four hours exist.
-    assert_eq!(outcome.short_history, Some((168 + 4, 8 * 168 + 2)));
+    // Three weeks, the hour judged and the reading's own hour are needed, and one week and four
+    // hours exist.
+    assert_eq!(outcome.short_history, Some((168 + 4, 3 * 168 + 2)));
     assert!(outcome.findings.is_empty());
 }
