@@ -22,6 +22,8 @@ pub struct Limits {
     above: bool,
     below: bool,
     max_catch_up_hours: i64,
+    min_peers: u32,
+    max_peer_share: f64,
 }
 
 impl Limits {
@@ -41,6 +43,8 @@ impl Limits {
             above: direction != "below",
             below: direction != "above",
             max_catch_up_hours: host.setting_f64(region, "max_catch_up_hours").max(1.0) as i64,
+            min_peers: host.setting_f64(region, "min_peers").max(1.0) as u32,
+            max_peer_share: host.setting_f64(region, "max_peer_share"),
         }
     }
 }
@@ -132,26 +136,38 @@ impl Run {
 
 /// One hour judged against its baseline.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Judged {
-    hour: i64,
+pub struct Judged {
+    /// Unix hour.
+    pub hour: i64,
     energy_kwh: f64,
     median_kwh: f64,
     mad_kwh: f64,
     z: f64,
     weeks: usize,
+    /// +1 when abnormally high, -1 when abnormally low, 0 when normal.
+    pub sign: i8,
 }
 
-/// What one reading gave.
+/// The hours one reading completed, in order. `None` is an hour with fewer earlier weeks than
+/// `min_weeks`, which ends a run without being judged.
 #[derive(Debug, Default)]
-pub struct Examined {
-    /// A finding, when the reading completed an hour that extends a long enough run.
-    pub finding: Option<Finding>,
-    /// Hours of history returned and requested, when fewer came back than requested.
+pub struct Judgement {
+    /// Hours with enough coverage, oldest first.
+    pub hours: Vec<Option<Judged>>,
+    /// Hours of history returned and needed, when fewer came back than needed.
     pub short_history: Option<(usize, usize)>,
 }
 
-/// Judges the hours that the reading completed and returns a finding when the run of abnormal
-/// hours is long enough.
+/// Abnormal share of a region's meters for one hour and direction in one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peers {
+    /// Meters of the region with the hour judged, the meter itself included.
+    pub judged: u32,
+    /// Those of them abnormal in the same direction.
+    pub abnormal: u32,
+}
+
+/// Judges the hours that the reading completed against the meter's hour-of-week baseline.
 ///
 /// The reading completes every hour before its own. Later readings of the same batch add
 /// energy only to their own hours and after, so those hours are final even though the history
@@ -159,17 +175,17 @@ pub struct Examined {
 ///
 /// NOTE: when one call carries more than a week of a meter's readings, the history of its
 /// earlier readings lacks their oldest weeks, and those readings are judged on fewer weeks.
-pub fn examine(
+pub fn judge_hours(
     host: &mut impl Host,
     limits: &Limits,
     reading: Reading<'_>,
     run: &mut Run,
-) -> Examined {
-    let mut examined = Examined::default();
+) -> Judgement {
+    let mut judgement = Judgement::default();
     let current = reading.timestamp_ms().div_euclid(HOUR_MS);
     let newest_complete = current - 1;
     let first = match run.judged_hour {
-        Some(judged) if judged >= newest_complete => return examined,
+        Some(judged) if judged >= newest_complete => return judgement,
         Some(judged) => (judged + 1).max(newest_complete - limits.max_catch_up_hours + 1),
         None => newest_complete,
     };
@@ -180,10 +196,10 @@ pub fn examine(
     let needed = limits.history_weeks * WEEK_HOURS + (current - first) + 1;
     let hours = host.history(reading.meter(), (needed + WEEK_HOURS) as u32);
     if hours.len() < needed as usize {
-        examined.short_history = Some((hours.len(), needed as usize));
+        judgement.short_history = Some((hours.len(), needed as usize));
     }
     let Some(oldest) = hours.first().map(|h| h.start_ms.div_euclid(HOUR_MS)) else {
-        return examined;
+        return judgement;
     };
     let energy_at = |hour: i64| -> Option<f64> {
         let bucket = hours.get(usize::try_from(hour - oldest).ok()?)?;
@@ -192,7 +208,6 @@ pub fn examine(
             .then(|| bucket.energy_kwh * 3600.0 / covered)
     };
 
-    let mut last = None;
     for hour in first..=newest_complete {
         let Some(energy_kwh) = energy_at(hour) else {
             continue;
@@ -201,32 +216,60 @@ pub fn examine(
             .filter_map(|week| energy_at(hour - week * WEEK_HOURS))
             .collect();
         if earlier.len() < limits.min_weeks {
+            judgement.hours.push(None);
+        } else {
+            judgement
+                .hours
+                .push(Some(judge(limits, hour, energy_kwh, &earlier)));
+        }
+    }
+    judgement
+}
+
+/// Adds the judged hours of one reading to the meter's run and returns a finding when the run
+/// is long enough and includes the newest of them.
+///
+/// An hour that more than `max_peer_share` of the region's judged meters share, in the same
+/// direction, counts as normal when at least `min_peers` meters were judged: the whole region
+/// changed, not the meter.
+pub fn advance(
+    limits: &Limits,
+    reading: Reading<'_>,
+    run: &mut Run,
+    hours: &[Option<Judged>],
+    peers: impl Fn(i64, i8) -> Peers,
+) -> Option<Finding> {
+    let mut last = None;
+    for judged in hours {
+        let Some(judged) = judged else {
             run.reset();
             continue;
-        }
-        let judged = judge(limits, hour, energy_kwh, &earlier);
-        let sign = if judged.z >= limits.z_threshold && limits.above {
-            1
-        } else if judged.z <= -limits.z_threshold && limits.below {
-            -1
-        } else {
-            0
         };
-        if sign == 0 {
+        let crowd = peers(judged.hour, judged.sign);
+        let region_wide = judged.sign != 0
+            && crowd.judged >= limits.min_peers
+            && f64::from(crowd.abnormal) > limits.max_peer_share * f64::from(crowd.judged);
+        if judged.sign == 0 || region_wide {
             run.reset();
         } else {
-            run.extend(hour, sign, judged.z, energy_kwh, judged.median_kwh);
+            run.extend(
+                judged.hour,
+                judged.sign,
+                judged.z,
+                judged.energy_kwh,
+                judged.median_kwh,
+            );
         }
-        last = Some(judged);
+        last = Some((*judged, crowd));
     }
 
-    if let Some(judged) = last
-        && run.hours >= limits.min_consecutive_hours
-        && judged.hour == run.start_hour + i64::from(run.hours) - 1
+    let (judged, crowd) = last?;
+    if run.hours < limits.min_consecutive_hours
+        || judged.hour != run.start_hour + i64::from(run.hours) - 1
     {
-        examined.finding = Some(finding(limits, reading, run, &judged));
+        return None;
     }
-    examined
+    Some(finding(limits, reading, run, &judged, crowd))
 }
 
 fn judge(limits: &Limits, hour: i64, energy_kwh: f64, earlier: &[f64]) -> Judged {
@@ -239,6 +282,13 @@ fn judge(limits: &Limits, hour: i64, energy_kwh: f64, earlier: &[f64]) -> Judged
             .min_spread_kwh
             .max(limits.min_spread_fraction * median_kwh.abs()),
     );
+    let sign = if z >= limits.z_threshold && limits.above {
+        1
+    } else if z <= -limits.z_threshold && limits.below {
+        -1
+    } else {
+        0
+    };
     Judged {
         hour,
         energy_kwh,
@@ -246,6 +296,7 @@ fn judge(limits: &Limits, hour: i64, energy_kwh: f64, earlier: &[f64]) -> Judged
         mad_kwh,
         z,
         weeks: earlier.len(),
+        sign,
     }
 }
 
@@ -279,7 +330,13 @@ fn median_of(values: &mut [f64]) -> f64 {
     }
 }
 
-fn finding(limits: &Limits, reading: Reading<'_>, run: &Run, judged: &Judged) -> Finding {
+fn finding(
+    limits: &Limits,
+    reading: Reading<'_>,
+    run: &Run,
+    judged: &Judged,
+    peers: Peers,
+) -> Finding {
     let direction = if run.sign > 0 { "above" } else { "below" };
     let severity = if run.weakest_z >= limits.high_z {
         Severity::High
@@ -321,6 +378,8 @@ fn finding(limits: &Limits, reading: Reading<'_>, run: &Run, judged: &Judged) ->
             entry("mad_kwh", Value::Number(judged.mad_kwh)),
             entry("robust_z", Value::Number(judged.z)),
             entry("baseline_weeks", Value::Integer(judged.weeks as i64)),
+            entry("peers_judged", Value::Integer(i64::from(peers.judged))),
+            entry("peers_abnormal", Value::Integer(i64::from(peers.abnormal))),
         ],
     }
 }

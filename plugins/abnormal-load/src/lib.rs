@@ -5,7 +5,9 @@
 //! z-score: the hour's energy minus the median of those weeks, divided by 1.4826 times their
 //! median absolute deviation (MAD), which makes it comparable to a z-score for normally
 //! distributed data. A meter whose hours stay beyond `z_threshold` in the same direction for
-//! `min_consecutive_hours` hours raises an `abnormal_load` alert.
+//! `min_consecutive_hours` hours raises an `abnormal_load` alert. An hour in which more than
+//! `max_peer_share` of the region's meters in the same call are abnormal in the same direction
+//! counts as normal, because the whole region changed, not the meter.
 //!
 //! The history reaches back as far as the longest `[state]` window, so the daemon needs a
 //! window of at least `history_weeks + 1` weeks. The default windows of 24 hours and 7 days
@@ -16,7 +18,9 @@ mod baseline;
 
 use gridwatch_plugin_sdk::prelude::*;
 
-pub use baseline::{Limits, Run, robust_z};
+use std::collections::HashMap;
+
+pub use baseline::{Judged, Limits, Peers, Run, robust_z};
 
 /// The abnormal-load detector.
 pub struct AbnormalLoad;
@@ -53,7 +57,7 @@ impl Detector for AbnormalLoad {
 
 export_detector!(AbnormalLoad);
 
-/// What one call found.
+/// Findings and history shortfall of one call.
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Findings of the call.
@@ -72,17 +76,53 @@ pub fn detect_with(host: &mut impl Host, batch: &Batch) -> Outcome {
     let mut runs: Vec<Option<Run>> = vec![None; batch.meters.len()];
     let mut outcome = Outcome::default();
 
+    // Every reading's hours are judged first, so that each hour can be compared with the same
+    // hour of the region's other meters in the call.
+    let mut judged: Vec<Vec<Option<Judged>>> = Vec::with_capacity(batch.len());
+    let mut peers: HashMap<(u32, i64), (u32, u32, u32)> = HashMap::new();
     for reading in batch.readings() {
         let meter = reading.meter();
-        let region = batch.meter_region[meter.index() as usize] as usize;
-        let limits =
-            regions[region].get_or_insert_with(|| Limits::for_region(host, meter.region()));
+        let region = batch.meter_region[meter.index() as usize];
+        let limits = regions[region as usize]
+            .get_or_insert_with(|| Limits::for_region(host, meter.region()));
         let run = runs[meter.index() as usize].get_or_insert_with(|| Run::load(host, meter));
-        let examined = baseline::examine(host, limits, reading, run);
-        if let Some(short) = examined.short_history {
+        let judgement = baseline::judge_hours(host, limits, reading, run);
+        if let Some(short) = judgement.short_history {
             outcome.short_history = Some(short);
         }
-        outcome.findings.extend(examined.finding);
+        for hour in judgement.hours.iter().flatten() {
+            let counts = peers.entry((region, hour.hour)).or_default();
+            counts.0 += 1;
+            match hour.sign {
+                1 => counts.1 += 1,
+                -1 => counts.2 += 1,
+                _ => {}
+            }
+        }
+        judged.push(judgement.hours);
+    }
+
+    for (reading, hours) in batch.readings().zip(&judged) {
+        let meter = reading.meter();
+        let region = batch.meter_region[meter.index() as usize];
+        let Some(limits) = regions[region as usize].as_ref() else {
+            continue;
+        };
+        let Some(run) = runs[meter.index() as usize].as_mut() else {
+            continue;
+        };
+        let crowd = |hour: i64, sign: i8| {
+            let (judged, above, below) = peers.get(&(region, hour)).copied().unwrap_or_default();
+            let abnormal = match sign {
+                1 => above,
+                -1 => below,
+                _ => 0,
+            };
+            Peers { judged, abnormal }
+        };
+        outcome
+            .findings
+            .extend(baseline::advance(limits, reading, run, hours, crowd));
     }
 
     for (index, run) in runs.iter().enumerate() {
@@ -141,6 +181,17 @@ pub fn settings() -> Vec<SettingSpec> {
             "direction",
             Value::Text("both".into()),
             "Deviations to report: above, below or both",
+        ),
+        setting_spec(
+            "min_peers",
+            Value::Integer(5),
+            "Meters of the region judged for the same hour in one call before peers are compared",
+        ),
+        setting_spec(
+            "max_peer_share",
+            Value::Number(0.5),
+            "Share of those meters abnormal in the same direction above which the hour counts as \
+             a region-wide change, not the meter's",
         ),
         setting_spec(
             "max_catch_up_hours",

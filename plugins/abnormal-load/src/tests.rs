@@ -66,28 +66,7 @@ fn last_week(weeks: i64, count: usize, from: usize, changed: usize, factor: f64)
 /// before.
 fn reading_at(hour: i64) -> Batch {
     let mut builder = BatchBuilder::new();
-    builder.push(&NewReading {
-        region: "north",
-        meter: "m1",
-        last_score: None,
-        timestamp_ms: hour * HOUR_MS,
-        energy_import_kwh: 100.0,
-        energy_export_kwh: None,
-        power_w: None,
-        voltage_v: &[],
-        current_a: &[],
-        events: &[],
-        register_kwh: 100.0,
-        interval: Interval {
-            kind: IntervalKind::Normal,
-            start_ms: (hour - 1) * HOUR_MS,
-            end_ms: hour * HOUR_MS,
-            energy_kwh: 0.5,
-        },
-        windows: &[],
-        register_reversals: 0,
-        meter_readings: 1_000,
-    });
+    builder.push(&single_reading(hour));
     builder.build()
 }
 
@@ -240,4 +219,105 @@ fn short_history_is_reported() {
     // hours exist.
     assert_eq!(outcome.short_history, Some((168 + 4, 3 * 168 + 2)));
     assert!(outcome.findings.is_empty());
+}
+
+/// Feeds one reading of each of `meters` per hour, all in one call, completing the hours at
+/// `offsets` after `weeks` full weeks, and returns the findings.
+fn feed_meters(
+    host: &mut MemoryHost,
+    meters: &[&'static str],
+    weeks: i64,
+    offsets: std::ops::RangeInclusive<i64>,
+) -> Vec<Finding> {
+    let mut found = Vec::new();
+    for offset in offsets {
+        let hour = START_HOUR + weeks * WEEK + offset + 1;
+        let mut builder = BatchBuilder::new();
+        for meter in meters {
+            builder.push(&NewReading {
+                meter,
+                ..single_reading(hour)
+            });
+        }
+        found.extend(detect_with(host, &builder.build()).findings);
+    }
+    found
+}
+
+fn single_reading(hour: i64) -> NewReading<'static, 'static> {
+    NewReading {
+        region: "north",
+        meter: "m1",
+        last_score: None,
+        timestamp_ms: hour * HOUR_MS,
+        energy_import_kwh: 100.0,
+        energy_export_kwh: None,
+        power_w: None,
+        voltage_v: &[],
+        current_a: &[],
+        events: &[],
+        register_kwh: 100.0,
+        interval: Interval {
+            kind: IntervalKind::Normal,
+            start_ms: (hour - 1) * HOUR_MS,
+            end_ms: hour * HOUR_MS,
+            energy_kwh: 0.5,
+        },
+        windows: &[],
+        register_reversals: 0,
+        meter_readings: 1_000,
+    }
+}
+
+/// Builds a host whose `meters` have four normal weeks, then hours 2 to 7 of the fifth week
+/// 4 kWh higher for the meters in `surging`.
+fn region_host(meters: &[&str], surging: &[&str]) -> MemoryHost {
+    let mut energy = last_week(4, 12, 0, 0, 1.0);
+    for e in &mut energy[2..8] {
+        *e += 4.0;
+    }
+    let normal = last_week(4, 12, 0, 0, 1.0);
+    let mut host = MemoryHost::with_defaults(&settings());
+    for meter in meters {
+        let week = if surging.contains(meter) {
+            &energy
+        } else {
+            &normal
+        };
+        let hours = host_with(4, week)
+            .history
+            .remove(&("north".into(), "m1".into()));
+        host.history
+            .insert(("north".into(), (*meter).into()), hours.unwrap());
+    }
+    host
+}
+
+const REGION: [&str; 6] = ["m1", "m2", "m3", "m4", "m5", "m6"];
+
+#[test]
+fn region_wide_change_reports_nothing() {
+    let mut host = region_host(&REGION, &REGION);
+    let found = feed_meters(&mut host, &REGION, 4, 0..=10);
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn one_meter_of_region_is_reported() {
+    let mut host = region_host(&REGION, &["m4"]);
+    let found = feed_meters(&mut host, &REGION, 4, 0..=10);
+
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert_eq!(number(&found[0], "peers_judged"), 6.0);
+    assert_eq!(number(&found[0], "peers_abnormal"), 1.0);
+    assert_eq!(number(&found[0], "run_hours"), 3.0);
+}
+
+#[test]
+fn too_few_peers_are_not_compared() {
+    let meters = ["m1", "m2", "m3", "m4"];
+    let mut host = region_host(&meters, &meters);
+    let found = feed_meters(&mut host, &meters, 4, 0..=10);
+    // Four meters judged, under the five that `min_peers` needs: each meter's run counts.
+    assert_eq!(found.len(), 16, "{found:?}");
 }
