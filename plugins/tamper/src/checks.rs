@@ -189,6 +189,8 @@ pub struct Track {
     pub last_register_kwh: Option<f64>,
     /// Start of the current run of zero consumption with voltage present, Unix milliseconds.
     pub zero_since_ms: Option<i64>,
+    /// The start of the zero run as loaded, so an unchanged value is not written again.
+    loaded_zero_since_ms: Option<i64>,
 }
 
 const REGISTER_KEY: &str = "register_kwh";
@@ -208,6 +210,7 @@ impl Track {
         Track {
             last_register_kwh: register,
             zero_since_ms: zero_since,
+            loaded_zero_since_ms: zero_since,
         }
     }
 
@@ -215,6 +218,9 @@ impl Track {
     pub fn store(&self, host: &mut impl Host, meter: Meter<'_>) {
         if let Some(register) = self.last_register_kwh {
             host.set_state(meter, REGISTER_KEY, &register.to_le_bytes());
+        }
+        if self.zero_since_ms == self.loaded_zero_since_ms {
+            return;
         }
         match self.zero_since_ms {
             Some(since) => host.set_state(meter, ZERO_SINCE_KEY, &since.to_le_bytes()),
