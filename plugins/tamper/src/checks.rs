@@ -2,7 +2,7 @@
 
 use gridwatch_plugin_sdk::prelude::*;
 
-/// What made a reading suspicious.
+/// Kind of suspicion a reading raised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CauseKind {
     /// The register went backwards outside a rollover or meter exchange.
@@ -45,7 +45,7 @@ impl CauseKind {
 /// One cause found on a reading.
 #[derive(Debug, Clone)]
 pub struct Cause {
-    /// What was found.
+    /// Kind of suspicion.
     pub kind: CauseKind,
     /// Severity of a finding with this cause alone.
     pub severity: Severity,
@@ -60,9 +60,9 @@ pub struct Cause {
 /// Event causes: the setting that lists their codes, the default codes, severity, score and
 /// the words of the message.
 ///
-/// The numbers are the standard event log codes of the Dutch smart meter requirements
-/// (DSMR/SMR, DLMS/COSEM), as the `EventType` enum of the Open Smart Grid Platform (GXF)
-/// lists them: 40 terminal cover removed, 42 strong DC field detected, 44 meter cover removed.
+/// The numbers are standard event log codes of the Dutch smart meter requirements (DSMR/SMR,
+/// DLMS/COSEM), as the `EventType` enum of the Open Smart Grid Platform (GXF) lists them. They
+/// are 40 terminal cover removed, 42 strong DC field detected and 44 meter cover removed.
 /// That code set has no codes for the other three causes, and other code sets give the same
 /// numbers other meanings, so their defaults are names only.
 const EVENT_CAUSES: [(CauseKind, &str, &str, Severity, f64, &str); 6] = [
