@@ -8,6 +8,7 @@ mod bad_input;
 mod broker_restart;
 mod check;
 mod crash;
+mod detectors;
 mod devices;
 mod graceful;
 mod mining;

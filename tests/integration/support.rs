@@ -433,9 +433,10 @@ pub async fn mining_alerts(daemon: &Daemon) -> usize {
         .count()
 }
 
-/// Builds the example detector and the fixture plugins for `wasm32-wasip2` once per test run,
-/// in `target/plugins`, and returns the component's path: `mining` for the example detector,
-/// otherwise the fixture's name (an example of `tests/plugins`).
+/// Builds the shipped detectors and the fixture plugins for `wasm32-wasip2` once per test run,
+/// in `target/plugins`, and returns the component's path: `mining`, `tamper` or
+/// `abnormal-load` for a shipped detector, otherwise the fixture's name (an example of
+/// `tests/plugins`).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let out = BUILT.get_or_init(|| {
@@ -455,6 +456,10 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
                 "-p",
                 "gridwatch-plugin-mining",
                 "-p",
+                "gridwatch-plugin-tamper",
+                "-p",
+                "gridwatch-plugin-abnormal-load",
+                "-p",
                 "gridwatch-test-plugins",
             ])
             .args(["--lib", "--examples", "--target-dir"])
@@ -468,10 +473,11 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         );
         target.join("wasm32-wasip2/release")
     });
-    if name == "mining" {
-        out.join("gridwatch_plugin_mining.wasm")
-    } else {
-        out.join("examples").join(format!("{name}.wasm"))
+    match name {
+        "mining" => out.join("gridwatch_plugin_mining.wasm"),
+        "tamper" => out.join("gridwatch_plugin_tamper.wasm"),
+        "abnormal-load" => out.join("gridwatch_plugin_abnormal_load.wasm"),
+        _ => out.join("examples").join(format!("{name}.wasm")),
     }
 }
 

@@ -1,0 +1,276 @@
+//! The shipped tamper and abnormal-load detectors: their fixtures through `gridwatch plugin
+//! test`, and their alerts through real Mosquitto and the running daemon.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{
+    Daemon, Mosquitto, alerts, copy_dir, plugin_wasm, publish_all, repo_root, wait_until_processed,
+};
+
+/// Runs `gridwatch` with `args` and returns success, stdout and stderr.
+fn gridwatch(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(args)
+        .output()
+        .expect("failed to run gridwatch");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs `gridwatch plugin test` on a shipped plugin with its fixture readings, its fixture
+/// config when it has one, and `expect` as the expected findings.
+fn fixture_test(plugin: &str, expect: &Path) -> (bool, String, String) {
+    let wasm = plugin_wasm(plugin);
+    let folder = repo_root().join("plugins").join(plugin).join("tests");
+    let input = folder.join("readings.jsonl");
+    let config = folder.join("gridwatch.toml");
+    let mut args = vec![
+        "plugin".to_owned(),
+        "test".to_owned(),
+        wasm.display().to_string(),
+        "--input".to_owned(),
+        input.display().to_string(),
+        "--expect".to_owned(),
+        expect.display().to_string(),
+    ];
+    if config.exists() {
+        args.push("--config".to_owned());
+        args.push(config.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    gridwatch(&args)
+}
+
+#[test]
+fn detector_fixtures_pass_plugin_test() {
+    for (plugin, kinds, findings) in [
+        ("tamper", "kinds:       tamper, meter_exchange", 8),
+        ("abnormal-load", "kinds:       abnormal_load", 7),
+    ] {
+        let wasm = plugin_wasm(plugin);
+        let (ok, out, err) = gridwatch(&["plugin", "inspect", wasm.to_str().unwrap()]);
+        assert!(ok, "inspect {plugin}: {err}");
+        assert!(out.contains(&format!("name:        {plugin}")), "{out}");
+        assert!(out.contains(kinds), "{out}");
+
+        let expect = repo_root()
+            .join("plugins")
+            .join(plugin)
+            .join("tests/findings.jsonl");
+        let (ok, out, err) = fixture_test(plugin, &expect);
+        assert!(ok, "{plugin}: {out}{err}");
+        assert!(
+            out.contains(&format!("ok: {findings} findings match")),
+            "{plugin}: {out}"
+        );
+
+        // A changed severity must make the same run fail.
+        let dir = tempfile::tempdir().unwrap();
+        let wrong = dir.path().join("findings.jsonl");
+        let text = std::fs::read_to_string(&expect).unwrap();
+        std::fs::write(&wrong, text.replacen("\"high\"", "\"critical\"", 1)).unwrap();
+        let (ok, out, _) = fixture_test(plugin, &wrong);
+        assert!(!ok, "{plugin}: a changed expectation must fail:\n{out}");
+        assert!(out.contains("\"severity\":\"critical\""), "{plugin}: {out}");
+    }
+}
+
+/// Copies the shipped rules without `tamper.rhai`, so every tamper alert comes from the plugin.
+fn rules_without_tamper(dir: &Path) -> PathBuf {
+    let rules = dir.join("rules");
+    copy_dir(&repo_root().join("rules"), &rules);
+    std::fs::remove_file(rules.join("common/tamper.rhai")).unwrap();
+    rules
+}
+
+/// Copies a shipped plugin into the daemon's plugins folder under a temporary name first, so
+/// the watcher never reads a half-written file.
+fn install(plugins: &Path, plugin: &str) {
+    std::fs::create_dir_all(plugins).unwrap();
+    let partial = plugins.join(format!(".{plugin}.partial"));
+    std::fs::copy(plugin_wasm(plugin), &partial).unwrap();
+    std::fs::rename(&partial, plugins.join(format!("{plugin}.wasm"))).unwrap();
+}
+
+/// Starts the daemon in `dir` with the plugin loaded for every region and `extra` config.
+fn start_daemon(broker: &Mosquitto, dir: &Path, plugin: &str, extra: &str) -> Daemon {
+    install(&dir.join("plugins"), plugin);
+    let config = format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"gridwatch-{plugin}\"\n\n[rules]\ndir = \"{}\"\n\n\
+         [plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n\n\
+         [plugins.detectors.{plugin}]\nregions = [\"*\"]\n{extra}",
+        broker.url(),
+        rules_without_tamper(dir).display(),
+    );
+    Daemon::start(dir, &config)
+}
+
+/// Builds hourly messages of `meter` in region `east` from `(hour, register kWh, extra JSON
+/// fields)`.
+fn hourly(meter: &str, readings: &[(i64, f64, &str)]) -> Vec<(String, Vec<u8>)> {
+    let start_ms = 1_750_000_000_000 / 3_600_000 * 3_600_000;
+    readings
+        .iter()
+        .map(|(hour, register, extra)| {
+            let ts = start_ms + hour * 3_600_000;
+            let payload = format!(r#"{{"ts":{ts},"energy_import_kwh":{register:.3}{extra}}}"#);
+            (
+                format!("meters/east/{meter}/telemetry"),
+                payload.into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Returns the stored alerts as `(meter, kind, severity, source)`, sorted.
+async fn alert_summary(daemon: &Daemon) -> Vec<(String, String, String, String)> {
+    let mut summary: Vec<_> = alerts(daemon)
+        .await
+        .iter()
+        .map(|a| {
+            (
+                a["meter"].as_str().unwrap_or_default().to_owned(),
+                a["kind"].as_str().unwrap_or_default().to_owned(),
+                a["severity"].as_str().unwrap_or_default().to_owned(),
+                a["source"]["rule"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    summary.sort();
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tamper_plugin_alerts_through_broker() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(&broker, dir.path(), "tamper", "");
+
+    let normal = |base: f64| -> Vec<(i64, f64, &'static str)> {
+        (0..6).map(|h| (h, base + 0.4 * h as f64, "")).collect()
+    };
+    let mut reversed = normal(1_000.0);
+    // The register is set back by 150 kWh at hour 4 and counts on from there.
+    reversed[4].1 -= 150.0;
+    reversed[5].1 -= 150.0;
+    let mut opened = normal(300.0);
+    opened[3].2 = r#","events":["cover_open"]"#;
+    let exchanged = [
+        (0, 5_000.0, ""),
+        (1, 5_000.5, ""),
+        (2, 0.2, ""),
+        (3, 0.7, ""),
+        (4, 1.1, ""),
+    ];
+    let mut clean = normal(2_000.0);
+    clean[2].2 = r#","voltage_v":230.5,"events":["power_failure"]"#;
+
+    let mut messages = hourly("reversed", &reversed);
+    messages.extend(hourly("opened", &opened));
+    messages.extend(hourly("exchanged", &exchanged));
+    messages.extend(hourly("clean", &clean));
+    publish_all(broker.port, messages).await;
+    wait_until_processed(&daemon).await;
+
+    let source = "plugin:tamper@1.0.0".to_owned();
+    let expected = vec![
+        (
+            "exchanged".to_owned(),
+            "meter_exchange".to_owned(),
+            "low".to_owned(),
+            source.clone(),
+        ),
+        (
+            "opened".to_owned(),
+            "tamper".to_owned(),
+            "high".to_owned(),
+            source.clone(),
+        ),
+        (
+            "reversed".to_owned(),
+            "tamper".to_owned(),
+            "high".to_owned(),
+            source.clone(),
+        ),
+    ];
+    let summary = alert_summary(&daemon).await;
+    assert_eq!(summary, expected, "log:\n{}", daemon.log());
+    assert!(
+        !summary.iter().any(|(meter, ..)| meter == "clean"),
+        "the clean meter has alerts: {summary:?}"
+    );
+
+    let stored = alerts(&daemon).await;
+    let reversal = stored
+        .iter()
+        .find(|a| a["meter"] == "reversed")
+        .expect("reversal alert");
+    // Hour 3 read 1,001.2 kWh and hour 4 read 851.6 kWh.
+    let drop_kwh = reversal["evidence"]["drop_kwh"].as_f64().unwrap();
+    assert!((drop_kwh - 149.6).abs() < 1e-9, "{reversal}");
+    assert_eq!(reversal["evidence"]["causes"], "register_reversal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abnormal_load_plugin_alerts_through_broker() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture config's four-week window, given to the running daemon.
+    let fixture = repo_root().join("plugins/abnormal-load/tests");
+    let extra = std::fs::read_to_string(fixture.join("gridwatch.toml")).unwrap();
+    let daemon = start_daemon(&broker, dir.path(), "abnormal-load", &extra);
+
+    // Three weeks of a daily pattern and two more days, in which `surge` draws 3 kW more from
+    // 01:00 to 07:00 and `bypassed` records a tenth of its evening load.
+    let readings = std::fs::read_to_string(fixture.join("readings.jsonl")).unwrap();
+    let messages: Vec<(String, Vec<u8>)> = readings
+        .lines()
+        .map(|line| {
+            let message: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                message["topic"].as_str().unwrap().to_owned(),
+                message["payload"].to_string().into_bytes(),
+            )
+        })
+        .collect();
+    publish_all(broker.port, messages).await;
+    wait_until_processed(&daemon).await;
+
+    let source = "plugin:abnormal-load@1.0.0".to_owned();
+    let expected = vec![
+        (
+            "bypassed".to_owned(),
+            "abnormal_load".to_owned(),
+            "high".to_owned(),
+            source.clone(),
+        ),
+        (
+            "surge".to_owned(),
+            "abnormal_load".to_owned(),
+            "high".to_owned(),
+            source.clone(),
+        ),
+    ];
+    let summary = alert_summary(&daemon).await;
+    assert_eq!(summary, expected, "log:\n{}", daemon.log());
+    assert!(
+        !summary.iter().any(|(meter, ..)| meter == "steady"),
+        "the steady meter has alerts: {summary:?}"
+    );
+
+    let stored = alerts(&daemon).await;
+    let bypassed = stored
+        .iter()
+        .find(|a| a["meter"] == "bypassed")
+        .expect("bypassed alert");
+    assert_eq!(bypassed["evidence"]["direction"], "below", "{bypassed}");
+    let surge = stored
+        .iter()
+        .find(|a| a["meter"] == "surge")
+        .expect("surge alert");
+    assert_eq!(surge["evidence"]["direction"], "above", "{surge}");
+}
