@@ -89,7 +89,9 @@ pub async fn run(
     let api_state = ApiState {
         store: store.clone(),
         metrics: metrics.clone(),
-        api_token: config.http.api_token.clone(),
+        tokens: Arc::new(config.http.all_tokens()),
+        webhooks: Arc::new(config.webhooks.clone()),
+        delivery: deliverer.notifier(),
     };
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, api_state, async move {

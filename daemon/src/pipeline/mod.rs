@@ -427,6 +427,8 @@ impl Pipeline {
             AlertChange::Opened => "opened",
             AlertChange::Escalated => "escalated",
             AlertChange::Repeated => "repeated",
+            AlertChange::Acknowledged => "acknowledged",
+            AlertChange::Resolved => "resolved",
         };
         Metrics::inc(&self.context.metrics.alerts, "change", label);
         if change != AlertChange::Repeated {
