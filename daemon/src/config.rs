@@ -1239,7 +1239,9 @@ fn deserialize_at<T: for<'de> Deserialize<'de>>(
             format!("{path}: invalid value, expected a string (value hidden)")
         } else if leaf.starts_with("tokens") && message.contains('"') {
             // A token written in place of a table would be quoted by serde's message.
-            format!("{path}: invalid value, expected tables with name, token and scope (value hidden)")
+            format!(
+                "{path}: invalid value, expected tables with name, token and scope (value hidden)"
+            )
         } else {
             format!("{path}: {message}")
         }

@@ -373,7 +373,10 @@ mod tests {
             (("status", "closed"), "invalid status 'closed'"),
             (("severity", "urgent"), "invalid severity 'urgent'"),
             (("from", "yesterday"), "invalid from 'yesterday'"),
-            (("limit", "0"), "invalid limit '0', expected an integer from 1 to 1000"),
+            (
+                ("limit", "0"),
+                "invalid limit '0', expected an integer from 1 to 1000",
+            ),
             (("limit", "1001"), "invalid limit '1001'"),
             (("cursor", "abc"), "invalid cursor 'abc'"),
         ];

@@ -65,9 +65,10 @@ pub async fn require_token(
         let mut response =
             ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
                 .into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid header"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("valid header"),
+        );
         return response;
     };
     let needed = required_scope(request.method());

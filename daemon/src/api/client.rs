@@ -471,7 +471,11 @@ fn print_alert(alert: &Value, out: &mut dyn Write) -> Result<(), ClientError> {
     }
     let evidence =
         serde_json::to_string_pretty(&alert["evidence"]).unwrap_or_else(|_| "-".to_owned());
-    writeln!(out, "evidence    {}", evidence.replace('\n', "\n            "))?;
+    writeln!(
+        out,
+        "evidence    {}",
+        evidence.replace('\n', "\n            ")
+    )?;
     let actions = alert["actions"].as_array().cloned().unwrap_or_default();
     if actions.is_empty() {
         writeln!(out, "actions     none")?;
@@ -594,7 +598,10 @@ pub async fn run_status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), Cl
         writeln!(out, "{label:<18} {}", text(&summary[key]))?;
     }
     let Some(webhooks) = webhooks else {
-        writeln!(out, "webhooks           unknown: pass --token or set GRIDWATCH_TOKEN")?;
+        writeln!(
+            out,
+            "webhooks           unknown: pass --token or set GRIDWATCH_TOKEN"
+        )?;
         return Ok(());
     };
     let list = webhooks["webhooks"].as_array().cloned().unwrap_or_default();

@@ -4,7 +4,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use ulid::Ulid;
 
 use super::{ALERTS, OPEN_ALERTS, StoreError, outbox};
-use crate::alerts::{ActionKind, Alert, AlertAction, AlertChange, AlertDraft, AlertStatus, Severity};
+use crate::alerts::{
+    ActionKind, Alert, AlertAction, AlertChange, AlertDraft, AlertStatus, Severity,
+};
 use crate::config::WebhookConfig;
 
 /// An alert draft with the reading it fired on.
@@ -109,10 +111,16 @@ pub struct AlertQuery {
 impl AlertQuery {
     fn matches(&self, alert: &Alert) -> bool {
         self.status.is_none_or(|status| alert.status == status)
-            && self.region.as_ref().is_none_or(|region| alert.region == *region)
+            && self
+                .region
+                .as_ref()
+                .is_none_or(|region| alert.region == *region)
             && self.kind.as_ref().is_none_or(|kind| alert.kind == *kind)
             && self.min_severity.is_none_or(|min| alert.severity >= min)
-            && self.meter.as_ref().is_none_or(|meter| alert.meter == *meter)
+            && self
+                .meter
+                .as_ref()
+                .is_none_or(|meter| alert.meter == *meter)
             && self.from_ms.is_none_or(|from| alert.last_seen_ms >= from)
             && self.to_ms.is_none_or(|to| alert.last_seen_ms < to)
     }
@@ -166,7 +174,10 @@ pub(super) fn list_page(db: &Database, query: &AlertQuery) -> Result<AlertPage, 
 pub(super) fn get(db: &Database, id: Ulid) -> Result<Option<Alert>, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(ALERTS)?;
-    table.get(id.0)?.map(|bytes| decode(bytes.value())).transpose()
+    table
+        .get(id.0)?
+        .map(|bytes| decode(bytes.value()))
+        .transpose()
 }
 
 /// Result of [`record_action`].

@@ -586,7 +586,10 @@ pub fn webhook_counts(db: &Database) -> Result<BTreeMap<String, WebhookCounts>, 
     }
     for row in txn.open_table(DEAD_LETTERS)?.iter()? {
         let letter: DeadLetter = decode(DEAD_LETTERS_NAME, row?.1.value())?;
-        counts.entry(letter.delivery.webhook).or_default().dead_letters += 1;
+        counts
+            .entry(letter.delivery.webhook)
+            .or_default()
+            .dead_letters += 1;
     }
     Ok(counts)
 }

@@ -326,11 +326,13 @@ fn alert_actions_follow_lifecycle() {
         "acknowledging a resolved alert"
     );
     assert!(
-        matches!(record(ActionKind::Resolve, None), ActionOutcome::Conflict(_)),
+        matches!(
+            record(ActionKind::Resolve, None),
+            ActionOutcome::Conflict(_)
+        ),
         "resolving twice"
     );
-    let ActionOutcome::Applied(commented) = record(ActionKind::Comment, Some("false alarm"))
-    else {
+    let ActionOutcome::Applied(commented) = record(ActionKind::Comment, Some("false alarm")) else {
         panic!("comment on a resolved alert failed");
     };
     assert_eq!(commented.actions.len(), 3, "conflicts record nothing");
@@ -347,7 +349,12 @@ fn alert_actions_follow_lifecycle() {
     let unknown = ulid::Ulid::new();
     assert_eq!(
         store
-            .record_alert_action(unknown, action(ActionKind::Comment, "x", Some("y")), &hooks, 1)
+            .record_alert_action(
+                unknown,
+                action(ActionKind::Comment, "x", Some("y")),
+                &hooks,
+                1
+            )
             .unwrap(),
         ActionOutcome::NotFound
     );
@@ -361,7 +368,7 @@ fn alert_row_without_actions_decodes() {
     let id = ulid::Ulid::new();
     let old_row = serde_json::json!({
         "id": id.to_string(), "kind": "mining", "severity": "high", "meter": "m1",
-        "region": "south", "message": "flat load", "evidence": {}, 
+        "region": "south", "message": "flat load", "evidence": {},
         "source": {"rule": "common/mining.rhai", "content_hash": "ab"},
         "first_seen_ms": 1, "last_seen_ms": 2, "count": 1, "status": "open"
     });
