@@ -502,12 +502,12 @@ pub struct ApiTokenConfig {
     pub name: String,
     /// The bearer token itself.
     pub token: Secret,
-    /// What the token may do.
+    /// Scope: the routes the token may call.
     #[serde(default)]
     pub scope: TokenScope,
 }
 
-/// What an API token may do. Write includes read.
+/// Scope of an API token. Write includes read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenScope {

@@ -554,9 +554,9 @@ async fn openapi_lists_every_route() {
     ];
     assert_eq!(routes, expected, "documented routes");
 
-    // Every documented method answers; every other method on the same path is 405, so the
-    // router serves nothing the document leaves out there. Paths come in alphabetical order, so
-    // the alert is acknowledged before it is resolved.
+    // Every documented method returns a success status, and every other method on the same
+    // path returns 405, so the router serves nothing there that the document leaves out. Paths
+    // come in alphabetical order, so the alert is acknowledged before it is resolved.
     let methods = ["GET", "POST", "PUT", "PATCH", "DELETE"];
     for (path, item) in paths {
         let url = format!("{}{}", daemon.http, path.replace("{id}", &id));
@@ -612,7 +612,8 @@ async fn cli_lists_shows_and_acts_on_alerts() {
     let (code, table, stderr) = cli(&["alerts", "list"], Some(VIEWER_TOKEN));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(table.starts_with("ID "), "{table}");
-    assert!(table.contains("m1") && table.contains("m2"), "{table}");
+    assert!(table.contains("m1"), "{table}");
+    assert!(table.contains("m2"), "{table}");
 
     let (code, json, stderr) = cli(
         &[

@@ -135,7 +135,7 @@ impl AlertStatus {
     }
 }
 
-/// What an operator did to an alert.
+/// Kind of operator action on an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ActionKind {
@@ -150,7 +150,7 @@ pub enum ActionKind {
 /// One operator action on an alert, as recorded by the HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertAction {
-    /// What was done.
+    /// Kind of action.
     pub action: ActionKind,
     /// Name of the API token that did it.
     pub by: String,

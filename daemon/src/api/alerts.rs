@@ -15,7 +15,7 @@ use super::{ApiError, ApiState, ErrorBody, blocking, now_ms, parse_limit};
 use crate::alerts::{ActionKind, Alert, AlertAction, AlertStatus, Severity};
 use crate::store::{ActionOutcome, AlertQuery};
 
-/// Longest comment accepted, in characters.
+/// Maximum length of a comment, in characters.
 pub const MAX_COMMENT_CHARS: usize = 2_000;
 
 /// Query parameters of `GET /api/alerts`. Every filter that is given must match.
@@ -280,7 +280,7 @@ async fn act(
     let comment = parse_comment(body, kind)?;
     let action = AlertAction {
         action: kind,
-        by: caller.name,
+        by: caller.name.clone(),
         at_ms: now_ms(),
         comment,
     };
@@ -292,14 +292,24 @@ async fn act(
     .await?;
     match outcome {
         ActionOutcome::Applied(alert) => {
+            let alert = *alert;
             if kind != ActionKind::Comment {
                 state.delivery.notify();
             }
-            tracing::info!(alert_id = %id, action = ?kind, by = %alert.actions.last().map_or("", |a| a.by.as_str()), status = alert.status.as_str(), "alert action recorded");
+            tracing::info!(
+                alert_id = %id,
+                action = ?kind,
+                by = %caller.name,
+                status = alert.status.as_str(),
+                "alert action recorded"
+            );
             Ok(Json(alert))
         }
         ActionOutcome::NotFound => Err(not_found(id)),
-        ActionOutcome::Conflict(message) => Err(ApiError::new(StatusCode::CONFLICT, message)),
+        ActionOutcome::Conflict(message) => {
+            tracing::info!(alert_id = %id, action = ?kind, by = %caller.name, %message, "alert action rejected");
+            Err(ApiError::new(StatusCode::CONFLICT, message))
+        }
     }
 }
 

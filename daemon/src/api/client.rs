@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, ConfigError};
 
-/// Where the daemon is and how to authenticate: options of every client command.
+/// Daemon URL, token and output format: the options of every client command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
     /// Base URL of the daemon's HTTP endpoint, such as http://127.0.0.1:9464 [default: from
@@ -143,7 +143,7 @@ pub enum ClientError {
         /// Cause.
         detail: String,
     },
-    /// The daemon answered with an error status.
+    /// The daemon returned an error status.
     #[error("{method} {url} returned {status}: {message}")]
     Status {
         /// Request method.
@@ -274,8 +274,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// Runs a `gridwatch alerts` command and writes its output to `out`.
 ///
 /// # Errors
-/// Returns an error when the daemon cannot be reached, answers with an error status or an
-/// invalid body, or `out` cannot be written.
+/// Returns an error when the daemon cannot be reached, returns an error status or an invalid
+/// body, or `out` cannot be written.
 pub async fn run_alerts(args: &AlertsArgs, out: &mut dyn Write) -> Result<(), ClientError> {
     match &args.command {
         AlertsCommand::List {
@@ -535,11 +535,20 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 /// is given, and writes a summary to `out`.
 ///
 /// # Errors
-/// Returns an error when the daemon cannot be reached, answers with an error status or an
-/// invalid body, or `out` cannot be written.
+/// Returns an error when the daemon cannot be reached, returns an error status or an invalid
+/// body, or `out` cannot be written.
 pub async fn run_status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), ClientError> {
     let connection = &args.connection;
     let client = Client::new(connection)?;
+    let summary = read_status(&client).await?;
+    if connection.json {
+        return print_json(&summary, out);
+    }
+    print_status(&summary, out)
+}
+
+/// Reads `/healthz`, `/metrics` and, with a token, `/api/webhooks` into one JSON summary.
+async fn read_status(client: &Client) -> Result<Value, ClientError> {
     let (health_status, health_text, _) = client.send(Method::GET, "/healthz", None).await?;
     let (metrics_status, metrics, metrics_url) = client.send(Method::GET, "/metrics", None).await?;
     if !metrics_status.is_success() {
@@ -550,12 +559,13 @@ pub async fn run_status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), Cl
             message: metrics.trim().to_owned(),
         });
     }
+
     let webhooks = match client.token {
         Some(_) => Some(client.json(Method::GET, "/api/webhooks", None).await?),
         None => None,
     };
     let value = |name: &str| metric(&metrics, name).map(|v| v as i64);
-    let summary = json!({
+    Ok(json!({
         "url": client.base,
         "healthy": health_status.is_success(),
         "health": health_text.trim(),
@@ -566,17 +576,17 @@ pub async fn run_status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), Cl
         "outbox_depth": value("gridwatch_outbox_depth"),
         "dead_letters": value("gridwatch_dead_letters"),
         "plugins_loaded": value("gridwatch_plugins_loaded"),
-        "webhooks": webhooks.as_ref().map(|w| w["webhooks"].clone()),
-    });
-    if connection.json {
-        return print_json(&summary, out);
-    }
+        "webhooks": webhooks.map(|w| w["webhooks"].clone()),
+    }))
+}
+
+fn print_status(summary: &Value, out: &mut dyn Write) -> Result<(), ClientError> {
     let yes_no = |value: &Value, yes: &str, no: &str| match value.as_bool() {
         Some(true) => yes.to_owned(),
         Some(false) => no.to_owned(),
         None => "unknown".to_owned(),
     };
-    writeln!(out, "daemon             {}", client.base)?;
+    writeln!(out, "daemon             {}", text(&summary["url"]))?;
     writeln!(out, "health             {}", text(&summary["health"]))?;
     writeln!(
         out,
@@ -597,14 +607,14 @@ pub async fn run_status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), Cl
     ] {
         writeln!(out, "{label:<18} {}", text(&summary[key]))?;
     }
-    let Some(webhooks) = webhooks else {
+
+    let Some(list) = summary["webhooks"].as_array() else {
         writeln!(
             out,
             "webhooks           unknown: pass --token or set GRIDWATCH_TOKEN"
         )?;
         return Ok(());
     };
-    let list = webhooks["webhooks"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
         writeln!(out, "webhooks           none configured")?;
         return Ok(());
@@ -615,7 +625,7 @@ pub async fn run_status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), Cl
             .map(str::to_owned)
             .to_vec(),
     ];
-    for hook in &list {
+    for hook in list {
         let state = if hook["enabled"].as_bool() == Some(false) {
             "disabled"
         } else if hook["configured"].as_bool() == Some(false) {

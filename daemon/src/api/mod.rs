@@ -63,7 +63,7 @@ pub struct ApiState {
 /// Error body of every `/api/` route.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    /// What failed, with the value involved and what to do.
+    /// Message naming what failed, the value involved and what to do.
     pub error: String,
 }
 
@@ -180,7 +180,7 @@ impl Modify for BearerScheme {
     }
 }
 
-/// The routes under `/api/`, without the token check.
+/// Builds the routes under `/api/`, without the token check.
 fn api_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(alerts::list_alerts))
@@ -195,7 +195,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(openapi_json))
 }
 
-/// The routes outside `/api/`, which need no token.
+/// Builds the routes outside `/api/`, which need no token.
 fn open_routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))

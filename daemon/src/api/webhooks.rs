@@ -26,7 +26,7 @@ pub struct WebhookStatus {
     configured: bool,
     /// False after the endpoint returned 410 Gone, until an operator enables it again.
     enabled: bool,
-    /// Why it was disabled; `null` while enabled.
+    /// Reason it was disabled; `null` while enabled.
     disabled_reason: Option<String>,
     /// When it was disabled, Unix milliseconds; `null` while enabled.
     disabled_ms: Option<i64>,

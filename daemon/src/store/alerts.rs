@@ -138,9 +138,9 @@ pub struct AlertPage {
 /// Lists the alerts that match `query`, newest id first, starting below `query.before`.
 ///
 /// Alert ids are ULIDs made when an alert opens, so an alert opened after the first page has a
-/// higher id than the cursor and never shows up on a later page, and a merged firing updates its
-/// row in place. A page therefore repeats and skips nothing while new readings arrive, but a
-/// status filter sees each alert's status at the time its page is read.
+/// higher id than the cursor and never shows up on a later page. A merged firing updates its row
+/// in place. Pages therefore repeat and skip nothing while new readings arrive, but a status
+/// filter sees each alert's status at the time its page is read.
 // NOTE: filters are applied while scanning, so a filter that matches few alerts reads the whole
 // table below the cursor.
 pub(super) fn list_page(db: &Database, query: &AlertQuery) -> Result<AlertPage, StoreError> {
@@ -184,10 +184,10 @@ pub(super) fn get(db: &Database, id: Ulid) -> Result<Option<Alert>, StoreError> 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionOutcome {
     /// The action was stored; the alert as it is now.
-    Applied(Alert),
+    Applied(Box<Alert>),
     /// No alert has the id.
     NotFound,
-    /// The action does not apply to the alert's status; the message says why.
+    /// The action does not apply to the alert's status; the message gives the reason.
     Conflict(String),
 }
 
@@ -242,7 +242,7 @@ pub(super) fn record_action(
             outbox::enqueue(txn, &delivery)?;
         }
     }
-    Ok(ActionOutcome::Applied(alert))
+    Ok(ActionOutcome::Applied(Box::new(alert)))
 }
 
 fn encode(alert: &Alert) -> Result<Vec<u8>, StoreError> {

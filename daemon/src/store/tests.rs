@@ -235,6 +235,7 @@ fn alert_filters_select_matching_alerts() {
         ],
         &[],
     );
+
     let count = |query: AlertQuery| {
         store
             .list_alert_page(&AlertQuery {
@@ -246,6 +247,7 @@ fn alert_filters_select_matching_alerts() {
             .len()
     };
     assert_eq!(count(AlertQuery::default()), 3, "no filter");
+
     let region = AlertQuery {
         region: Some("north".into()),
         ..AlertQuery::default()
