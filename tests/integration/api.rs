@@ -259,6 +259,44 @@ async fn alerts_api_filters_and_pages() {
     let (_, now) = get(&format!("{alerts}?limit=1000")).await;
     assert_eq!(ids(&now).len(), 15 + 4, "new alerts arrived meanwhile");
 
+    let meter = format!("{}/api/meters/south/s1", daemon.http);
+    let (status, report) = get(&meter).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["state_source"], "memory");
+    assert_eq!(report["readings"], 2);
+    assert_eq!(report["last_reading"]["energy_import_kwh"], 101.0);
+    assert_eq!(report["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(report["alerts"][0]["meter"], "s1");
+    let hourly = report["hourly"].as_array().unwrap();
+    assert_eq!(hourly.len(), 24, "default hours");
+    let energy: f64 = hourly
+        .iter()
+        .map(|h| h["energy_kwh"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (energy - 1.0).abs() < 1e-6,
+        "one kWh between the readings: {energy}"
+    );
+    let window_names: Vec<&str> = report["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(window_names, vec!["24h", "7d"]);
+    let (_, short) = get(&format!("{meter}?hours=2")).await;
+    assert_eq!(short["hourly"].as_array().unwrap().len(), 2);
+    let (status, body) = get(&format!("{meter}?hours=0")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid hours '0'")
+    );
+    let (status, _) = get(&format!("{}/api/meters/south/nobody", daemon.http)).await;
+    assert_eq!(status, 404, "unknown meter");
+
     let bad = [
         ("severity=urgent", "invalid severity 'urgent'"),
         ("status=closed", "invalid status 'closed'"),
@@ -541,6 +579,7 @@ async fn openapi_lists_every_route() {
     let expected = [
         "GET /api/alerts",
         "GET /api/alerts/{id}",
+        "GET /api/meters/{region}/{meter}",
         "GET /api/openapi.json",
         "GET /api/rejected",
         "GET /api/webhooks",
@@ -559,7 +598,11 @@ async fn openapi_lists_every_route() {
     // come in alphabetical order, so the alert is acknowledged before it is resolved.
     let methods = ["GET", "POST", "PUT", "PATCH", "DELETE"];
     for (path, item) in paths {
-        let url = format!("{}{}", daemon.http, path.replace("{id}", &id));
+        let filled = path
+            .replace("{id}", &id)
+            .replace("{region}", "south")
+            .replace("{meter}", "m1");
+        let url = format!("{}{filled}", daemon.http);
         for method in methods {
             let documented = item.get(method.to_lowercase().as_str()).is_some();
             let body = if path.ends_with("retry") {

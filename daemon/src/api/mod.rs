@@ -10,11 +10,13 @@
 //! |---|---|
 //! | `alerts.rs` | `/api/alerts`, `/api/alerts/{id}` and its actions |
 //! | `webhooks.rs` | `/api/webhooks`, dead letters and their requeue |
+//! | `meters.rs` | `/api/meters/{region}/{meter}` |
 //! | `client.rs` | the `gridwatch alerts` and `gridwatch status` commands over this API |
 
 pub mod alerts;
 pub mod auth;
 pub mod client;
+pub mod meters;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ use utoipa_axum::routes;
 use crate::config::{ApiTokenConfig, WebhookConfig};
 use crate::delivery::DeliveryNotifier;
 use crate::metrics::Metrics;
+use crate::pipeline::MeterView;
+use crate::state::StateModel;
 use crate::store::{RejectedMessage, Store, StoreError};
 
 /// Largest page the listing endpoints return.
@@ -58,6 +62,10 @@ pub struct ApiState {
     pub webhooks: Arc<Vec<WebhookConfig>>,
     /// Wakes the delivery task after an action queues webhook events.
     pub delivery: DeliveryNotifier,
+    /// Meter states held by the pipeline.
+    pub meters: MeterView,
+    /// The state model, for window statistics and the hourly history length.
+    pub state_model: Arc<StateModel>,
 }
 
 /// Error body of every `/api/` route.
@@ -162,6 +170,7 @@ fn now_ms() -> i64 {
     tags(
         (name = "alerts", description = "Alerts raised by rules and plugins"),
         (name = "webhooks", description = "Webhook endpoints, outbox and dead letters"),
+        (name = "meters", description = "Meter state and hourly energy"),
         (name = "service", description = "Health, metrics, rejected messages and this document"),
     )
 )]
@@ -191,6 +200,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(webhooks::list_webhooks))
         .routes(routes!(webhooks::list_dead_letters))
         .routes(routes!(webhooks::retry_dead_letters))
+        .routes(routes!(meters::get_meter))
         .routes(routes!(rejected))
         .routes(routes!(openapi_json))
 }

@@ -68,6 +68,11 @@ fn state(dir: &std::path::Path) -> ApiState {
         ]),
         webhooks: Arc::new(Vec::new()),
         delivery: DeliveryNotifier::default(),
+        meters: MeterView::default(),
+        state_model: Arc::new(StateModel::new(
+            &crate::config::StateConfig::default(),
+            10_000.0,
+        )),
     }
 }
 
@@ -87,9 +92,14 @@ async fn router_serves_exactly_documented_methods() {
     let client = reqwest::Client::new();
     let documented = documented_routes();
     let id = ulid::Ulid::new().to_string();
+    let fill = |path: &str| {
+        path.replace("{id}", &id)
+            .replace("{region}", "south")
+            .replace("{meter}", "m1")
+    };
     let paths: std::collections::BTreeSet<&String> = documented.iter().map(|(_, p)| p).collect();
     for path in paths {
-        let url = format!("{base}{}", path.replace("{id}", &id));
+        let url = format!("{base}{}", fill(path));
         for method in METHODS {
             let response = client
                 .request(method.parse().unwrap(), &url)
@@ -103,9 +113,10 @@ async fn router_serves_exactly_documented_methods() {
             let is_documented = documented.contains(&(method.to_owned(), path.clone()));
             if is_documented {
                 assert_ne!(status, 405, "{method} {path} is documented but not served");
-                let unknown_alert = path.contains("{id}");
+                // The store is empty, so alert and meter routes return 404 for their ids.
+                let unknown_id = path.contains('{');
                 assert!(
-                    status != 404 || unknown_alert,
+                    status != 404 || unknown_id,
                     "{method} {path} is documented but returned 404"
                 );
             } else {
