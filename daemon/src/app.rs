@@ -110,6 +110,8 @@ pub async fn run(
         delivery: deliverer.notifier(),
         meters: pipeline.meter_view(),
         state_model,
+        rules: Some(rules.clone()),
+        plugins: Some(plugins.clone()),
     };
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, api_state, async move {

@@ -582,6 +582,7 @@ async fn openapi_lists_every_route() {
         "GET /api/meters/{region}/{meter}",
         "GET /api/openapi.json",
         "GET /api/rejected",
+        "GET /api/status",
         "GET /api/webhooks",
         "GET /api/webhooks/dead-letters",
         "GET /healthz",
@@ -745,4 +746,71 @@ async fn cli_lists_shows_and_acts_on_alerts() {
     let summary: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(summary["broker_connected"], true);
     assert_eq!(summary["meters"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_rules_and_reloads() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_with_rule(&broker, dir.path(), "");
+    let url = format!("{}/api/status", daemon.http);
+
+    let (status, report) = get(&url).await;
+    assert_eq!(status, 200, "{report}");
+    let rules = &report["rules"];
+    assert_eq!(rules["generation"], 1);
+    assert_eq!(rules["stale"], false);
+    assert!(rules["last_reload"].is_null(), "no reload yet: {rules}");
+    let files = rules["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{rules}");
+    assert_eq!(files[0]["rule"], "common/test.rhai");
+    let expected_hash: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(TEST_RULE.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(files[0]["content_hash"], expected_hash.as_str());
+    assert_eq!(report["plugins"]["loaded"].as_array().unwrap().len(), 0);
+    assert_eq!(report["plugins"]["last_reload"]["succeeded"], true);
+
+    let broken = dir.path().join("rules/common/broken.rhai");
+    std::fs::write(&broken, "fn on_reading(reading, meter) {\n").unwrap();
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (_, report) = get(&url).await;
+        last = report["rules"].clone();
+        if !last["last_reload"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["last_reload"]["succeeded"], false, "{last}");
+    let problems = last["last_reload"]["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("broken.rhai")),
+        "{last}"
+    );
+    assert_eq!(last["stale"], true);
+    // The watcher may reload more than once for one write, so count at least one failure.
+    assert!(last["reloads"]["failure"].as_u64().unwrap() >= 1, "{last}");
+    assert_eq!(last["generation"], 1, "the previous set stays active");
+    assert_eq!(last["files"].as_array().unwrap().len(), 1);
+
+    std::fs::remove_file(&broken).unwrap();
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (_, report) = get(&url).await;
+        last = report["rules"].clone();
+        if last["generation"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["generation"], 2, "{last}");
+    assert_eq!(last["stale"], false);
+    assert_eq!(last["last_reload"]["succeeded"], true);
 }

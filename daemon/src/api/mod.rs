@@ -11,12 +11,14 @@
 //! | `alerts.rs` | `/api/alerts`, `/api/alerts/{id}` and its actions |
 //! | `webhooks.rs` | `/api/webhooks`, dead letters and their requeue |
 //! | `meters.rs` | `/api/meters/{region}/{meter}` |
+//! | `status.rs` | `/api/status`: rule files and plugins |
 //! | `client.rs` | the `gridwatch alerts` and `gridwatch status` commands over this API |
 
 pub mod alerts;
 pub mod auth;
 pub mod client;
 pub mod meters;
+pub mod status;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -40,6 +42,8 @@ use crate::config::{ApiTokenConfig, WebhookConfig};
 use crate::delivery::DeliveryNotifier;
 use crate::metrics::Metrics;
 use crate::pipeline::MeterView;
+use crate::plugins::PluginHost;
+use crate::rules::RuleEngine;
 use crate::state::StateModel;
 use crate::store::{RejectedMessage, Store, StoreError};
 
@@ -66,6 +70,10 @@ pub struct ApiState {
     pub meters: MeterView,
     /// The state model, for window statistics and the hourly history length.
     pub state_model: Arc<StateModel>,
+    /// The rule engine, for `/api/status`; `None` leaves its `rules` out.
+    pub rules: Option<Arc<RuleEngine>>,
+    /// The plugin host, for `/api/status`; `None` leaves its `plugins` out.
+    pub plugins: Option<Arc<PluginHost>>,
 }
 
 /// Error body of every `/api/` route.
@@ -201,6 +209,7 @@ fn api_routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(webhooks::list_dead_letters))
         .routes(routes!(webhooks::retry_dead_letters))
         .routes(routes!(meters::get_meter))
+        .routes(routes!(status::get_status))
         .routes(routes!(rejected))
         .routes(routes!(openapi_json))
 }

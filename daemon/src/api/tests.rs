@@ -69,6 +69,8 @@ fn state(dir: &std::path::Path) -> ApiState {
         webhooks: Arc::new(Vec::new()),
         delivery: DeliveryNotifier::default(),
         meters: MeterView::default(),
+        rules: None,
+        plugins: None,
         state_model: Arc::new(StateModel::new(
             &crate::config::StateConfig::default(),
             10_000.0,
