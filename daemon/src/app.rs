@@ -86,19 +86,11 @@ pub async fn run(
     tracing::info!(addr = %http_addr, "HTTP endpoint listening");
     on_listening(http_addr);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let api_state = ApiState {
-        store: store.clone(),
-        metrics: metrics.clone(),
-        api_token: config.http.api_token.clone(),
-    };
-    let mut api_stop = stop_rx.clone();
-    let api_task = tokio::spawn(api::serve(listener, api_state, async move {
-        let _ = api_stop.wait_for(|stop| *stop).await;
-    }));
 
     let options = ingest::options(&config.mqtt)?;
     let (message_tx, message_rx) = mpsc::channel(config.mqtt.queue_capacity);
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let state_model = Arc::new(model.clone());
     let mut pipeline = Pipeline::new(
         decoders,
         model,
@@ -110,6 +102,21 @@ pub async fn run(
     .with_plugins(plugins.clone());
     let notify = deliverer.clone();
     pipeline.on_commit(move || notify.notify());
+    let api_state = ApiState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        tokens: Arc::new(config.http.all_tokens()),
+        webhooks: Arc::new(config.webhooks.clone()),
+        delivery: deliverer.notifier(),
+        meters: pipeline.meter_view(),
+        state_model,
+        rules: Some(rules.clone()),
+        plugins: Some(plugins.clone()),
+    };
+    let mut api_stop = stop_rx.clone();
+    let api_task = tokio::spawn(api::serve(listener, api_state, async move {
+        let _ = api_stop.wait_for(|stop| *stop).await;
+    }));
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
         // Plugins run on this thread: their wasm stack (at most 1 MiB) comes out of it.

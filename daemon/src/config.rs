@@ -473,9 +473,12 @@ impl Default for StoreConfig {
 pub struct HttpConfig {
     /// Listen address; loopback unless set otherwise.
     pub listen: SocketAddr,
-    /// Bearer token required by every route under `/api/`; empty disables those routes.
-    /// `/healthz` and `/metrics` need no token.
+    /// Bearer token with write scope, named `api`; empty sets none. `/healthz` and `/metrics`
+    /// need no token, and the routes under `/api/` are disabled while no token is set here or
+    /// in `tokens`.
     pub api_token: Secret,
+    /// Named bearer tokens for the routes under `/api/`, each with its scope.
+    pub tokens: Vec<ApiTokenConfig>,
 }
 
 impl Default for HttpConfig {
@@ -483,6 +486,97 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             api_token: Secret::default(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// Name of the token that `http.api_token` defines.
+pub const API_TOKEN_NAME: &str = "api";
+
+/// One bearer token of the HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// Name recorded with every alert action taken with this token.
+    pub name: String,
+    /// The bearer token itself.
+    pub token: Secret,
+    /// Scope: the routes the token may call.
+    #[serde(default)]
+    pub scope: TokenScope,
+}
+
+/// Scope of an API token. Write includes read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// The `GET` routes.
+    #[default]
+    Read,
+    /// Every route, including those that change alerts and requeue dead letters.
+    Write,
+}
+
+impl TokenScope {
+    /// Returns the name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Read => "read",
+            TokenScope::Write => "write",
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Returns every API token: `api_token` as `api` with write scope when set, then `tokens`.
+    pub fn all_tokens(&self) -> Vec<ApiTokenConfig> {
+        let mut all = Vec::with_capacity(self.tokens.len() + 1);
+        if !self.api_token.is_empty() {
+            all.push(ApiTokenConfig {
+                name: API_TOKEN_NAME.to_owned(),
+                token: self.api_token.clone(),
+                scope: TokenScope::Write,
+            });
+        }
+        all.extend(self.tokens.iter().cloned());
+        all
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        let all = self.all_tokens();
+        for (i, entry) in self.tokens.iter().enumerate() {
+            let at = format!("http.tokens[{i}]");
+            let valid_name = !entry.name.is_empty()
+                && entry
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid_name {
+                problems.push(format!(
+                    "{at}.name: invalid name '{}', expected letters, digits, '-', '_' or '.'",
+                    entry.name
+                ));
+            }
+            if entry.token.is_empty() {
+                problems.push(format!("{at}.token: must not be empty"));
+            }
+        }
+        for (i, entry) in all.iter().enumerate() {
+            let earlier = &all[..i];
+            if earlier.iter().any(|other| other.name == entry.name) {
+                problems.push(format!(
+                    "http.tokens: duplicate token name '{}' (http.api_token is named '{}')",
+                    entry.name, API_TOKEN_NAME
+                ));
+            }
+            if !entry.token.is_empty() && earlier.iter().any(|other| other.token == entry.token) {
+                problems.push(format!(
+                    "http.tokens: token '{}' has the same value as an earlier token, expected \
+                     a distinct value per name (value hidden)",
+                    entry.name
+                ));
+            }
         }
     }
 }
@@ -828,6 +922,7 @@ impl Config {
     fn validate(&self, problems: &mut Vec<String>) {
         self.validate_mqtt(problems);
         self.validate_state(problems);
+        self.http.validate(problems);
         let decode = &self.decode;
         for (key, value) in [
             ("decode.max_power_kw", decode.max_power_kw),
@@ -1139,10 +1234,16 @@ fn deserialize_at<T: for<'de> Deserialize<'de>>(
             format!("{prefix}.{inner}")
         };
         let leaf = path.rsplit('.').next().unwrap_or_default();
-        if matches!(leaf, "password" | "secret") {
+        let message = e.inner().to_string();
+        if matches!(leaf, "password" | "secret" | "api_token" | "token") {
             format!("{path}: invalid value, expected a string (value hidden)")
+        } else if leaf.starts_with("tokens") && message.contains('"') {
+            // A token written in place of a table would be quoted by serde's message.
+            format!(
+                "{path}: invalid value, expected tables with name, token and scope (value hidden)"
+            )
         } else {
-            format!("{path}: {}", e.inner())
+            format!("{path}: {message}")
         }
     })
 }
@@ -1238,6 +1339,75 @@ mod tests {
         let joined = Config::parse(text).unwrap_err().join("\n");
         assert!(joined.contains("mqtt.password"), "{joined}");
         assert!(!joined.contains("123456789"), "secret echoed: {joined}");
+    }
+
+    #[test]
+    fn api_tokens_combine_with_scopes() {
+        let text = r#"
+            [http]
+            api_token = "admin-value"
+            [[http.tokens]]
+            name = "dashboard"
+            token = "dashboard-value"
+            [[http.tokens]]
+            name = "oncall"
+            token = "oncall-value"
+            scope = "write"
+        "#;
+        let config = Config::parse(text).unwrap();
+        let tokens = config.http.all_tokens();
+        let summary: Vec<(&str, TokenScope)> =
+            tokens.iter().map(|t| (t.name.as_str(), t.scope)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (API_TOKEN_NAME, TokenScope::Write),
+                ("dashboard", TokenScope::Read),
+                ("oncall", TokenScope::Write),
+            ]
+        );
+        assert!(!config.redacted().contains("dashboard-value"));
+    }
+
+    #[test]
+    fn api_token_problems_hide_values() {
+        let text = r#"
+            [http]
+            api_token = "same-value"
+            [[http.tokens]]
+            name = "api"
+            token = "same-value"
+            [[http.tokens]]
+            name = "bad name"
+            token = ""
+            scope = "admin"
+        "#;
+        let joined = Config::parse(text).unwrap_err().join("\n");
+        assert!(joined.contains("http.tokens[1].scope"), "{joined}");
+        let text = r#"
+            [http]
+            api_token = "same-value"
+            [[http.tokens]]
+            name = "api"
+            token = "same-value"
+            [[http.tokens]]
+            name = "bad name"
+            token = ""
+        "#;
+        let joined = Config::parse(text).unwrap_err().join("\n");
+        for expected in [
+            "duplicate token name 'api'",
+            "same value as an earlier token",
+            "http.tokens[1].name: invalid name 'bad name'",
+            "http.tokens[1].token: must not be empty",
+        ] {
+            assert!(joined.contains(expected), "no '{expected}' in: {joined}");
+        }
+        assert!(!joined.contains("same-value"), "token echoed: {joined}");
+        let joined = Config::parse("[http]\ntokens = [\"secret-value\"]\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(!joined.contains("secret-value"), "token echoed: {joined}");
     }
 
     #[test]

@@ -36,6 +36,11 @@ enum Command {
     /// Lists and requeues dead-lettered webhook deliveries and enables disabled webhooks; the
     /// daemon must be stopped.
     Webhooks(gridwatch::delivery::admin::WebhooksArgs),
+    /// Lists, shows, acknowledges and resolves alerts through the running daemon's HTTP API.
+    Alerts(gridwatch::api::client::AlertsArgs),
+    /// Shows the running daemon's broker connection, store health, meters held, outbox depth,
+    /// dead letters and webhooks, from /healthz, /metrics and the HTTP API.
+    Status(gridwatch::api::client::StatusArgs),
     /// Inspects a WebAssembly detector plugin or tests it on recorded messages.
     Plugin(gridwatch::plugins::tool::PluginArgs),
     /// Shows what sample messages become with a device format or a Rhai decoder script.
@@ -81,6 +86,20 @@ fn main() -> ExitCode {
             Err(error) => fail(&error),
         },
         Command::Webhooks(args) => webhooks(&args),
+        Command::Alerts(args) => {
+            let mut out = std::io::stdout().lock();
+            match runtime.block_on(gridwatch::api::client::run_alerts(&args, &mut out)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
+        Command::Status(args) => {
+            let mut out = std::io::stdout().lock();
+            match runtime.block_on(gridwatch::api::client::run_status(&args, &mut out)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&error),
+            }
+        }
         Command::Plugin(args) => {
             let mut out = std::io::stdout().lock();
             match gridwatch::plugins::tool::run(&args, &mut out) {

@@ -57,7 +57,7 @@ pub fn daemon_config(
 /// Returns every stored alert from the daemon's API.
 pub async fn alerts(daemon: &Daemon) -> Vec<serde_json::Value> {
     let alerts = get_json(&format!("{}/api/alerts?limit=1000", daemon.http)).await;
-    alerts.as_array().expect("alerts array").clone()
+    alerts["alerts"].as_array().expect("alerts array").clone()
 }
 
 /// Returns the probe alert count of each meter, by `region/meter`.

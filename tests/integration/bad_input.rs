@@ -147,7 +147,7 @@ async fn bad_inputs_rejected_and_kept() {
     }
 
     let alerts = get_json(&format!("{}/api/alerts", daemon.http)).await;
-    let tamper = alerts
+    let tamper = alerts["alerts"]
         .as_array()
         .unwrap()
         .iter()

@@ -72,7 +72,7 @@ async fn rigged_meters_get_one_mining_alert_each() {
     wait_until_processed(&daemon).await;
 
     let alerts = get_json(&format!("{}/api/alerts?limit=1000", daemon.http)).await;
-    let alerts = alerts.as_array().expect("alerts array");
+    let alerts = alerts["alerts"].as_array().expect("alerts array");
     let mining: Vec<_> = alerts.iter().filter(|a| a["kind"] == "mining").collect();
     let mut per_meter: HashMap<(String, String), usize> = HashMap::new();
     for alert in &mining {

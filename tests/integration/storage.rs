@@ -110,7 +110,7 @@ async fn full_disk_pauses_and_resumes() {
     wait_until_processed(&daemon).await;
 
     let alerts = get_json(&format!("{}/api/alerts?limit=1000", daemon.http)).await;
-    let tamper = alerts
+    let tamper = alerts["alerts"]
         .as_array()
         .unwrap()
         .iter()
@@ -367,7 +367,7 @@ async fn read_only_disk_pauses_and_resumes() {
     wait_broker_stored(broker.port, 0, baseline + 100, Duration::from_secs(30)).await;
 
     let alerts = get_json(&format!("{}/api/alerts?limit=1000", daemon.http)).await;
-    let tamper: Vec<&serde_json::Value> = alerts
+    let tamper: Vec<&serde_json::Value> = alerts["alerts"]
         .as_array()
         .unwrap()
         .iter()

@@ -425,7 +425,7 @@ pub fn flat_load(meter: &str, first_hour: i64, hours: i64) -> Vec<(String, Vec<u
 /// Returns the number of stored mining alerts.
 pub async fn mining_alerts(daemon: &Daemon) -> usize {
     let alerts = get_json(&format!("{}/api/alerts", daemon.http)).await;
-    alerts
+    alerts["alerts"]
         .as_array()
         .unwrap()
         .iter()
@@ -484,7 +484,7 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
 /// Returns the alerts the daemon has stored.
 pub async fn alerts(daemon: &Daemon) -> Vec<serde_json::Value> {
     let alerts = get_json(&format!("{}/api/alerts?limit=1000", daemon.http)).await;
-    alerts.as_array().expect("alerts array").clone()
+    alerts["alerts"].as_array().expect("alerts array").clone()
 }
 
 /// Returns the number of messages held in the broker's message store, from its retained

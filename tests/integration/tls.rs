@@ -160,7 +160,7 @@ async fn wait_for_tamper_alert(daemon: &Daemon, meter: &str) {
     let start = std::time::Instant::now();
     loop {
         let alerts = get_json(&format!("{}/api/alerts", daemon.http)).await;
-        if alerts
+        if alerts["alerts"]
             .as_array()
             .unwrap()
             .iter()

@@ -6,7 +6,18 @@ use ulid::Ulid;
 
 /// Alert severity, ordered from lowest to highest.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -61,7 +72,7 @@ impl Severity {
 }
 
 /// Origin of an alert: the rule file and its content hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertSource {
     /// Rule file path relative to the rules folder, such as `common/mining.rhai`.
     pub rule: String,
@@ -85,7 +96,7 @@ pub struct AlertDraft {
 }
 
 /// Lifecycle state of an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
     /// Firing and not yet handled.
@@ -96,10 +107,65 @@ pub enum AlertStatus {
     Resolved,
 }
 
+impl AlertStatus {
+    /// Returns the lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    /// Parses a lowercase name.
+    ///
+    /// # Errors
+    /// Returns a message naming the value and the accepted names.
+    pub fn parse(text: &str) -> Result<AlertStatus, String> {
+        [
+            AlertStatus::Open,
+            AlertStatus::Acknowledged,
+            AlertStatus::Resolved,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| {
+            format!("invalid status '{text}', expected one of open, acknowledged, resolved")
+        })
+    }
+}
+
+/// Kind of operator action on an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// Set the status to acknowledged.
+    Acknowledge,
+    /// Set the status to resolved.
+    Resolve,
+    /// Added a comment and left the status as it was.
+    Comment,
+}
+
+/// One operator action on an alert, as recorded by the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertAction {
+    /// Kind of action.
+    pub action: ActionKind,
+    /// Name of the API token that did it.
+    pub by: String,
+    /// Time it was recorded, Unix milliseconds.
+    pub at_ms: i64,
+    /// Operator's comment; required for `comment`, optional otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
 /// A stored alert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
-    /// Time-ordered id.
+    /// Time-ordered id, a ULID.
+    #[schema(value_type = String, example = "01JNF4X8ZK2W6V9Q3T7R5M1C0D")]
     pub id: Ulid,
     /// Alert kind.
     pub kind: String,
@@ -112,6 +178,7 @@ pub struct Alert {
     /// Message of the latest firing.
     pub message: String,
     /// Evidence of the latest firing.
+    #[schema(value_type = Object)]
     pub evidence: Value,
     /// Rule that raised the latest firing.
     pub source: AlertSource,
@@ -123,9 +190,12 @@ pub struct Alert {
     pub count: u64,
     /// Lifecycle state.
     pub status: AlertStatus,
+    /// Operator actions, oldest first. Rows stored before actions existed decode with none.
+    #[serde(default)]
+    pub actions: Vec<AlertAction>,
 }
 
-/// What storing a draft did, which decides whether a notification is sent.
+/// A change to a stored alert, which decides whether a notification is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertChange {
     /// A new alert was opened.
@@ -134,6 +204,10 @@ pub enum AlertChange {
     Escalated,
     /// An open alert fired again at the same or a lower severity.
     Repeated,
+    /// An operator acknowledged an open alert.
+    Acknowledged,
+    /// An operator resolved an alert.
+    Resolved,
 }
 
 impl AlertChange {
@@ -143,6 +217,8 @@ impl AlertChange {
             AlertChange::Opened => Some("alert.opened"),
             AlertChange::Escalated => Some("alert.escalated"),
             AlertChange::Repeated => None,
+            AlertChange::Acknowledged => Some("alert.acknowledged"),
+            AlertChange::Resolved => Some("alert.resolved"),
         }
     }
 }
@@ -163,6 +239,7 @@ impl Alert {
             last_seen_ms: ts_ms,
             count: 1,
             status: AlertStatus::Open,
+            actions: Vec::new(),
         }
     }
 

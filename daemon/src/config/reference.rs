@@ -113,6 +113,11 @@ fn places() -> Vec<Place> {
             view: |c| format!("{:?}", c.http),
         },
         Place {
+            marker: "[[http.tokens]]",
+            wrap: |k| format!("[[http.tokens]]\nname = \"n\"\ntoken = \"t\"\n{k}"),
+            view: |c| format!("{:?}", c.http.tokens),
+        },
+        Place {
             marker: "[delivery]",
             wrap: |k| format!("[delivery]\n{k}"),
             view: |c| format!("{:?}", c.delivery),

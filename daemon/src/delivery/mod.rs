@@ -33,7 +33,8 @@ use crate::alerts::{Alert, AlertChange};
 use crate::config::WebhookConfig;
 use crate::store::outbox::Delivery;
 
-pub use worker::{Deliverer, MAX_CONCURRENT_REQUESTS};
+pub(crate) use worker::redact_url;
+pub use worker::{Deliverer, DeliveryNotifier, MAX_CONCURRENT_REQUESTS};
 
 /// A payload that cannot be built.
 #[derive(Debug, thiserror::Error)]

@@ -58,6 +58,7 @@ fn alert(region: &str, kind: &str, severity: Severity) -> Alert {
         last_seen_ms: 1_700_000_000_000,
         count: 1,
         status: AlertStatus::Open,
+        actions: Vec::new(),
     }
 }
 

@@ -62,6 +62,12 @@ impl Deliverer {
         self.notify.notify_one();
     }
 
+    /// Returns a handle that wakes the task like [`Deliverer::notify`], for components that
+    /// commit deliveries but must not keep the deliverer alive.
+    pub fn notifier(&self) -> DeliveryNotifier {
+        DeliveryNotifier(Some(self.notify.clone()))
+    }
+
     /// Stops taking new deliveries, waits for requests in flight (each bounded by
     /// `request_timeout_ms`), records their outcomes and ends the task.
     pub async fn shutdown(self) {
@@ -69,6 +75,19 @@ impl Deliverer {
         let _ = self.stop.send(true);
         if let Err(error) = self.task.await {
             tracing::error!(%error, "webhook delivery task failed");
+        }
+    }
+}
+
+/// Wakes the delivery task; see [`Deliverer::notifier`]. The default handle wakes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryNotifier(Option<Arc<Notify>>);
+
+impl DeliveryNotifier {
+    /// Wakes the task to look for due deliveries now.
+    pub fn notify(&self) {
+        if let Some(notify) = &self.0 {
+            notify.notify_one();
         }
     }
 }
@@ -492,7 +511,7 @@ fn with_attempts(pending: Pending, attempts: u32) -> Pending {
 /// Returns the URL without user info, query and fragment, which can hold credentials, for logs
 /// and the disabled-webhook record. The path is kept.
 // NOTE: some services put a token in the path (Slack incoming webhooks do), and it is kept.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Ok(mut parsed) = reqwest::Url::parse(url) else {
         return "<invalid URL>".to_owned();
     };

@@ -105,6 +105,7 @@ fn alert(meter: &str, kind: &str, first_seen_ms: i64, severity: Severity) -> Ale
         last_seen_ms: first_seen_ms,
         count: 1,
         status: AlertStatus::Open,
+        actions: Vec::new(),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::ingest::{Ack, Message};
 use crate::metrics::Metrics;
 use crate::plugins::{HistorySource, MeterRef, PluginBank, PluginHost, PluginStates};
 use crate::rules::RuleEngine;
-use crate::state::StateModel;
+use crate::state::{MeterState, StateModel};
 use crate::store::{AlertWrite, BatchWrite, RejectedMessage, Store, StoreError};
 
 use shard::{MeterMap, Shard, ShardContext, ShardOutput};
@@ -148,6 +148,13 @@ impl Pipeline {
     /// Sets a callback run after each commit, such as waking the webhook deliverer.
     pub fn on_commit(&mut self, callback: impl Fn() + Send + 'static) {
         self.on_commit = Some(Box::new(callback));
+    }
+
+    /// Returns a read-only handle on the meter states held in memory.
+    pub fn meter_view(&self) -> MeterView {
+        MeterView {
+            maps: self.shards.iter().map(|s| s.meters.clone()).collect(),
+        }
     }
 
     /// Returns the number of meters held in memory.
@@ -427,11 +434,31 @@ impl Pipeline {
             AlertChange::Opened => "opened",
             AlertChange::Escalated => "escalated",
             AlertChange::Repeated => "repeated",
+            AlertChange::Acknowledged => "acknowledged",
+            AlertChange::Resolved => "resolved",
         };
         Metrics::inc(&self.context.metrics.alerts, "change", label);
         if change != AlertChange::Repeated {
             tracing::info!(alert_id = %alert.id, meter = %alert.meter, region = %alert.region, kind = %alert.kind, severity = alert.severity.as_str(), change = label, "alert raised");
         }
+    }
+}
+
+/// Read access to the meter states in a [`Pipeline`]'s memory, for the HTTP API.
+#[derive(Clone, Default)]
+pub struct MeterView {
+    maps: Vec<MeterMap>,
+}
+
+impl MeterView {
+    /// Returns a copy of one meter's state, by `region/meter_id`, or `None` when the meter is not
+    /// held in memory. The read lock is held only for the copy.
+    pub fn get(&self, key: &str) -> Option<MeterState> {
+        if self.maps.is_empty() {
+            return None;
+        }
+        let map = &self.maps[shard::shard_of(key, self.maps.len())];
+        map.read().get(key).cloned()
     }
 }
 

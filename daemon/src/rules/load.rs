@@ -110,6 +110,17 @@ impl RuleSet {
     pub fn region_count(&self) -> usize {
         self.regions.len()
     }
+
+    /// Returns the source of every rule file in the set, sorted by path.
+    pub fn sources(&self) -> Vec<AlertSource> {
+        let mut sources: Vec<AlertSource> = std::iter::once(&self.fallback)
+            .chain(self.regions.values())
+            .flat_map(|region| region.rules.iter().map(|rule| rule.source.clone()))
+            .collect();
+        sources.sort_by(|a, b| a.rule.cmp(&b.rule));
+        sources.dedup_by(|a, b| a.rule == b.rule);
+        sources
+    }
 }
 
 /// Reads the common folder and every region folder. Fails at once when the rules folder itself

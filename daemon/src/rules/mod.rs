@@ -107,6 +107,15 @@ fn format_problems(problems: &[RuleProblem]) -> String {
         .join("\n")
 }
 
+/// Outcome of the latest [`RuleEngine::reload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadRecord {
+    /// Time the reload finished, Unix milliseconds.
+    pub at_ms: i64,
+    /// Problems that kept the new set out, each as `path:line:col: message`; empty on success.
+    pub problems: Vec<String>,
+}
+
 /// The active rule set and what it needs to run and reload it.
 pub struct RuleEngine {
     config: RulesConfig,
@@ -115,6 +124,8 @@ pub struct RuleEngine {
     /// Serializes reloads so that generations increase in the order sets are built.
     reload_lock: Mutex<()>,
     error_log: ErrorLog,
+    /// Outcome of the latest reload; `None` until the first reload after start-up.
+    last_reload: Mutex<Option<ReloadRecord>>,
 }
 
 impl RuleEngine {
@@ -143,6 +154,7 @@ impl RuleEngine {
             active: ArcSwap::from_pointee(set),
             reload_lock: Mutex::new(()),
             error_log,
+            last_reload: Mutex::new(None),
         })
     }
 
@@ -182,16 +194,37 @@ impl RuleEngine {
                 Metrics::inc(&self.metrics.rule_reloads, "outcome", "success");
                 self.metrics.rules_stale.set(0);
                 self.active.store(Arc::new(set));
+                self.record_reload(Vec::new());
                 Ok(())
             }
             Err(problems) => {
                 self.report_failed_reload(&problems);
+                self.record_reload(problems.iter().map(ToString::to_string).collect());
                 Err(RuleSetError::Invalid {
                     dir: self.config.dir.clone(),
                     problems,
                 })
             }
         }
+    }
+
+    fn record_reload(&self, problems: Vec<String>) {
+        let at_ms = chrono::Utc::now().timestamp_millis();
+        let record = ReloadRecord { at_ms, problems };
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+    }
+
+    /// Returns the outcome of the latest reload, or `None` when none ran since start-up.
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Returns the path and content hash of every rule file in the active set, sorted by path.
+    pub fn sources(&self) -> Vec<crate::alerts::AlertSource> {
+        self.active.load().sources()
     }
 
     fn report_failed_reload(&self, problems: &[RuleProblem]) {

@@ -128,6 +128,20 @@ impl StateModel {
         }
     }
 
+    /// Computes the statistics of every configured window of `state`, in configuration order.
+    pub fn window_stats(&self, state: &MeterState) -> Vec<(String, WindowStats)> {
+        self.windows
+            .iter()
+            .map(|(name, _)| name.clone())
+            .zip(state.history.stats_for(&self.window_hours, self.night))
+            .collect()
+    }
+
+    /// Returns the hours of hourly history kept per meter: the longest window.
+    pub fn capacity_hours(&self) -> u32 {
+        self.capacity_hours
+    }
+
     /// Creates the state of a meter never seen before.
     pub fn new_state(&self) -> MeterState {
         MeterState {

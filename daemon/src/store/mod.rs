@@ -5,7 +5,7 @@ mod alerts;
 pub mod outbox;
 mod rejected;
 
-pub use alerts::{AlertWrite, open_alert_key};
+pub use alerts::{ActionOutcome, AlertPage, AlertQuery, AlertWrite, open_alert_key};
 pub use rejected::RejectedMessage;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ use parking_lot::{RwLock, RwLockReadGuard};
 use redb::backends::InMemoryBackend;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::alerts::{Alert, AlertChange};
+use crate::alerts::{Alert, AlertAction, AlertChange};
 use crate::config::WebhookConfig;
 use crate::state::MeterState;
 
@@ -212,6 +212,22 @@ impl Store {
         self.db.read()
     }
 
+    /// Returns the database for a write outside the pipeline's batches.
+    ///
+    /// # Errors
+    /// Returns [`StoreError::Degraded`] while the file is not open, because the in-memory
+    /// stand-in would take the write and lose it.
+    pub fn db_for_write(&self) -> Result<RwLockReadGuard<'_, Database>, StoreError> {
+        let db = self.db.read();
+        // Checked under the guard: [`Store::recover`] sets the flag while it holds the lock.
+        if self.is_degraded() {
+            return Err(StoreError::Degraded {
+                path: self.path.clone(),
+            });
+        }
+        Ok(db)
+    }
+
     /// Loads a meter's stored state.
     ///
     /// # Errors
@@ -292,6 +308,47 @@ impl Store {
     /// Returns an error when the read fails.
     pub fn list_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
         alerts::list(&self.db.read(), limit)
+    }
+
+    /// Lists one page of the alerts that match `query`, newest id first.
+    ///
+    /// # Errors
+    /// Returns an error when the read fails or a row cannot be decoded.
+    pub fn list_alert_page(&self, query: &AlertQuery) -> Result<AlertPage, StoreError> {
+        alerts::list_page(&self.db.read(), query)
+    }
+
+    /// Loads one alert by id.
+    ///
+    /// # Errors
+    /// Returns an error when the read fails or the row cannot be decoded.
+    pub fn get_alert(&self, id: ulid::Ulid) -> Result<Option<Alert>, StoreError> {
+        alerts::get(&self.db.read(), id)
+    }
+
+    /// Records an operator action on an alert in its own transaction, with the webhook
+    /// deliveries of the status change it makes for `webhooks`. redb runs one write transaction
+    /// at a time, so this waits for a batch commit in progress and never interleaves with one.
+    ///
+    /// # Errors
+    /// Returns [`StoreError::Degraded`] while the file is not open, and an error when the
+    /// transaction fails; nothing is then stored.
+    pub fn record_alert_action(
+        &self,
+        id: ulid::Ulid,
+        action: AlertAction,
+        webhooks: &[WebhookConfig],
+        now_ms: i64,
+    ) -> Result<ActionOutcome, StoreError> {
+        let db = self.db_for_write()?;
+        let txn = db.begin_write()?;
+        let outcome = alerts::record_action(&txn, id, action, webhooks, now_ms)?;
+        if matches!(outcome, ActionOutcome::Applied(_)) {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(outcome)
     }
 
     /// Lists rejected messages, newest first.

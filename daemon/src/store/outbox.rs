@@ -13,7 +13,7 @@
 //!
 //! Records are a format version byte followed by the postcard encoding.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -561,6 +561,37 @@ pub fn depth(db: &Database) -> Result<Depth, StoreError> {
         dead_letters: txn.open_table(DEAD_LETTERS)?.len()?,
         unreadable: txn.open_table(OUTBOX_UNREADABLE)?.len()?,
     })
+}
+
+/// Record counts of one webhook, from [`webhook_counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookCounts {
+    /// Deliveries waiting in the outbox.
+    pub outbox: u64,
+    /// Deliveries in the dead-letter table.
+    pub dead_letters: u64,
+}
+
+/// Returns the outbox and dead-letter counts of every webhook that has either, by name.
+///
+/// # Errors
+/// Returns an error when the database cannot be read or a dead letter fails to decode.
+pub fn webhook_counts(db: &Database) -> Result<BTreeMap<String, WebhookCounts>, StoreError> {
+    let txn = db.begin_read()?;
+    let mut counts: BTreeMap<String, WebhookCounts> = BTreeMap::new();
+    for row in txn.open_table(OUTBOX_CHAINS)?.iter()? {
+        let (key, _) = row?;
+        let (webhook, _, _) = key.value();
+        counts.entry(webhook.to_owned()).or_default().outbox += 1;
+    }
+    for row in txn.open_table(DEAD_LETTERS)?.iter()? {
+        let letter: DeadLetter = decode(DEAD_LETTERS_NAME, row?.1.value())?;
+        counts
+            .entry(letter.delivery.webhook)
+            .or_default()
+            .dead_letters += 1;
+    }
+    Ok(counts)
 }
 
 /// Returns why `webhook` is disabled, or `None` when it is not. A record that fails to decode
