@@ -89,6 +89,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "gridwatch alerts: curl -H 'Authorization: Bearer {}' http://{http}/api/alerts",
         api_token.expose()
     );
+    println!("gridwatch console: http://{http}/console/ (enter the token above)");
 
     let published = replay(&args, broker_port).await?;
     println!("published {published} readings; waiting for alerts");

@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod decode;
 pub mod delivery;
 #[cfg(feature = "embedded-broker")]

@@ -7,6 +7,7 @@ mod backlog;
 mod bad_input;
 mod broker_restart;
 mod check;
+mod console;
 mod crash;
 mod detectors;
 mod devices;

@@ -243,6 +243,7 @@ pub fn router(state: ApiState) -> Router {
     router
         .layer(Extension(OpenApiJson(Arc::new(document))))
         .with_state(state)
+        .merge(crate::console::router())
 }
 
 /// The OpenAPI document as JSON text, shared by the requests.
