@@ -6,6 +6,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// A counter of seconds.
+pub type SecondsCounter = Counter<f64, std::sync::atomic::AtomicU64>;
+
 type Labels = Vec<(&'static str, String)>;
 
 /// Every metric the daemon exports. Counters get the `_total` suffix when encoded.
@@ -21,6 +24,10 @@ pub struct Metrics {
     pub register_intervals: Family<Labels, Counter>,
     /// Rule failures, by `rule` and `error` (operations, call_depth, string_size, runtime, ...).
     pub rule_errors: Family<Labels, Counter>,
+    /// Calls of a rule's `on_reading`, by `rule`.
+    pub rule_evaluations: Family<Labels, Counter>,
+    /// Time spent in a rule's `on_reading`, by `rule`.
+    pub rule_evaluation_seconds: Family<Labels, SecondsCounter>,
     /// Rule set reloads, by `outcome` (success, failure).
     pub rule_reloads: Family<Labels, Counter>,
     /// 1 when the active rule set is older than the files on disk because the last reload failed.
@@ -70,6 +77,9 @@ pub struct Metrics {
     /// Failed plugin calls, by `plugin` and `cause` (fuel, deadline, memory, stack, output,
     /// state, trap, instantiate), and dropped findings under `cause="invalid_finding"`.
     pub plugin_failures: Family<Labels, Counter>,
+    /// Time spent in a plugin's detect calls, by `plugin`: converting the batch, the call
+    /// itself and reading the findings.
+    pub plugin_call_seconds: Family<Labels, SecondsCounter>,
     /// 1 while a plugin is quarantined after repeated failures, by `plugin`.
     pub plugin_quarantined: Family<Labels, Gauge>,
     /// Times a plugin entered quarantine, by `plugin`.
@@ -93,6 +103,8 @@ impl Metrics {
             readings_rejected: Family::default(),
             register_intervals: Family::default(),
             rule_errors: Family::default(),
+            rule_evaluations: Family::default(),
+            rule_evaluation_seconds: Family::default(),
             rule_reloads: Family::default(),
             rules_stale: Gauge::default(),
             messages_decoded: Family::default(),
@@ -115,6 +127,7 @@ impl Metrics {
             plugin_readings: Family::default(),
             plugin_findings: Family::default(),
             plugin_failures: Family::default(),
+            plugin_call_seconds: Family::default(),
             plugin_quarantined: Family::default(),
             plugin_quarantines: Family::default(),
         };
@@ -143,6 +156,16 @@ impl Metrics {
             "rule_errors",
             "Rule failures, by rule and error",
             m.rule_errors.clone(),
+        );
+        r.register(
+            "rule_evaluations",
+            "Calls of a rule's on_reading, by rule",
+            m.rule_evaluations.clone(),
+        );
+        r.register(
+            "rule_evaluation_seconds",
+            "Time spent in a rule's on_reading, by rule",
+            m.rule_evaluation_seconds.clone(),
         );
         r.register(
             "rule_reloads",
@@ -239,6 +262,11 @@ impl Metrics {
             "plugin_failures",
             "Failed plugin calls, by plugin and cause",
             m.plugin_failures.clone(),
+        );
+        r.register(
+            "plugin_call_seconds",
+            "Time spent in a plugin's detect calls, by plugin",
+            m.plugin_call_seconds.clone(),
         );
         r.register(
             "plugin_quarantined",

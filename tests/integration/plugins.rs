@@ -334,6 +334,11 @@ async fn rules_read_regional_scores() {
     let text = get_text(&format!("{}/metrics", daemon.http)).await;
     let readings = metric(&text, "gridwatch_plugin_readings_total{plugin=\"scorer\"}");
     assert_eq!(readings, Some(6.0), "east is not enabled: {text}");
+    let seconds = metric(
+        &text,
+        "gridwatch_plugin_call_seconds_total{plugin=\"scorer\"}",
+    );
+    assert!(seconds.is_some_and(|s| s > 0.0), "call time: {text}");
 }
 
 fn gridwatch(args: &[&str]) -> (bool, String, String) {

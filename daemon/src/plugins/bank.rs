@@ -148,8 +148,14 @@ impl PluginBank {
                     .plugin_readings
                     .get_or_create(&labels)
                     .inc_by(part_positions.len() as u64);
+                let started = Instant::now();
                 let batch = convert::batch(items, part_positions, runner.name(), &earlier);
-                let findings = match runner.detect(&host.engine, &self.metrics, batch) {
+                let result = runner.detect(&host.engine, &self.metrics, batch);
+                self.metrics
+                    .plugin_call_seconds
+                    .get_or_create(&labels)
+                    .inc_by(started.elapsed().as_secs_f64());
+                let findings = match result {
                     Ok(findings) => findings,
                     Err(failure) => {
                         found.failures.push((runner.name().to_owned(), failure));

@@ -45,6 +45,15 @@ pub(super) struct CompiledRule {
     /// Attached to every alert the rule raises.
     pub source: AlertSource,
     pub ast: AST,
+    /// Counters of calls and time, taken from the metrics on the first call.
+    pub timing: std::sync::OnceLock<RuleTiming>,
+}
+
+/// A rule's evaluation counters, cloned from the metrics families so that a call updates them
+/// without a label lookup.
+pub(super) struct RuleTiming {
+    pub calls: prometheus_client::metrics::counter::Counter,
+    pub seconds: crate::metrics::SecondsCounter,
 }
 
 /// A rule file read and parsed, before it is optimized for a region.
@@ -359,6 +368,7 @@ impl Compiler<'_> {
                 name: file.name.clone(),
                 source,
                 ast,
+                timing: std::sync::OnceLock::new(),
             });
         }
         RegionRules { engine, rules }

@@ -10,7 +10,7 @@ use tracing::warn;
 use super::RuleEngine;
 use super::alert;
 use super::api::{MeterValue, ReadingValue};
-use super::load::{CompiledRule, ENTRY_POINT, RegionRules};
+use super::load::{CompiledRule, ENTRY_POINT, RegionRules, RuleTiming};
 use crate::alerts::AlertDraft;
 use crate::decode::Reading;
 use crate::state::MeterSnapshot;
@@ -113,6 +113,7 @@ fn call_rule(
     alert::begin_call(&rule.name, limit);
     // Top-level statements of a rule file are not run per reading, only `on_reading`.
     let options = CallFnOptions::new().eval_ast(false).rewind_scope(false);
+    let started = Instant::now();
     let result = region.engine.call_fn_with_options::<Dynamic>(
         options,
         &mut Scope::new(),
@@ -120,6 +121,23 @@ fn call_rule(
         ENTRY_POINT,
         (reading.clone(), meter.clone()),
     );
+    let timing = rule.timing.get_or_init(|| {
+        let labels = vec![("rule", rule.name.to_string())];
+        RuleTiming {
+            calls: engine
+                .metrics
+                .rule_evaluations
+                .get_or_create(&labels)
+                .clone(),
+            seconds: engine
+                .metrics
+                .rule_evaluation_seconds
+                .get_or_create(&labels)
+                .clone(),
+        }
+    });
+    timing.calls.inc();
+    timing.seconds.inc_by(started.elapsed().as_secs_f64());
     let outcome = alert::end_call();
 
     if let Err(error) = result {

@@ -1118,3 +1118,33 @@ fn rule_file_outside_folder_is_reported() {
         problems[0]
     );
 }
+
+#[test]
+fn evaluations_are_counted_and_timed_per_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "common/first.rhai", &constant_rule("first"));
+    write(
+        dir.path(),
+        "common/slow.rhai",
+        "fn on_reading(reading, meter) { let sum = 0; for i in 0..2000 { sum += i; } }\n",
+    );
+    let (engine, metrics) = load(temp_config(dir.path()));
+    for _ in 0..3 {
+        engine.evaluate(&reading("south"), &snapshot("south", week_stats(RIG_KW)));
+    }
+
+    for rule in ["common/first.rhai", "common/slow.rhai"] {
+        let labels = vec![("rule", rule.to_owned())];
+        let calls = metrics.rule_evaluations.get_or_create(&labels).get();
+        assert_eq!(calls, 3, "evaluations of {rule}");
+    }
+    let seconds = |rule: &str| {
+        let labels = vec![("rule", rule.to_owned())];
+        metrics.rule_evaluation_seconds.get_or_create(&labels).get()
+    };
+    assert!(seconds("common/first.rhai") > 0.0);
+    assert!(
+        seconds("common/slow.rhai") > seconds("common/first.rhai"),
+        "a loop of 2,000 steps takes longer than one alert call"
+    );
+}
