@@ -85,7 +85,8 @@ fn decode(bytes: &[u8]) -> Result<Alert, StoreError> {
     })
 }
 
-/// Filters and position of one page of [`list_page`]. Every filter that is set must match.
+/// Filters and position of one page of [`super::Store::list_alert_page`]. Every filter that is
+/// set must match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertQuery {
     /// Exact status.
@@ -180,7 +181,7 @@ pub(super) fn get(db: &Database, id: Ulid) -> Result<Option<Alert>, StoreError> 
         .transpose()
 }
 
-/// Result of [`record_action`].
+/// Result of [`super::Store::record_alert_action`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionOutcome {
     /// The action was stored; the alert as it is now.
