@@ -738,6 +738,7 @@ async fn cli_lists_shows_and_acts_on_alerts() {
         "meters held        2",
         "outbox depth       0",
         "dead letters       0",
+        "rule files         1 (generation 1, last reload none since start-up)",
     ] {
         assert!(status.contains(expected), "no '{expected}' in:\n{status}");
     }

@@ -547,7 +547,8 @@ pub async fn run_status(args: &StatusArgs, out: &mut dyn Write) -> Result<(), Cl
     print_status(&summary, out)
 }
 
-/// Reads `/healthz`, `/metrics` and, with a token, `/api/webhooks` into one JSON summary.
+/// Reads `/healthz`, `/metrics` and, with a token, `/api/webhooks` and `/api/status` into one
+/// JSON summary.
 async fn read_status(client: &Client) -> Result<Value, ClientError> {
     let (health_status, health_text, _) = client.send(Method::GET, "/healthz", None).await?;
     let (metrics_status, metrics, metrics_url) = client.send(Method::GET, "/metrics", None).await?;
@@ -560,9 +561,12 @@ async fn read_status(client: &Client) -> Result<Value, ClientError> {
         });
     }
 
-    let webhooks = match client.token {
-        Some(_) => Some(client.json(Method::GET, "/api/webhooks", None).await?),
-        None => None,
+    let (webhooks, status) = match client.token {
+        Some(_) => (
+            Some(client.json(Method::GET, "/api/webhooks", None).await?),
+            Some(client.json(Method::GET, "/api/status", None).await?),
+        ),
+        None => (None, None),
     };
     let value = |name: &str| metric(&metrics, name).map(|v| v as i64);
     Ok(json!({
@@ -577,6 +581,8 @@ async fn read_status(client: &Client) -> Result<Value, ClientError> {
         "dead_letters": value("gridwatch_dead_letters"),
         "plugins_loaded": value("gridwatch_plugins_loaded"),
         "webhooks": webhooks.map(|w| w["webhooks"].clone()),
+        "rules": status.as_ref().map(|s| s["rules"].clone()),
+        "plugins": status.as_ref().map(|s| s["plugins"].clone()),
     }))
 }
 
@@ -606,6 +612,23 @@ fn print_status(summary: &Value, out: &mut dyn Write) -> Result<(), ClientError>
         ("plugins loaded", "plugins_loaded"),
     ] {
         writeln!(out, "{label:<18} {}", text(&summary[key]))?;
+    }
+    let rules = &summary["rules"];
+    if let Some(files) = rules["files"].as_array() {
+        let reload = match rules["last_reload"]["succeeded"].as_bool() {
+            None => "none since start-up".to_owned(),
+            Some(true) => "succeeded".to_owned(),
+            Some(false) => format!(
+                "failed, previous rules active: {}",
+                text(&rules["last_reload"]["problems"][0])
+            ),
+        };
+        writeln!(
+            out,
+            "rule files         {} (generation {}, last reload {reload})",
+            files.len(),
+            text(&rules["generation"])
+        )?;
     }
 
     let Some(list) = summary["webhooks"].as_array() else {

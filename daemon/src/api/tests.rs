@@ -168,3 +168,46 @@ impl JsonOrPanic for reqwest::Response {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("invalid JSON {e}: {text}"))
     }
 }
+
+/// Collects every `$ref` value in a JSON document.
+fn references(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                match (key.as_str(), item.as_str()) {
+                    ("$ref", Some(target)) => found.push(target.to_owned()),
+                    _ => references(item, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                references(item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn openapi_references_resolve() {
+    let document = serde_json::to_value(openapi()).unwrap();
+    let mut found = Vec::new();
+    references(&document, &mut found);
+    assert!(!found.is_empty(), "the document uses schema references");
+    for target in found {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected reference {target}"));
+        assert!(
+            document["components"]["schemas"].get(name).is_some(),
+            "{target} does not resolve"
+        );
+    }
+    assert_eq!(
+        document["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let ack = &document["paths"]["/api/alerts/{id}/ack"]["post"];
+    assert_eq!(ack["security"][0]["bearer"], serde_json::json!([]));
+}

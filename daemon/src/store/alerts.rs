@@ -58,7 +58,7 @@ pub(super) fn write_alerts(
             }
             _ => {
                 let alert = Alert::open(
-                    Ulid::new(),
+                    next_alert_id(),
                     write.draft,
                     &write.region,
                     &write.meter,
@@ -78,6 +78,17 @@ pub(super) fn write_alerts(
     Ok(changes)
 }
 
+/// Makes a new alert id. Ids increase within the process, even within one millisecond or when
+/// the clock steps back, so a new alert sorts above every alert already listed.
+fn next_alert_id() -> Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    // ulid 1.2.1 fails only when incrementing overflows the 80 random bits of an id, which
+    // needs an astronomical number of alerts opened in one millisecond.
+    generator.generate().unwrap_or_else(|_| Ulid::new())
+}
+
 fn decode(bytes: &[u8]) -> Result<Alert, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table: "alerts",
@@ -85,7 +96,8 @@ fn decode(bytes: &[u8]) -> Result<Alert, StoreError> {
     })
 }
 
-/// Filters and position of one page of [`list_page`]. Every filter that is set must match.
+/// Filters and position of one page of [`super::Store::list_alert_page`]. Every filter that is
+/// set must match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertQuery {
     /// Exact status.
@@ -137,10 +149,11 @@ pub struct AlertPage {
 
 /// Lists the alerts that match `query`, newest id first, starting below `query.before`.
 ///
-/// Alert ids are ULIDs made when an alert opens, so an alert opened after the first page has a
-/// higher id than the cursor and never shows up on a later page. A merged firing updates its row
+/// Alert ids are ULIDs made when an alert opens, increasing within the daemon process, so an
+/// alert opened after the first page has a higher id than the cursor and never shows up on a
+/// later page. A merged firing updates its row
 /// in place. Pages therefore repeat and skip nothing while new readings arrive, but a status
-/// filter sees each alert's status at the time its page is read.
+/// filter applies to each alert's status at the time its page is read.
 // NOTE: filters are applied while scanning, so a filter that matches few alerts reads the whole
 // table below the cursor.
 pub(super) fn list_page(db: &Database, query: &AlertQuery) -> Result<AlertPage, StoreError> {
@@ -180,7 +193,7 @@ pub(super) fn get(db: &Database, id: Ulid) -> Result<Option<Alert>, StoreError> 
         .transpose()
 }
 
-/// Result of [`record_action`].
+/// Result of [`super::Store::record_alert_action`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionOutcome {
     /// The action was stored; the alert as it is now.
