@@ -304,5 +304,21 @@ async fn console_filters_shows_curve_and_acknowledges() {
     )
     .await;
     screenshot(&browser, "console-status.png").await;
+    let status = get_json(&format!("{}/api/status", daemon.http)).await;
+    let mining_rule = status["rules"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "common/mining.rhai")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(mining_rule["evaluations"], 173, "{status}");
+    assert!(
+        mining_rule["evaluation_seconds"].as_f64().unwrap() > 0.0,
+        "{status}"
+    );
+    let plugin = &status["plugins"]["loaded"][0];
+    assert_eq!(plugin["readings"], 173, "{status}");
+    assert!(plugin["call_seconds"].as_f64().unwrap() > 0.0, "{status}");
     browser.close().await.unwrap();
 }

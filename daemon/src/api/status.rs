@@ -16,6 +16,10 @@ pub struct RuleFile {
     rule: String,
     /// SHA-256 of the file's content, hex encoded.
     content_hash: String,
+    /// Calls of its `on_reading` since start-up.
+    evaluations: u64,
+    /// Time spent in those calls since start-up, seconds.
+    evaluation_seconds: f64,
 }
 
 /// Outcome of the latest reload.
@@ -69,6 +73,11 @@ pub struct PluginView {
     content_hash: String,
     /// True while it is quarantined after repeated failures.
     quarantined: bool,
+    /// Readings passed to it since start-up.
+    readings: u64,
+    /// Time spent in its calls since start-up, seconds, with the conversion of the batches and
+    /// findings.
+    call_seconds: f64,
 }
 
 /// State of the detector plugins.
@@ -107,7 +116,7 @@ pub struct StatusReport {
     )
 )]
 /// Returns the loaded rule files and plugins with their content hashes, the outcome of their
-/// latest reload and their error counts.
+/// latest reload, their error counts and the time spent in them.
 pub async fn get_status(State(state): State<ApiState>) -> Result<Json<StatusReport>, ApiError> {
     let metrics = state.metrics.encode();
     let rules = state.rules.as_ref().map(|engine| RulesStatus {
@@ -116,9 +125,18 @@ pub async fn get_status(State(state): State<ApiState>) -> Result<Json<StatusRepo
         files: engine
             .sources()
             .into_iter()
-            .map(|source| RuleFile {
-                rule: source.rule,
-                content_hash: source.content_hash,
+            .map(|source| {
+                let labels = vec![("rule", source.rule.clone())];
+                let metrics = &state.metrics;
+                RuleFile {
+                    evaluations: metrics.rule_evaluations.get_or_create(&labels).get(),
+                    evaluation_seconds: metrics
+                        .rule_evaluation_seconds
+                        .get_or_create(&labels)
+                        .get(),
+                    rule: source.rule,
+                    content_hash: source.content_hash,
+                }
             })
             .collect(),
         last_reload: engine.last_reload().map(|record| ReloadView {
@@ -142,12 +160,18 @@ pub async fn get_status(State(state): State<ApiState>) -> Result<Json<StatusRepo
             loaded: set
                 .plugins
                 .iter()
-                .map(|plugin| PluginView {
-                    name: plugin.info.name.clone(),
-                    version: plugin.info.version.clone(),
-                    file: plugin.file.display().to_string(),
-                    content_hash: plugin.hash.clone(),
-                    quarantined: is_quarantined(&plugin.info.name),
+                .map(|plugin| {
+                    let labels = vec![("plugin", plugin.info.name.clone())];
+                    let metrics = &state.metrics;
+                    PluginView {
+                        name: plugin.info.name.clone(),
+                        version: plugin.info.version.clone(),
+                        file: plugin.file.display().to_string(),
+                        content_hash: plugin.hash.clone(),
+                        quarantined: is_quarantined(&plugin.info.name),
+                        readings: metrics.plugin_readings.get_or_create(&labels).get(),
+                        call_seconds: metrics.plugin_call_seconds.get_or_create(&labels).get(),
+                    }
                 })
                 .collect(),
             last_reload: ReloadView {

@@ -425,8 +425,16 @@ async function statusPage() {
   }
   const sum = (name) => labelled(values, name).reduce((total, row) => total + row.value, 0);
   const hash = (text) => el("code", { title: text }, (text || "").slice(0, 12));
+  const micros = (seconds, count) => (count > 0 ? number((seconds / count) * 1e6, 1) : "");
   const ruleRows = status.rules.files.map((file) =>
-    el("tr", {}, el("td", {}, file.rule), el("td", {}, hash(file.content_hash))),
+    el(
+      "tr",
+      {},
+      el("td", {}, file.rule),
+      el("td", {}, hash(file.content_hash)),
+      el("td", { class: "num" }, number(file.evaluations, 0)),
+      el("td", { class: "num" }, micros(file.evaluation_seconds, file.evaluations)),
+    ),
   );
   const pluginRows = status.plugins.loaded.map((plugin) =>
     el(
@@ -436,6 +444,8 @@ async function statusPage() {
       el("td", {}, plugin.version),
       el("td", {}, plugin.file),
       el("td", {}, hash(plugin.content_hash)),
+      el("td", { class: "num" }, number(plugin.readings, 0)),
+      el("td", { class: "num" }, micros(plugin.call_seconds, plugin.readings)),
       el("td", {}, okPill(!plugin.quarantined, "running", "quarantined")),
     ),
   );
@@ -502,7 +512,7 @@ async function statusPage() {
       ? el(
           "table",
           { id: "plugins" },
-          el("thead", {}, el("tr", {}, ["name", "version", "file", "content hash", "state"].map((h) => el("th", {}, h)))),
+          el("thead", {}, el("tr", {}, ["name", "version", "file", "content hash", "readings", "µs per reading", "state"].map((h) => el("th", {}, h)))),
           el("tbody", {}, pluginRows),
         )
       : el("p", { class: "meta" }, "No plugins loaded."),
@@ -510,7 +520,7 @@ async function statusPage() {
     el(
       "table",
       { id: "rules" },
-      el("thead", {}, el("tr", {}, ["file", "content hash"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["file", "content hash", "evaluations", "µs per evaluation"].map((h) => el("th", {}, h)))),
       el("tbody", {}, ruleRows),
     ),
     el("h2", {}, "Rule errors and plugin failures"),
