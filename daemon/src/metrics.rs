@@ -57,6 +57,8 @@ pub struct Metrics {
     pub mqtt_connection_errors: Counter,
     /// Acknowledgements written to the broker connection.
     pub mqtt_acks: Counter,
+    /// Acknowledgements dropped because the broker session of their message had ended.
+    pub mqtt_acks_dropped: Counter,
     /// Redb commits of reading batches.
     pub store_commits: Counter,
     /// Messages whose batch was committed, accepted and rejected alike; after a commit
@@ -118,6 +120,7 @@ impl Metrics {
             mqtt_connected: Gauge::default(),
             mqtt_connection_errors: Counter::default(),
             mqtt_acks: Counter::default(),
+            mqtt_acks_dropped: Counter::default(),
             store_commits: Counter::default(),
             messages_committed: Counter::default(),
             store_healthy: Gauge::default(),
@@ -227,6 +230,11 @@ impl Metrics {
             "mqtt_acks",
             "Acknowledgements written to the broker connection",
             m.mqtt_acks.clone(),
+        );
+        r.register(
+            "mqtt_acks_dropped",
+            "Acknowledgements dropped because the broker session of their message had ended",
+            m.mqtt_acks_dropped.clone(),
         );
         r.register(
             "messages_committed",

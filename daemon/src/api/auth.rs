@@ -59,7 +59,7 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or_default();
     let Some(entry) = find(&state.tokens, given) else {
         let mut response =
@@ -95,6 +95,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Returns the token of an `Authorization: Bearer <token>` value, with the scheme name in any
+/// case, because some clients send `bearer`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +127,15 @@ mod tests {
         assert_eq!(find(&tokens, "write-secret").unwrap().name, "api");
         assert!(find(&tokens, "read-secre").is_none(), "prefix");
         assert!(find(&tokens, "").is_none(), "empty");
+    }
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 
     #[test]

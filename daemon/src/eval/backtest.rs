@@ -66,6 +66,10 @@ pub struct Backtest {
     pub unchanged: usize,
     /// Every difference, ordered by change, region, meter and kind.
     pub differences: Vec<Difference>,
+    /// Failed rule calls with the current rules.
+    pub current_rule_errors: u64,
+    /// Failed rule calls with the candidate rules.
+    pub candidate_rule_errors: u64,
 }
 
 impl Backtest {
@@ -168,6 +172,14 @@ impl fmt::Display for Backtest {
             self.count(Change::Changed),
             self.unchanged
         )?;
+        if self.current_rule_errors + self.candidate_rule_errors > 0 {
+            writeln!(
+                f,
+                "failed rule calls: current {}, candidate {}; their alerts are missing from the \
+                 comparison, see the warnings above",
+                self.current_rule_errors, self.candidate_rule_errors
+            )?;
+        }
         for difference in &self.differences {
             write!(
                 f,

@@ -82,6 +82,14 @@ pub enum ReplayError {
     /// A component could not start: rules, decoders, plugins or the store.
     #[error("failed to start the pipeline: {0}")]
     Start(String),
+    /// The candidate rules do not compile.
+    #[error("invalid candidate rules in '{}': {problems}", dir.display())]
+    Candidate {
+        /// The candidate rules folder.
+        dir: PathBuf,
+        /// Every problem, each with its file.
+        problems: String,
+    },
     /// The store file exists already.
     #[error("store '{}' exists already, expected a new file", .0.display())]
     StoreExists(PathBuf),
@@ -131,21 +139,37 @@ pub fn run(args: &ReplayArgs) -> Result<ReplaySummary, ReplayError> {
         Some(path) => path.clone(),
         None => scratch.path().join("replay.redb"),
     };
-    let (summary, alerts) = replay(args, &config, &store_path)?;
+    // The candidate is checked first, so that a broken one fails before the long replay.
+    let candidate = match &args.candidate_rules {
+        Some(dir) => {
+            let mut candidate = config.clone();
+            candidate.rules.dir = dir.clone();
+            let problems = crate::rules::check(&candidate.rules);
+            if !problems.is_empty() {
+                return Err(ReplayError::Candidate {
+                    dir: dir.clone(),
+                    problems: problems.join("; "),
+                });
+            }
+            Some(candidate)
+        }
+        None => None,
+    };
+    let (summary, alerts, rule_errors) = replay(args, &config, &store_path)?;
     write_alerts(&args.alerts, &alerts)?;
     let mut summary = ReplaySummary {
         alerts: alerts.len() as u64,
         ..summary
     };
-    if let Some(candidate_rules) = &args.candidate_rules {
-        let mut candidate = config.clone();
-        candidate.rules.dir = candidate_rules.clone();
+    if let Some(candidate) = candidate {
         let store_path = scratch.path().join("candidate.redb");
-        let (_, candidate_alerts) = replay(args, &candidate, &store_path)?;
+        let (_, candidate_alerts, candidate_errors) = replay(args, &candidate, &store_path)?;
         if let Some(path) = &args.candidate_alerts {
             write_alerts(path, &candidate_alerts)?;
         }
-        let backtest = backtest::compare(&alerts, &candidate_alerts);
+        let mut backtest = backtest::compare(&alerts, &candidate_alerts);
+        backtest.current_rule_errors = rule_errors;
+        backtest.candidate_rule_errors = candidate_errors;
         if let Some(path) = &args.diff {
             write_lines(path, &backtest.differences)?;
         }
@@ -154,22 +178,37 @@ pub fn run(args: &ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     Ok(summary)
 }
 
-/// Runs the pipeline with `config` over the input into a new store and returns its alerts.
+/// Runs the pipeline with `config` over the input into a new store and returns its alerts and
+/// the number of failed rule calls.
 fn replay(
     args: &ReplayArgs,
     config: &Config,
     store_path: &Path,
-) -> Result<(ReplaySummary, Vec<Alert>), ReplayError> {
+) -> Result<(ReplaySummary, Vec<Alert>, u64), ReplayError> {
     let store = Arc::new(Store::open(store_path).map_err(|e| ReplayError::Start(e.to_string()))?);
-    let mut pipeline = build_pipeline(config, store.clone())?;
+    let metrics = Arc::new(Metrics::new());
+    let mut pipeline = build_pipeline(config, store.clone(), metrics.clone())?;
     let summary = feed(args, config, &mut pipeline)?;
     let alerts = store.list_alerts(usize::MAX)?;
-    Ok((summary, alerts))
+    let rule_errors = rule_error_total(&metrics);
+    Ok((summary, alerts, rule_errors))
 }
 
-fn build_pipeline(config: &Config, store: Arc<Store>) -> Result<Pipeline, ReplayError> {
+/// Adds up `gridwatch_rule_errors_total` over its labels.
+fn rule_error_total(metrics: &Metrics) -> u64 {
+    let text = metrics.encode();
+    text.lines()
+        .filter(|line| line.starts_with("gridwatch_rule_errors_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn build_pipeline(
+    config: &Config,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+) -> Result<Pipeline, ReplayError> {
     let start = |e: &dyn std::fmt::Display| ReplayError::Start(e.to_string());
-    let metrics = Arc::new(Metrics::new());
     let rules = RuleEngine::load(config.rules.clone(), metrics.clone()).map_err(|e| start(&e))?;
     let scripts = crate::decode::load_scripts(config, metrics.clone()).map_err(|e| start(&e))?;
     let decoders = Decoders::from_config(config, scripts).map_err(|e| start(&e))?;

@@ -294,3 +294,50 @@ fn replay_backtests_candidate_rules() {
     let candidate_alerts = std::fs::read_to_string(dir.path().join("candidate.jsonl")).unwrap();
     assert_eq!(candidate_alerts.lines().count(), 3, "{candidate_alerts}");
 }
+
+#[test]
+fn replay_rejects_broken_candidate_and_counts_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("messages.jsonl");
+    std::fs::write(&input, flat_lines("rig-1", 6.5).join("\n") + "\n").unwrap();
+    let args = |candidate: &Path| ReplayArgs {
+        input: input.clone(),
+        alerts: dir.path().join("alerts.jsonl"),
+        config: None,
+        rules: Some(repo_root().join("rules")),
+        store: None,
+        candidate_rules: Some(candidate.to_owned()),
+        candidate_alerts: None,
+        diff: None,
+        quiet: true,
+    };
+
+    // A syntax error is reported before anything is replayed, naming the candidate folder.
+    let broken = dir.path().join("broken");
+    copy_dir(&repo_root().join("rules"), &broken);
+    std::fs::write(
+        broken.join("common/bad.rhai"),
+        "fn on_reading(reading, meter) {\n",
+    )
+    .unwrap();
+    let error = replay(&args(&broken)).unwrap_err().to_string();
+    assert!(error.contains("invalid candidate rules"), "{error}");
+    assert!(error.contains("common/bad.rhai"), "{error}");
+    assert!(
+        !dir.path().join("alerts.jsonl").exists(),
+        "replayed before the check"
+    );
+
+    // A rule that fails on every reading is counted in the comparison.
+    let failing = dir.path().join("failing");
+    copy_dir(&repo_root().join("rules"), &failing);
+    std::fs::write(
+        failing.join("common/spin.rhai"),
+        "fn on_reading(reading, meter) { loop { } }\n",
+    )
+    .unwrap();
+    let backtest = replay(&args(&failing)).unwrap().backtest.unwrap();
+    assert_eq!(backtest.current_rule_errors, 0);
+    assert_eq!(backtest.candidate_rule_errors, 170);
+    assert!(backtest.to_string().contains("candidate 170"), "{backtest}");
+}

@@ -28,6 +28,14 @@ impl BrokerAddress {
             return Err(invalid());
         };
         let rest = rest.trim_end_matches('/');
+        if let Some((_, host)) = rest.rsplit_once('@') {
+            // The message leaves out the user part, which would put the password in the logs.
+            let scheme = if tls { "mqtts" } else { "mqtt" };
+            return Err(format!(
+                "invalid broker URL '{scheme}://…@{host}': credentials in the URL are not \
+                 supported, set mqtt.username and mqtt.password instead"
+            ));
+        }
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) => (host, port.parse::<u16>().map_err(|_| invalid())?),
             None => (rest, if tls { 8883 } else { 1883 }),
@@ -359,6 +367,7 @@ async fn write_acks(
     let mut written = 0;
     while let Some(ack) = next {
         if ack.session != session {
+            metrics.mqtt_acks_dropped.inc();
             tracing::debug!(
                 pkid = ack.pkid,
                 "acknowledgement of an ended session dropped"
@@ -654,5 +663,8 @@ mod tests {
         assert_eq!((b.host.as_str(), b.port, b.tls), ("127.0.0.1", 1883, false));
         assert!(BrokerAddress::parse("http://x:1").is_err());
         assert!(BrokerAddress::parse("mqtt://x:notaport").is_err());
+        let error = BrokerAddress::parse("mqtt://alice:Pw-9911@127.0.0.1:1883").unwrap_err();
+        assert!(error.contains("mqtt.username"), "{error}");
+        assert!(!error.contains("Pw-9911"), "the password leaks: {error}");
     }
 }
