@@ -24,6 +24,9 @@ pub struct Metrics {
     pub register_intervals: Family<Labels, Counter>,
     /// Rule failures, by `rule` and `error` (operations, call_depth, string_size, runtime, ...).
     pub rule_errors: Family<Labels, Counter>,
+    /// Event codes of `late` and `duplicate` readings, which no rule or plugin sees, by
+    /// `interval`.
+    pub events_not_evaluated: Family<Labels, Counter>,
     /// Calls of a rule's `on_reading`, by `rule`.
     pub rule_evaluations: Family<Labels, Counter>,
     /// Time spent in a rule's `on_reading`, by `rule`.
@@ -105,6 +108,7 @@ impl Metrics {
             readings_rejected: Family::default(),
             register_intervals: Family::default(),
             rule_errors: Family::default(),
+            events_not_evaluated: Family::default(),
             rule_evaluations: Family::default(),
             rule_evaluation_seconds: Family::default(),
             rule_reloads: Family::default(),
@@ -159,6 +163,11 @@ impl Metrics {
             "rule_errors",
             "Rule failures, by rule and error",
             m.rule_errors.clone(),
+        );
+        r.register(
+            "events_not_evaluated",
+            "Event codes of late and duplicate readings, which no rule or plugin sees, by interval",
+            m.events_not_evaluated.clone(),
         );
         r.register(
             "rule_evaluations",

@@ -107,6 +107,16 @@ async fn bad_inputs_rejected_and_kept() {
         "meters/south/m-good/telemetry".into(),
         format!("{{{TS},\"energy_import_kwh\":1234.5,\"events\":[\"cover_open\"]}}").into_bytes(),
     ));
+    // A reading older than the meter's newest takes no effect, so its event reaches no rule;
+    // it is counted instead.
+    messages.push((
+        "meters/south/m-late/telemetry".into(),
+        br#"{"ts":"2025-06-01T13:00:00Z","energy_import_kwh":10.0}"#.to_vec(),
+    ));
+    messages.push((
+        "meters/south/m-late/telemetry".into(),
+        format!("{{{TS},\"energy_import_kwh\":9.5,\"events\":[\"cover_open\"]}}").into_bytes(),
+    ));
     publish_all(broker.port, messages).await;
     wait_until_processed(&daemon).await;
 
@@ -157,4 +167,16 @@ async fn bad_inputs_rejected_and_kept() {
         "tamper alert for the good reading: {alerts}; log:\n{}",
         daemon.log()
     );
+    let late_alerts = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["meter"] == "m-late")
+        .count();
+    assert_eq!(late_alerts, 0, "{alerts}");
+    let not_evaluated = metric(
+        &metrics,
+        "gridwatch_events_not_evaluated_total{interval=\"late\"}",
+    );
+    assert_eq!(not_evaluated, Some(1.0), "{metrics}");
 }

@@ -134,6 +134,22 @@ impl Shard {
             if matches!(interval.kind, IntervalKind::Duplicate | IntervalKind::Late) {
                 // Already reflected in the state: running plugins and rules again would count a
                 // second firing.
+                if !reading.events.is_empty() {
+                    let labels = vec![("interval", interval.kind.as_str().to_owned())];
+                    context
+                        .metrics
+                        .events_not_evaluated
+                        .get_or_create(&labels)
+                        .inc_by(reading.events.len() as u64);
+                    tracing::debug!(
+                        meter = %reading.meter_id,
+                        region = %reading.region,
+                        ts_ms = reading.ts_ms,
+                        events = ?reading.events,
+                        interval = interval.kind.as_str(),
+                        "event codes of a reading that takes no effect were not evaluated"
+                    );
+                }
                 continue;
             }
             let snapshot = context.model.snapshot(state, &reading, interval);
