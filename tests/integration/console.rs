@@ -94,6 +94,12 @@ async fn wait_in_page(browser: &Client, what: &str, script: &str) {
     }
 }
 
+/// Clicks the first element that `locator` finds.
+async fn click(browser: &Client, locator: Locator<'_>) {
+    let element = browser.find(locator).await.unwrap();
+    element.click().await.unwrap();
+}
+
 async fn screenshot(browser: &Client, name: &str) {
     let Ok(dir) = std::env::var("GRIDWATCH_SCREENSHOTS") else {
         return;
@@ -182,13 +188,7 @@ async fn console_filters_shows_curve_and_acknowledges() {
         .unwrap();
     let token = browser.find(Locator::Id("token")).await.unwrap();
     token.send_keys(API_TOKEN).await.unwrap();
-    browser
-        .find(Locator::Css("#token-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("#token-form button")).await;
     wait_in_page(
         &browser,
         "two alert rows",
@@ -202,13 +202,7 @@ async fn console_filters_shows_curve_and_acknowledges() {
         .await
         .unwrap();
     kind.send_keys("mining").await.unwrap();
-    browser
-        .find(Locator::Css("#filters button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("#filters button")).await;
     wait_in_page(
         &browser,
         "one mining row",
@@ -226,13 +220,7 @@ async fn console_filters_shows_curve_and_acknowledges() {
     );
 
     // Open the alert: the curve has a point per hour held, the baseline and the evidence show.
-    browser
-        .find(Locator::Css("tr.alert-row"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("tr.alert-row")).await;
     wait_in_page(
         &browser,
         "the load curve",
@@ -266,13 +254,7 @@ async fn console_filters_shows_curve_and_acknowledges() {
         .send_keys("crew sent")
         .await
         .unwrap();
-    browser
-        .find(Locator::Id("ack"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, Locator::Id("ack")).await;
     wait_in_page(
         &browser,
         "the acknowledged status",
