@@ -860,7 +860,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, Vec<String>> {
         let table: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| vec![format!("invalid TOML: {}", e.message().trim())])?;
+            .map_err(|e: toml::de::Error| vec![toml_error(text, &e)])?;
         let mut problems = Vec::new();
         let mut config = Config::default();
         for key in table.keys() {
@@ -1248,12 +1248,35 @@ fn deserialize_at<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// Formats a TOML syntax error with its line and column, counted from 1.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim().replace('\n', ", ");
+    let Some(span) = error.span() else {
+        return format!("invalid TOML: {message}");
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("invalid TOML at line {line}, column {column}: {message}")
+}
+
 #[cfg(test)]
 mod reference;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_syntax_error_names_line_and_column() {
+        let problems = Config::parse("[mqtt]\nclient_id = \"a\"\nurl = \n").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("invalid TOML at line 3, column 7: "),
+            "{problems:?}"
+        );
+        assert!(!problems[0].contains('\n'), "{problems:?}");
+    }
 
     #[test]
     fn shipped_config_is_valid() {
