@@ -521,3 +521,30 @@ async fn receiver_down_for_minutes_delivers_all_in_order() {
         rejected.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_delivery_log_hides_url_query() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port, so every attempt fails.
+    let port = free_port();
+    let config = format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"gridwatch-url-query\"\n\n[rules]\ndir = \"{}\"\n\n\
+         [delivery]\ninitial_backoff_ms = 100\nmax_backoff_ms = 200\n\n\
+         [[webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook?token=query-secret-77\"\n\
+         secret = \"{SECRET}\"\n",
+        broker.url(),
+        repo_root().join("rules").display()
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+    let cover_open =
+        br#"{"ts":"2025-06-01T12:00:00Z","energy_import_kwh":12.5,"events":["cover_open"]}"#;
+    publish_all(
+        broker.port,
+        vec![("meters/south/m-url/telemetry".into(), cover_open.to_vec())],
+    )
+    .await;
+    daemon.wait_for_log("Connection refused", Duration::from_secs(30));
+    let log = daemon.log();
+    assert!(!log.contains("query-secret-77"), "token in the log:\n{log}");
+}

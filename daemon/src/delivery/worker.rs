@@ -559,8 +559,9 @@ async fn send(
 
     match request.send().await {
         Ok(response) => classify(response.status().as_u16(), response.headers()),
+        // The URL can hold a token in its query, and the error is logged and stored.
         Err(error) => AttemptResult::Failed {
-            error: error_chain(&error),
+            error: error_chain(&error.without_url()),
         },
     }
 }
