@@ -1041,6 +1041,13 @@ impl Config {
         if mqtt.client_id.is_empty() {
             problems.push("mqtt.client_id: must not be empty".into());
         }
+        if !(5..=65_535).contains(&mqtt.keep_alive_secs) {
+            problems.push(format!(
+                "mqtt.keep_alive_secs: {} is out of range, expected 5 to 65535 seconds (the \
+                 daemon needs keep-alive to notice a dead connection)",
+                mqtt.keep_alive_secs
+            ));
+        }
         if mqtt.topics.is_empty() && self.decoders.is_empty() {
             problems.push("mqtt.topics: expected at least one topic filter or decoder".into());
         }
@@ -1266,6 +1273,18 @@ mod reference;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_alive_below_five_seconds_is_rejected() {
+        let problems = Config::parse("[mqtt]\nkeep_alive_secs = 0\n").unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("mqtt.keep_alive_secs: 0 is out of range")),
+            "{problems:?}"
+        );
+        assert!(Config::parse("[mqtt]\nkeep_alive_secs = 5\n").is_ok());
+    }
 
     #[test]
     fn toml_syntax_error_names_line_and_column() {
