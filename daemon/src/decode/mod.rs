@@ -23,6 +23,9 @@ const MAX_SAFE_INTEGER: u64 = 1 << 53;
 /// Longest accepted region or meter id, in bytes.
 const MAX_ID_BYTES: usize = 128;
 
+/// Most distinct event codes one reading may carry.
+const MAX_EVENTS: usize = 64;
+
 /// Field names the decoder reads; every other field is kept in [`Reading::extra`].
 const KNOWN_FIELDS: &[&str] = &[
     "meter_id",
@@ -669,18 +672,35 @@ fn events(value: Option<&Value>) -> Result<Vec<String>, Rejection> {
         Some(Value::Array(items)) => items,
         Some(other) => return Err(wrong_type("events", other, "an array of event codes")),
     };
-    items
-        .iter()
-        .map(|item| match item {
-            Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_BYTES => Ok(s.clone()),
-            Value::Number(n) if n.is_u64() => Ok(n.to_string()),
-            other => Err(wrong_type(
-                "events",
-                other,
-                "event codes as short strings or integers",
-            )),
-        })
-        .collect()
+    let mut codes: Vec<String> = Vec::new();
+    for item in items {
+        let code = match item {
+            Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_BYTES => s.clone(),
+            Value::Number(n) if n.is_u64() => n.to_string(),
+            other => {
+                return Err(wrong_type(
+                    "events",
+                    other,
+                    "event codes as non-empty strings of at most 128 bytes or non-negative \
+                     integers",
+                ));
+            }
+        };
+        // A repeated code adds nothing, and every copy would be repeated in the alert.
+        if !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    if codes.len() > MAX_EVENTS {
+        return Err(Rejection::new(
+            RejectReason::OutOfRange,
+            format!(
+                "field 'events': {} distinct codes, expected at most {MAX_EVENTS}",
+                codes.len()
+            ),
+        ));
+    }
+    Ok(codes)
 }
 
 /// Loads the decoder scripts folder when a decoder of `config` has format `rhai`; every script

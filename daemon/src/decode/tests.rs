@@ -31,6 +31,33 @@ fn good_reading_decodes_all_fields() {
 }
 
 #[test]
+fn repeated_event_codes_kept_once_and_count_capped() {
+    let repeated = format!(
+        r#"{{"ts":1764756000000,"energy_import_kwh":1,"events":[{}]}}"#,
+        vec!["\"cover_open\""; 300].join(",")
+    );
+    let r = decoder()
+        .decode(TOPIC, repeated.as_bytes(), NOW_MS)
+        .unwrap();
+    assert_eq!(r.events, vec!["cover_open".to_owned()]);
+
+    let codes: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+    let many = format!(
+        r#"{{"ts":1764756000000,"energy_import_kwh":1,"events":[{}]}}"#,
+        codes.join(",")
+    );
+    let rejection = decoder()
+        .decode(TOPIC, many.as_bytes(), NOW_MS)
+        .unwrap_err();
+    assert_eq!(rejection.reason, RejectReason::OutOfRange);
+    assert!(
+        rejection.detail.contains("65 distinct codes"),
+        "{}",
+        rejection.detail
+    );
+}
+
+#[test]
 fn unix_milliseconds_and_missing_meter_id_accepted() {
     let payload = br#"{"ts":1764756000000,"energy_import_kwh":1,"power_w":null}"#;
     let r = decoder().decode(TOPIC, payload, NOW_MS).unwrap();
