@@ -32,9 +32,24 @@ pub struct ScoreArgs {
     /// Alerts, as `gridwatch replay` writes them.
     #[arg(long, value_name = "FILE")]
     pub alerts: PathBuf,
+    /// Score alerts of one kind as another, such as `abnormal_load=theft` for a detector
+    /// whose alerts stand for a labelled kind. Repeatable.
+    #[arg(long, value_name = "KIND=LABELLED", value_parser = parse_count_as)]
+    pub count_as: Vec<(String, String)>,
     /// Print JSON instead of Markdown tables.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_count_as(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((kind, labelled)) if !kind.is_empty() && !labelled.is_empty() => {
+            Ok((kind.to_owned(), labelled.to_owned()))
+        }
+        _ => Err(format!(
+            "invalid --count-as '{text}', expected KIND=LABELLED such as abnormal_load=theft"
+        )),
+    }
 }
 
 /// Errors of `gridwatch score`.
@@ -107,7 +122,12 @@ pub struct Report {
 /// Returns an error when a file cannot be read or a line cannot be parsed.
 pub fn run(args: &ScoreArgs, out: &mut dyn std::io::Write) -> Result<Report, ScoreError> {
     let labels: Vec<Label> = read_lines(&args.labels)?;
-    let alerts: Vec<Alert> = read_lines(&args.alerts)?;
+    let mut alerts: Vec<Alert> = read_lines(&args.alerts)?;
+    for alert in &mut alerts {
+        if let Some((_, labelled)) = args.count_as.iter().find(|(kind, _)| *kind == alert.kind) {
+            alert.kind.clone_from(labelled);
+        }
+    }
     let report = score(&labels, &alerts);
     let io = |source| ScoreError::Io {
         path: PathBuf::from("<stdout>"),

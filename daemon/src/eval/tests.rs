@@ -341,3 +341,43 @@ fn replay_rejects_broken_candidate_and_counts_failures() {
     assert_eq!(backtest.candidate_rule_errors, 170);
     assert!(backtest.to_string().contains("candidate 170"), "{backtest}");
 }
+
+#[test]
+fn score_counts_one_kind_as_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = [
+        label("t1", "theft", Some(3_600_000), 0),
+        label("c1", "clean", None, 0),
+    ];
+    let alerts = [alert("t1", "abnormal_load", 7_200_000, Severity::High)];
+    let write = |name: &str, lines: Vec<String>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let args = |count_as: Vec<(String, String)>| super::score::ScoreArgs {
+        labels: write(
+            "labels.jsonl",
+            labels
+                .iter()
+                .map(|l| serde_json::to_string(l).unwrap())
+                .collect(),
+        ),
+        alerts: write(
+            "alerts.jsonl",
+            alerts
+                .iter()
+                .map(|a| serde_json::to_string(a).unwrap())
+                .collect(),
+        ),
+        count_as,
+        json: true,
+    };
+
+    let plain = super::score::run(&args(Vec::new()), &mut Vec::new()).unwrap();
+    assert_eq!(plain.kinds["theft"].recall, 0.0);
+    let mapped = vec![("abnormal_load".to_owned(), "theft".to_owned())];
+    let counted = super::score::run(&args(mapped), &mut Vec::new()).unwrap();
+    assert_eq!(counted.kinds["theft"].recall, 1.0);
+    assert_eq!(counted.kinds["theft"].precision, 1.0);
+}
