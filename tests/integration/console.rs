@@ -3,6 +3,7 @@
 //! acknowledge it. With `GRIDWATCH_SCREENSHOTS=DIR` the test also saves the alert page and the
 //! status page as PNG files in DIR.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,10 +35,12 @@ impl Driver {
              packages (.ci/run does)"
         );
         let port = free_port();
+        // Its own process group, so that a failed test also stops the Chromium it started.
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("failed to start chromedriver");
         crate::support::wait_for("chromedriver to listen", Duration::from_secs(20), || {
@@ -72,7 +75,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
