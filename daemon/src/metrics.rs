@@ -24,7 +24,7 @@ pub struct Metrics {
     pub register_intervals: Family<Labels, Counter>,
     /// Rule failures, by `rule` and `error` (operations, call_depth, string_size, runtime, ...).
     pub rule_errors: Family<Labels, Counter>,
-    /// Event codes of `late` and `duplicate` readings, which no rule or plugin sees, by
+    /// Event codes of `late` and `duplicate` readings, which reach no rule or plugin, by
     /// `interval`.
     pub events_not_evaluated: Family<Labels, Counter>,
     /// Calls of a rule's `on_reading`, by `rule`.
@@ -166,7 +166,7 @@ impl Metrics {
         );
         r.register(
             "events_not_evaluated",
-            "Event codes of late and duplicate readings, which no rule or plugin sees, by interval",
+            "Event codes of late and duplicate readings, which reach no rule or plugin, by interval",
             m.events_not_evaluated.clone(),
         );
         r.register(

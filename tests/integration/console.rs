@@ -82,7 +82,7 @@ impl Drop for Driver {
 }
 
 /// Runs `script` in the page every 100 ms until it returns true.
-async fn wait_in_page(browser: &Client, what: &str, script: &str) {
+async fn wait_in_page(browser: &Client, condition: &str, script: &str) {
     let start = Instant::now();
     loop {
         let value = browser.execute(script, vec![]).await.unwrap();
@@ -92,7 +92,7 @@ async fn wait_in_page(browser: &Client, what: &str, script: &str) {
         let html = browser.source().await.unwrap_or_default();
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}; page:\n{html}"
+            "timed out waiting for {condition}; page:\n{html}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -29,12 +29,12 @@ pub fn required_scope(method: &Method) -> TokenScope {
     }
 }
 
-/// Finds the configured token equal to `given`. Every token is compared, each in time that
+/// Finds the configured token equal to `presented`. Every token is compared, each in time that
 /// depends only on the lengths, so the response time does not show which token came close.
-fn find<'a>(tokens: &'a [ApiTokenConfig], given: &str) -> Option<&'a ApiTokenConfig> {
+fn find<'a>(tokens: &'a [ApiTokenConfig], presented: &str) -> Option<&'a ApiTokenConfig> {
     let mut found = None;
     for entry in tokens {
-        if constant_time_eq(given.as_bytes(), entry.token.expose().as_bytes()) {
+        if constant_time_eq(presented.as_bytes(), entry.token.expose().as_bytes()) {
             found = Some(entry);
         }
     }
@@ -55,13 +55,13 @@ pub async fn require_token(
         )
         .into_response();
     }
-    let given = request
+    let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .unwrap_or_default();
-    let Some(entry) = find(&state.tokens, given) else {
+    let Some(entry) = find(&state.tokens, presented) else {
         let mut response =
             ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token")
                 .into_response();

@@ -445,7 +445,7 @@ fn print_alert_table(page: &Value, out: &mut dyn Write) -> Result<(), ClientErro
                 text(&alert["message"]).replace(['\n', '\r'], " "),
             ]);
         }
-        write_aligned(&rows, out)?;
+        crate::delivery::admin::write_aligned(&rows, out)?;
     }
     if let Some(cursor) = page["next_cursor"].as_str() {
         writeln!(out, "more alerts: run again with --cursor {cursor}")?;
@@ -493,29 +493,6 @@ fn print_alert(alert: &Value, out: &mut dyn Write) -> Result<(), ClientError> {
             text(&action["action"]),
             text(&action["by"]),
         )?;
-    }
-    Ok(())
-}
-
-/// Writes rows with every column but the last padded to its widest cell.
-fn write_aligned(rows: &[Vec<String>], out: &mut dyn Write) -> Result<(), ClientError> {
-    let columns = rows.first().map_or(0, Vec::len);
-    let mut widths = vec![0usize; columns];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    for row in rows {
-        let mut line = String::new();
-        for (column, cell) in row.iter().enumerate() {
-            if column + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[column]));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
 }
@@ -664,7 +641,7 @@ fn print_status(summary: &Value, out: &mut dyn Write) -> Result<(), ClientError>
             text(&hook["url"]),
         ]);
     }
-    write_aligned(&rows, out)
+    Ok(crate::delivery::admin::write_aligned(&rows, out)?)
 }
 
 #[cfg(test)]

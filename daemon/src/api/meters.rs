@@ -172,7 +172,7 @@ pub async fn get_meter(
     };
 
     let key = format!("{region}/{meter}");
-    let held = state.meters.get(&key);
+    let in_memory = state.meters.get(&key);
     let query = AlertQuery {
         region: Some(region.clone()),
         meter: Some(meter.clone()),
@@ -180,7 +180,7 @@ pub async fn get_meter(
         ..AlertQuery::default()
     };
     let stored_key = key.clone();
-    let load_stored = held.is_none();
+    let load_stored = in_memory.is_none();
     let (stored, page) = blocking(&state, move |store| {
         let stored = if load_stored {
             store.load_meter(&stored_key)?
@@ -191,8 +191,8 @@ pub async fn get_meter(
     })
     .await?;
 
-    let (source, meter_state) = match (held, stored) {
-        (Some(held), _) => ("memory", Some(held)),
+    let (source, meter_state) = match (in_memory, stored) {
+        (Some(in_memory), _) => ("memory", Some(in_memory)),
         (None, Some(stored)) => ("store", Some(stored)),
         (None, None) => ("none", None),
     };

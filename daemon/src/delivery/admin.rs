@@ -363,14 +363,19 @@ fn table_row(letter: &DeadLetter) -> [String; 7] {
 }
 
 /// Writes rows with every column but the last padded to its widest cell.
-fn write_aligned(rows: &[[String; 7]], out: &mut dyn Write) -> Result<(), AdminError> {
-    let mut widths = [0usize; 7];
+pub(crate) fn write_aligned<R: AsRef<[String]>>(
+    rows: &[R],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let columns = rows.first().map_or(0, |row| row.as_ref().len());
+    let mut widths = vec![0usize; columns];
     for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
+        for (width, cell) in widths.iter_mut().zip(row.as_ref()) {
             *width = (*width).max(cell.chars().count());
         }
     }
     for row in rows {
+        let row = row.as_ref();
         let mut line = String::new();
         for (column, cell) in row.iter().enumerate() {
             if column + 1 == row.len() {

@@ -84,8 +84,8 @@ fn next_alert_id() -> Ulid {
     static GENERATOR: std::sync::Mutex<ulid::Generator> =
         std::sync::Mutex::new(ulid::Generator::new());
     let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
-    // ulid 1.2.1 fails only when incrementing overflows the 80 random bits of an id, which
-    // needs an astronomical number of alerts opened in one millisecond.
+    // ulid 1.2.1 fails only when incrementing overflows the 80 random bits of the previous id.
+    // The fallback is then a fresh id, which may sort lower.
     generator.generate().unwrap_or_else(|_| Ulid::new())
 }
 
