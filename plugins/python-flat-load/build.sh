@@ -28,11 +28,13 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "${PYTHON:-python3}" -m venv "$venv"
 fi
 
+# A failing version check also covers a venv moved with its checkout: its scripts keep the
+# old interpreter path, so the package is reinstalled to rewrite them.
 installed_version=$("$componentize_py" --version 2>/dev/null || true)
 if [[ "$installed_version" != "componentize-py $COMPONENTIZE_PY_VERSION" ]]; then
     echo "installing componentize-py $COMPONENTIZE_PY_VERSION into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "componentize-py==$COMPONENTIZE_PY_VERSION"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
+        --no-deps "componentize-py==$COMPONENTIZE_PY_VERSION"
 fi
 
 # No separate bindings step is needed: `componentize` generates the `wit_world` package from
