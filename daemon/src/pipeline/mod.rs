@@ -255,9 +255,47 @@ impl Pipeline {
             }
         }
 
+        // Plugins read meter history, which holds every reading applied so far. So that they
+        // see each meter as it was after the reading they examine, a batch with several
+        // readings of one meter runs in rounds, each holding one reading per meter.
+        let mut outputs: Vec<ShardOutput> = Vec::new();
+        for round in shard::rounds(routed) {
+            let size: usize = round.iter().map(Vec::len).sum();
+            let parallel = self.shards.len() > 1 && size >= MIN_PARALLEL_BATCH;
+            let mut round_outputs = self.apply_round(round, parallel);
+            self.run_plugins(&mut round_outputs, &mut pending);
+            let context = &self.context;
+            if parallel {
+                std::thread::scope(|scope| {
+                    for output in &mut round_outputs {
+                        scope.spawn(move || Shard::evaluate(context, output));
+                    }
+                });
+            } else {
+                for output in &mut round_outputs {
+                    Shard::evaluate(context, output);
+                }
+            }
+            if outputs.is_empty() {
+                outputs = round_outputs;
+            } else {
+                for (output, part) in outputs.iter_mut().zip(round_outputs) {
+                    output.absorb(part);
+                }
+            }
+        }
+        let context = &self.context;
+        pending.shards = outputs;
+        context.metrics.meters.set(self.meter_count() as i64);
+        pending
+    }
+
+    /// Applies one round of readings, routed by shard, on one thread per shard when
+    /// `parallel`.
+    fn apply_round(&self, routed: Vec<Vec<(usize, Reading)>>, parallel: bool) -> Vec<ShardOutput> {
         let context = &self.context;
         let shards = &self.shards;
-        let mut outputs: Vec<ShardOutput> = if parallel {
+        if parallel {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = shards
                     .iter()
@@ -275,24 +313,7 @@ impl Pipeline {
                 .zip(routed)
                 .map(|(shard, readings)| shard.apply(context, readings))
                 .collect()
-        };
-
-        self.run_plugins(&mut outputs, &mut pending);
-        let context = &self.context;
-        if parallel {
-            std::thread::scope(|scope| {
-                for output in &mut outputs {
-                    scope.spawn(move || Shard::evaluate(context, output));
-                }
-            });
-        } else {
-            for output in &mut outputs {
-                Shard::evaluate(context, output);
-            }
         }
-        pending.shards = outputs;
-        context.metrics.meters.set(self.meter_count() as i64);
-        pending
     }
 
     /// Runs the plugins over the applied readings in batch order and records their scores.
@@ -315,8 +336,8 @@ impl Pipeline {
         items.sort_by_key(|item| item.index);
         let found = bank.run(&items);
         drop(items);
-        pending.plugin_state = bank.take_state();
-        pending.plugin_alerts = found.alerts;
+        pending.plugin_state.extend(bank.take_state());
+        pending.plugin_alerts.extend(found.alerts);
         for (shard, output) in self.shards.iter().zip(outputs.iter_mut()) {
             shard.set_scores(output, &found.scores);
         }

@@ -80,6 +80,37 @@ impl ShardContext {
     }
 }
 
+/// Splits each shard's readings into rounds in which each meter appears at most once: round
+/// `k` holds the `k`-th reading of every meter, in batch order. A batch without repeated meters
+/// is one round.
+pub(super) fn rounds(routed: Vec<Vec<(usize, Reading)>>) -> Vec<Vec<Vec<(usize, Reading)>>> {
+    let repeats = routed.iter().any(|readings| {
+        let mut seen = HashSet::with_capacity(readings.len());
+        !readings
+            .iter()
+            .all(|(_, r)| seen.insert((r.region.as_str(), r.meter_id.as_str())))
+    });
+    if !repeats {
+        return vec![routed];
+    }
+    let shards = routed.len();
+    let mut rounds: Vec<Vec<Vec<(usize, Reading)>>> = Vec::new();
+    for (shard, readings) in routed.into_iter().enumerate() {
+        let mut seen: HashMap<(String, String), usize> = HashMap::new();
+        for (index, reading) in readings {
+            let round = seen
+                .entry((reading.region.clone(), reading.meter_id.clone()))
+                .or_insert(0);
+            if *round == rounds.len() {
+                rounds.push(vec![Vec::new(); shards]);
+            }
+            rounds[*round][shard].push((index, reading));
+            *round += 1;
+        }
+    }
+    rounds
+}
+
 /// A reading that took effect, with its meter's state, waiting for plugins and rules.
 pub(super) struct Applied {
     /// Position of its message in the batch.
@@ -95,7 +126,7 @@ pub(super) struct Applied {
 pub(super) struct ShardOutput {
     /// Meters whose state changed, by `region/meter_id`.
     pub(super) dirty: HashSet<String>,
-    /// Readings that took effect, in batch order.
+    /// Readings that took effect, in batch order within each round (see [`rounds`]).
     pub(super) applied: Vec<Applied>,
     /// Alerts raised, each with the index of its message in the batch.
     pub(super) alerts: Vec<(usize, AlertWrite)>,
@@ -107,6 +138,16 @@ pub(super) struct ShardOutput {
 #[derive(Default)]
 pub(super) struct Shard {
     pub(super) meters: MeterMap,
+}
+
+impl ShardOutput {
+    /// Appends the effects of a later round of the same batch.
+    pub(super) fn absorb(&mut self, later: ShardOutput) {
+        self.dirty.extend(later.dirty);
+        self.applied.extend(later.applied);
+        self.alerts.extend(later.alerts);
+        self.accepted += later.accepted;
+    }
 }
 
 impl Shard {

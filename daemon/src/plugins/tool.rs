@@ -5,7 +5,7 @@
 //! does, then passed to the plugin in batches. Its findings are compared with the expected
 //! lines; an expected line names only the fields it checks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -275,29 +275,41 @@ fn run_plugin(
     })?;
     let model = StateModel::new(&config.state, config.decode.max_power_kw);
 
-    let mut applied: Vec<(Reading, MeterSnapshot)> = Vec::new();
+    let mut readings = Vec::with_capacity(messages.len());
     for (line, message) in messages {
-        let reading = decode_line(&decoder, input, *line, message)?;
-        let mut states = meters.0.write();
-        let key = format!("{}/{}", reading.region, reading.meter_id);
-        let state = states.entry(key).or_insert_with(|| model.new_state());
-        let interval = model.apply(state, &reading);
-        if !matches!(interval.kind, IntervalKind::Duplicate | IntervalKind::Late) {
-            let snapshot = model.snapshot(state, &reading, interval);
-            applied.push((reading, snapshot));
-        }
+        readings.push(decode_line(&decoder, input, *line, message)?);
     }
 
     let mut findings = Vec::new();
-    // Latest plugin scores by `region/meter_id`, carried from chunk to chunk as the pipeline
-    // carries them from batch to batch in meter state.
+    // Latest plugin scores by `region/meter_id`, carried from call to call as the pipeline
+    // carries them in meter state.
     let mut scores: HashMap<String, Vec<(String, f64)>> = HashMap::new();
-    for chunk in applied.chunks_mut(config.plugins.max_readings_per_call) {
-        for (reading, snapshot) in chunk.iter_mut() {
-            let key = format!("{}/{}", reading.region, reading.meter_id);
-            snapshot.scores = scores.get(&key).cloned().unwrap_or_default();
+    let mut readings = readings.into_iter().peekable();
+    while readings.peek().is_some() {
+        // Like the daemon, a call holds at most one reading of each meter, so the history
+        // import shows each meter as it was after the reading the plugin examines.
+        let mut applied: Vec<(Reading, MeterSnapshot)> = Vec::new();
+        let mut keys = HashSet::new();
+        while applied.len() < config.plugins.max_readings_per_call {
+            let Some(next) = readings.peek() else { break };
+            let key = format!("{}/{}", next.region, next.meter_id);
+            if keys.contains(&key) {
+                break;
+            }
+            let reading = readings.next().expect("peeked above");
+            let mut states = meters.0.write();
+            let state = states
+                .entry(key.clone())
+                .or_insert_with(|| model.new_state());
+            let interval = model.apply(state, &reading);
+            if !matches!(interval.kind, IntervalKind::Duplicate | IntervalKind::Late) {
+                let mut snapshot = model.snapshot(state, &reading, interval);
+                snapshot.scores = scores.get(&key).cloned().unwrap_or_default();
+                applied.push((reading, snapshot));
+            }
+            keys.insert(key);
         }
-        let items: Vec<MeterRef<'_>> = chunk
+        let items: Vec<MeterRef<'_>> = applied
             .iter()
             .enumerate()
             .map(|(index, (reading, snapshot))| MeterRef {
