@@ -4,18 +4,22 @@ use gridwatch_plugin_sdk::prelude::*;
 
 use crate::profile::{Check, DAY_MS, Day, HOUR_MS, Hour, MIN_HOUR_COVERAGE, Profile};
 
+/// Longest `baseline_days` or `recent_days`, so a profile stays far below the daemon's limit
+/// of 64 KiB per state value (each day takes 22 bytes).
+const MAX_WINDOW_DAYS: f64 = 366.0;
+
 /// Settings of one region.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Hourly energy at or below which an hour counts as zero, kWh.
     pub zero_max_kwh: f64,
-    /// Fewest zero hours in a row that make a qualifying run.
+    /// Minimum zero hours in a row that make a qualifying run.
     pub min_zero_hours: u32,
-    /// Most zero hours in a row that make a qualifying run.
+    /// Maximum zero hours in a row that make a qualifying run.
     pub max_zero_hours: u32,
     /// Qualifying runs in a row, over the same hours of the day, that raise a finding.
     pub min_zero_days: u32,
-    /// Longest time from the end of one qualifying run to the start of the next for the two
+    /// Maximum time from the end of one qualifying run to the start of the next for the two
     /// to count as a pattern, hours.
     pub max_pattern_gap_hours: f64,
     /// Mean hourly energy the meter must have had before a zero run, kWh.
@@ -28,7 +32,7 @@ pub struct Limits {
     pub min_flat_days: usize,
     /// Baseline days with resolved hours that the flat-profile check needs.
     pub min_flat_baseline_days: usize,
-    /// Flat days the baseline may hold; a meter whose history already has flat days, such as
+    /// Maximum flat days in the baseline. A meter whose history already has flat days, such as
     /// estimated readings, gives no evidence by flat days.
     pub max_baseline_flat_days: usize,
     /// Lowest energy of the flat days as a share of the baseline days' median.
@@ -78,9 +82,9 @@ impl Limits {
             min_flat_level_ratio: number("min_flat_level_ratio"),
             max_flat_level_ratio: number("max_flat_level_ratio"),
             min_day_coverage: number("min_day_coverage"),
-            baseline_days: count(number("baseline_days")),
+            baseline_days: count(number("baseline_days").min(MAX_WINDOW_DAYS)),
             min_baseline_days: count(number("min_baseline_days")),
-            recent_days: count(number("recent_days")),
+            recent_days: count(number("recent_days").min(MAX_WINDOW_DAYS)),
             confirm_days: count(number("confirm_days")),
             drop_ratio: number("drop_ratio"),
             vacancy_ratio: number("vacancy_ratio"),

@@ -36,7 +36,8 @@ const KIND: &str = "theft";
 const STATE_KEY: &str = "profile";
 
 /// Meters whose profiles the instance keeps in memory between calls. With the default 273 days
-/// a profile takes about 9 KiB, so the cache stays inside the default 64 MiB sandbox memory.
+/// a profile takes about 7 KiB of memory, so the cache stays inside the default 64 MiB sandbox
+/// memory.
 const MAX_CACHED_METERS: usize = 5_000;
 
 thread_local! {
@@ -67,7 +68,7 @@ export_detector!(Theft);
 /// completes a day or raises a finding.
 ///
 /// The daemon builds a new instance after a failed call, which empties the cache, so the
-/// cache never holds writes that the daemon dropped.
+/// cache never contains writes that the daemon dropped.
 ///
 /// NOTE: a profile is written to plugin state only when a day completes or a finding is
 /// raised. After a restart or a cache eviction, the hours of the current day since that write
@@ -299,7 +300,7 @@ pub fn settings() -> Vec<SettingSpec> {
         integer(
             "baseline_days",
             182,
-            "Days before the recent window whose median daily energy is the baseline",
+            "Days before the recent window whose median daily energy is the baseline, at most 366",
         ),
         integer(
             "min_baseline_days",
@@ -309,7 +310,7 @@ pub fn settings() -> Vec<SettingSpec> {
         integer(
             "recent_days",
             91,
-            "Newest days whose median daily energy is compared with the baseline",
+            "Newest days whose median daily energy is compared with the baseline, at most 366",
         ),
         integer(
             "confirm_days",

@@ -6,7 +6,7 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 
-/// Longest interval whose energy is placed in its hours, ms. Longer intervals, such as daily
+/// Maximum length of an interval whose energy is placed in its hours, ms. Longer intervals, such as daily
 /// readings, count only towards their days' totals. One minute of slack allows for late
 /// reading clocks.
 const MAX_RESOLVED_MS: i64 = HOUR_MS + 60_000;
@@ -62,7 +62,7 @@ pub struct Completed {
     pub days: Vec<Day>,
 }
 
-/// Which check raised a finding, as an index into [`Profile::alerted_ms`].
+/// Check that raised a finding, usable as an index into [`Profile::alerted_ms`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     /// Consumption stopped for several hours while the meter had load before.

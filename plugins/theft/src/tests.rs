@@ -108,8 +108,8 @@ impl Series {
     }
 }
 
-/// A host with the declared defaults and short level-drop windows, so that tests of hourly
-/// data need weeks, not months, of readings.
+/// Returns a host with the declared defaults and short level-drop windows, so that tests of
+/// hourly data need weeks, not months, of readings.
 fn host() -> MemoryHost {
     let mut host = MemoryHost::with_defaults(&settings());
     for (name, value) in [
@@ -186,7 +186,7 @@ fn evening_moved_to_night_raises_zero_run() {
 }
 
 #[test]
-fn single_zero_run_needs_min_zero_days_of_one() {
+fn single_zero_run_needs_one_day_setting() {
     let series = Series::hourly("once", 10, |day, hour, kwh| {
         if day == ONSET_DAY && (10..16).contains(&hour) {
             0.0
@@ -204,7 +204,7 @@ fn single_zero_run_needs_min_zero_days_of_one() {
 }
 
 #[test]
-fn outage_of_a_day_is_not_a_zero_run() {
+fn day_long_outage_is_ignored() {
     let series = Series::hourly("outage", 14, |day, _, kwh| {
         if day == ONSET_DAY || day == ONSET_DAY + 2 {
             0.0
@@ -230,7 +230,7 @@ fn flattened_days_raise_flat_profile() {
 
 #[test]
 fn flat_history_keeps_flat_days_quiet() {
-    // Estimated readings spread evenly over a day look like flattening; a meter that had such
+    // Estimated readings spread evenly over a day look like flattening. A meter that had such
     // days before gives no evidence by them.
     let flat = |day: i64| (0..24).map(|h| household_kwh(day, h)).sum::<f64>() / 24.0;
     let series = Series::hourly("estimated", 14, |day, _, kwh| {
