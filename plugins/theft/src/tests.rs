@@ -65,7 +65,7 @@ impl Series {
     }
 
     /// Replays the series in batches of one day's readings and returns every finding.
-    fn run(&self, host: &mut MemoryHost, cache: &mut Cache) -> Vec<Finding> {
+    fn run(&self, host: &mut impl Host, cache: &mut Cache) -> Vec<Finding> {
         let per_batch = (DAY_MS / self.step_ms) as usize;
         let mut findings = Vec::new();
         let mut register_kwh = 1000.0;
@@ -387,19 +387,69 @@ fn check_waits_realert_hours_before_repeating() {
     assert_eq!(checks(&findings), ["zero_run", "zero_run", "zero_run"]);
 }
 
+/// A host that counts state writes.
+struct CountingHost {
+    inner: MemoryHost,
+    writes: usize,
+}
+
+impl Host for CountingHost {
+    fn get_state(&mut self, meter: Meter<'_>, key: &str) -> Option<Vec<u8>> {
+        self.inner.get_state(meter, key)
+    }
+
+    fn set_state(&mut self, meter: Meter<'_>, key: &str, value: &[u8]) {
+        self.writes += 1;
+        self.inner.set_state(meter, key, value);
+    }
+
+    fn delete_state(&mut self, meter: Meter<'_>, key: &str) {
+        self.inner.delete_state(meter, key);
+    }
+
+    fn setting(&mut self, region: &str, name: &str) -> Option<Value> {
+        self.inner.setting(region, name)
+    }
+
+    fn history(
+        &mut self,
+        meter: Meter<'_>,
+        hours: u32,
+    ) -> Vec<gridwatch_plugin_sdk::prelude::Hour> {
+        self.inner.history(meter, hours)
+    }
+}
+
 #[test]
 fn cache_gives_the_same_findings_with_fewer_writes() {
-    let series = Series::hourly("scaled", 14, |day, hour, kwh| {
+    let series = Series::hourly("zeroed", 14, |day, hour, kwh| {
         let zeroed = day >= ONSET_DAY && (2..10).contains(&hour);
         if zeroed { 0.0 } else { kwh }
     });
-    let uncached = run(&series);
+    // Readings come in batches of one day, and the last day never completes.
+    let batches = 14;
 
-    let mut host = host();
-    let mut cache = Cache::new(100);
-    let cached = series.run(&mut host, &mut cache);
+    let mut uncached_host = CountingHost {
+        inner: host(),
+        writes: 0,
+    };
+    let uncached = series.run(&mut uncached_host, &mut Cache::new(0));
+    assert_eq!(
+        uncached_host.writes, batches,
+        "one write per call without a cache"
+    );
+
+    let mut cached_host = CountingHost {
+        inner: host(),
+        writes: 0,
+    };
+    let cached = series.run(&mut cached_host, &mut Cache::new(100));
     assert_eq!(checks(&cached), checks(&uncached));
-    assert_eq!(host.state.len(), 1, "one profile stored");
+    // 13 completed days, and the finding on day 9 comes in the same call as a completed day.
+    assert_eq!(
+        cached_host.writes, 13,
+        "one write per completed day with a cache"
+    );
 }
 
 #[test]
