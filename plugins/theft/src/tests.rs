@@ -470,6 +470,7 @@ fn profile_splits_hours_and_days() {
     // A 30-minute interval that ends at 00:30 lies in hour 0, which is still open.
     let done = profile.add(day_ms, day_ms + HOUR_MS / 2, 0.2, None, 10);
     assert!(done.hours.is_empty());
+
     // An hour ending at 01:30 completes hour 0 with half of its energy.
     let done = profile.add(
         day_ms + HOUR_MS / 2,
@@ -481,9 +482,11 @@ fn profile_splits_hours_and_days() {
     assert_eq!(done.hours.len(), 1);
     assert!((done.hours[0].energy_kwh - 0.5).abs() < 1e-6);
     assert!((done.hours[0].covered - 1.0).abs() < 1e-6);
+
     // A late interval is ignored.
     let done = profile.add(day_ms, day_ms + HOUR_MS, 5.0, None, 10);
     assert_eq!(done, Default::default());
+
     // A day-long interval counts towards the days' totals only, and completes the first day.
     let done = profile.add(
         day_ms + 3 * HOUR_MS / 2,
