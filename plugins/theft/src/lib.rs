@@ -70,9 +70,11 @@ export_detector!(Theft);
 /// The daemon builds a new instance after a failed call, which empties the cache, so the
 /// cache never contains writes that the daemon dropped.
 ///
-/// NOTE: a profile is written to plugin state only when a day completes or a finding is
-/// raised. After a restart or a cache eviction, the hours of the current day since that write
-/// are missing, so that day is incomplete and the checks skip it.
+/// A cached profile is written to plugin state only when a day completes or a finding is raised.
+/// Meters beyond `max_meters` are not cached, and their profiles are written on every call.
+///
+/// NOTE: after a restart or a new plugin version, the cached hours of the current day since the
+/// last write are missing, so that day is incomplete and the checks skip it.
 #[derive(Debug, Default)]
 pub struct Cache {
     profiles: HashMap<(String, String), Profile>,
@@ -122,16 +124,16 @@ pub fn detect_with(host: &mut impl Host, cache: &mut Cache, batch: &Batch) -> Ve
         ));
     }
 
-    if cache.profiles.len() + entries.len() > cache.max_meters {
-        cache.profiles.clear();
-    }
     for (index, entry) in entries.into_iter().enumerate() {
         let Some(entry) = entry else { continue };
         let meter = batch.meter_at(index);
-        if entry.changed {
+        // A profile that does not fit into the cache is written on every call, so that plugin
+        // state never lacks hours that only an evicted profile had.
+        let cached = cache.profiles.len() < cache.max_meters;
+        if entry.changed || !cached {
             host.set_state(meter, STATE_KEY, &entry.profile.encode());
         }
-        if cache.max_meters > 0 {
+        if cached {
             let key = (meter.region().to_owned(), meter.id().to_owned());
             cache.profiles.insert(key, entry.profile);
         }

@@ -453,6 +453,22 @@ fn cache_gives_the_same_findings_with_fewer_writes() {
 }
 
 #[test]
+fn full_cache_writes_every_call() {
+    let series = Series::hourly("zeroed", 14, |_, _, kwh| kwh);
+    let mut host = CountingHost {
+        inner: host(),
+        writes: 0,
+    };
+    let mut cache = Cache::new(1);
+    cache
+        .profiles
+        .insert(("north".into(), "other".into()), Profile::default());
+    series.run(&mut host, &mut cache);
+    assert_eq!(host.writes, 14, "one write per call once the cache is full");
+    assert_eq!(cache.profiles.len(), 1, "the cache keeps its first meter");
+}
+
+#[test]
 fn profile_survives_encoding() {
     let mut host = host();
     Series::hourly("stored", 5, |_, _, kwh| kwh).run(&mut host, &mut Cache::new(0));
