@@ -136,10 +136,15 @@ pub fn judge_hour(limits: &Limits, profile: &mut Profile, hour: &Hour) -> Option
         profile.zero_hours = 0;
         return None;
     }
+    // The load is a 24-hour exponential moving average of all resolved hours, zero ones too,
+    // so a meter that is nearly always at zero has almost none.
+    let load_before_hour = profile.load_kwh;
+    profile.load_kwh += (hour.energy_kwh - profile.load_kwh) / 24.0;
+
     if f64::from(hour.energy_kwh) <= limits.zero_max_kwh {
         if profile.zero_hours == 0 {
             profile.zero_start_ms = hour.start_ms;
-            profile.load_before_zero_kwh = profile.load_kwh;
+            profile.load_before_zero_kwh = load_before_hour;
         }
         profile.zero_hours += 1;
         let single = limits.min_zero_days <= 1 && profile.zero_hours == limits.min_zero_hours;
@@ -155,11 +160,6 @@ pub fn judge_hour(limits: &Limits, profile: &mut Profile, hour: &Hour) -> Option
         return None;
     }
 
-    profile.load_kwh = if profile.load_kwh <= 0.0 {
-        hour.energy_kwh
-    } else {
-        profile.load_kwh + (hour.energy_kwh - profile.load_kwh) / 24.0
-    };
     let hours = std::mem::take(&mut profile.zero_hours);
     let load_kwh = f64::from(profile.load_before_zero_kwh);
     let qualifies = (limits.min_zero_hours..=limits.max_zero_hours).contains(&hours)

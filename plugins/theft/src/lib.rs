@@ -254,7 +254,7 @@ pub fn settings() -> Vec<SettingSpec> {
         number(
             "min_load_kwh",
             0.05,
-            "Mean hourly energy of the meter's non-zero hours before a zero run, below which \
+            "Mean hourly energy of the meter over about the day before a zero run, below which \
              the run is not suspect, kWh",
         ),
         number(

@@ -111,7 +111,8 @@ pub struct Profile {
     pub zero_hours: u32,
     /// Start of the current zero run, Unix milliseconds.
     pub zero_start_ms: i64,
-    /// Mean energy of the meter's resolved non-zero hours, decaying over about a day, kWh.
+    /// Mean energy of the meter's resolved hours over about the last day, kWh: an exponential
+    /// moving average that starts at 0 and gives each new hour a weight of 1/24.
     pub load_kwh: f32,
     /// Mean hourly energy before the current zero run, kWh.
     pub load_before_zero_kwh: f32,
