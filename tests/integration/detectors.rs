@@ -1,5 +1,5 @@
-//! The shipped tamper and abnormal-load detectors: their fixtures through `gridwatch plugin
-//! test`, and their alerts through real Mosquitto and the running daemon.
+//! The shipped tamper, abnormal-load and theft detectors: their fixtures through `gridwatch
+//! plugin test`, and their alerts through real Mosquitto and the running daemon.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,9 +47,15 @@ fn fixture_test(plugin: &str, expect: &Path) -> (bool, String, String) {
 
 #[test]
 fn detector_fixtures_pass_plugin_test() {
-    for (plugin, kinds, findings) in [
-        ("tamper", "kinds:       tamper, meter_exchange", 8),
-        ("abnormal-load", "kinds:       abnormal_load", 7),
+    for (plugin, kinds, findings, severity) in [
+        (
+            "tamper",
+            "kinds:       tamper, meter_exchange",
+            8,
+            "\"high\"",
+        ),
+        ("abnormal-load", "kinds:       abnormal_load", 7, "\"high\""),
+        ("theft", "kinds:       theft", 3, "\"medium\""),
     ] {
         let wasm = plugin_wasm(plugin);
         let (ok, out, err) = gridwatch(&["plugin", "inspect", wasm.to_str().unwrap()]);
@@ -72,7 +78,7 @@ fn detector_fixtures_pass_plugin_test() {
         let dir = tempfile::tempdir().unwrap();
         let wrong = dir.path().join("findings.jsonl");
         let text = std::fs::read_to_string(&expect).unwrap();
-        std::fs::write(&wrong, text.replacen("\"high\"", "\"critical\"", 1)).unwrap();
+        std::fs::write(&wrong, text.replacen(severity, "\"critical\"", 1)).unwrap();
         let (ok, out, _) = fixture_test(plugin, &wrong);
         assert!(!ok, "{plugin}: a changed expectation must fail:\n{out}");
         assert!(out.contains("\"severity\":\"critical\""), "{plugin}: {out}");
@@ -273,4 +279,63 @@ async fn abnormal_load_plugin_alerts_through_broker() {
         .find(|a| a["meter"] == "surge")
         .expect("surge alert");
     assert_eq!(surge["evidence"]["direction"], "above", "{surge}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn theft_plugin_alerts_through_broker() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture config's short level-drop windows, given to the running daemon.
+    let fixture = repo_root().join("plugins/theft/tests");
+    let config = std::fs::read_to_string(fixture.join("gridwatch.toml")).unwrap();
+    let settings = config
+        .lines()
+        .find(|line| line.starts_with("settings = "))
+        .expect("settings line in the fixture config");
+    let daemon = start_daemon(&broker, dir.path(), "theft", settings);
+
+    // Two weeks of hourly readings of six meters, of which `steady` does not change. From day
+    // 8, `zeroed` reads zero from 02:00 to 10:00 and `flattened` reads each day's mean.
+    // `scaled` reads 30 %, `holiday` 5 %, and `solar` exports at midday.
+    let readings = std::fs::read_to_string(fixture.join("readings.jsonl")).unwrap();
+    let messages: Vec<(String, Vec<u8>)> = readings
+        .lines()
+        .map(|line| {
+            let message: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                message["topic"].as_str().unwrap().to_owned(),
+                message["payload"].to_string().into_bytes(),
+            )
+        })
+        .collect();
+    publish_all(broker.port, messages).await;
+    wait_until_processed(&daemon).await;
+
+    let source = "plugin:theft@1.0.0".to_owned();
+    let expected: Vec<(String, String, String, String)> = ["flattened", "scaled", "zeroed"]
+        .iter()
+        .map(|meter| {
+            (
+                (*meter).to_owned(),
+                "theft".to_owned(),
+                "medium".to_owned(),
+                source.clone(),
+            )
+        })
+        .collect();
+    let summary = alert_summary(&daemon).await;
+    assert_eq!(summary, expected, "log:\n{}", daemon.log());
+
+    let stored = alerts(&daemon).await;
+    for (meter, check) in [
+        ("flattened", "flat_profile"),
+        ("scaled", "level_drop"),
+        ("zeroed", "zero_run"),
+    ] {
+        let alert = stored
+            .iter()
+            .find(|a| a["meter"] == meter)
+            .unwrap_or_else(|| panic!("no alert for {meter}"));
+        assert_eq!(alert["evidence"]["check"], check, "{alert}");
+    }
 }
