@@ -1,29 +1,54 @@
-//! Flat-load crypto-mining detector.
+//! Crypto-mining detector.
 //!
-//! A mining rig draws a few kW day and night, so a meter with rigs shows a high base load, a
-//! load factor near 1 and a night/day ratio near 1 over days. The detector scores each of these
-//! against the region's thresholds and takes the weakest as the meter's score: a meter must be
-//! high, flat and round-the-clock to score high.
+//! A mining rig draws 1.4 to 4.8 kW day and night, so a meter that gets rigs shows a step up
+//! in its base load: every hour of the day rises by a multiple of one rig's draw. The detector
+//! finds that step in the meter's hourly history once the recent window (24 h by default) lies
+//! wholly after it:
 //!
-//! It reports a score-only finding when a meter's score moves by `score_step` or more from the
-//! last one it reported, and an alert finding on every reading while the score is at or above
-//! `alert_score`. The last reported score comes with the batch, as the daemon keeps it. The estimated
-//! rig count is the base load divided by one rig's draw. The onset is the first reading that
-//! reached the alert score, kept in plugin state with the step in mean power around it.
+//! - the window's base load (lowest hourly mean) less the low quantile of the hours before the
+//!   step is the step size, and it must reach `min_step_kw` in every hour of the window;
+//! - the base load must also be `min_level_ratio` times the meter's earlier median, and the
+//!   window's mean `min_peer_ratio` times the region's typical premises (`peer_mean_kw`);
+//! - the window's load factor and night/day ratio must reach their thresholds.
+//!
+//! Benign look-alikes fail one of these: EV charging and electric heating run only part of the
+//! day, so the base load does not rise; a heat pump rises by less than one rig; PV export and a
+//! holiday home lower the import. On daily readings, where no daily cycle is visible, a step
+//! smaller than `heating_max_kw` that lies in the heating season is held back until the season
+//! ends, because electric heating spread over a day looks the same as one rig.
+//!
+//! A meter whose history shows no earlier, lower level (rigs from the first reading, or a step
+//! older than the history and not kept in state) is judged on the long window alone: flat,
+//! high and round-the-clock, as in `min_base_kw`, `min_load_factor` and `min_night_day_ratio`.
+//!
+//! The detector judges a meter only on a reading that completes an hour and whose recent
+//! window's base load reaches half of `min_step_kw` or `min_base_kw`, so the common path reads
+//! no history or state. It reports a score-only finding when the score moves by `score_step`
+//! from the last reported one, and an alert finding on each judged reading while the score is
+//! at or above `alert_score`. The step's onset and earlier level are kept in plugin state, so
+//! the step is still judged once it is older than the history.
+
+mod step;
 
 use gridwatch_plugin_sdk::prelude::*;
 
-/// The flat-load mining detector.
+use step::{Added, Before, HourKw};
+
+/// The mining detector.
 pub struct Mining;
 
 const KIND: &str = "mining";
+const MS_PER_HOUR: i64 = 3_600_000;
+/// Plugin state key of the step's onset and earlier level.
+const STEP_KEY: &str = "step";
 
 impl Detector for Mining {
     fn describe() -> Info {
         Info {
             name: "mining".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Flat, high, round-the-clock load typical of crypto-mining rigs".into(),
+            description:
+                "Step up to a flat, high, round-the-clock load typical of crypto-mining rigs".into(),
             kinds: vec![KIND.into()],
             settings: settings(),
         }
@@ -58,50 +83,128 @@ pub fn detect_with(host: &mut impl Host, batch: &Batch) -> Vec<Finding> {
 
 /// Returns the settings the detector declares, with their defaults.
 pub fn settings() -> Vec<SettingSpec> {
+    let number = |name: &str, value: f64, description: &str| {
+        setting_spec(name, Value::Number(value), description)
+    };
+    let integer = |name: &str, value: i64, description: &str| {
+        setting_spec(name, Value::Integer(value), description)
+    };
     vec![
+        setting_spec(
+            "recent_window",
+            Value::Text("24h".into()),
+            "Rolling window, by name, that must lie wholly after the step; its base load is the level after it",
+        ),
+        number(
+            "min_recent_coverage",
+            0.9,
+            "Share of the recent window's hours that must have readings",
+        ),
+        integer(
+            "history_hours",
+            168,
+            "Hours of the meter's history searched for the step; the longest [state] window bounds it",
+        ),
+        number(
+            "min_before_hours",
+            24.0,
+            "Hours with readings that the history must hold before the step",
+        ),
+        number(
+            "low_quantile",
+            0.1,
+            "Quantile of the hourly power before the step taken as the earlier base load",
+        ),
+        number(
+            "min_step_kw",
+            1.25,
+            "Median load added over the same hours of the day before the step that scores fully, kW",
+        ),
+        number(
+            "min_floor_share",
+            0.5,
+            "Low quantile of the added load over its median that scores fully: the step holds day and night",
+        ),
+        number(
+            "min_level_ratio",
+            1.5,
+            "Base load after the step over the earlier median hourly power that scores fully",
+        ),
+        number(
+            "peer_mean_kw",
+            0.5,
+            "Mean power of the region's typical premises of the same tariff class, kW",
+        ),
+        number(
+            "min_peer_ratio",
+            2.0,
+            "Mean power of the recent window over peer_mean_kw that scores fully",
+        ),
+        number(
+            "min_load_factor",
+            0.3,
+            "Load factor (hourly mean over hourly peak) of the judged window that scores fully",
+        ),
+        number(
+            "min_night_day_ratio",
+            0.6,
+            "Night over day mean power, or day over night when smaller, that scores fully",
+        ),
+        number(
+            "heating_max_kw",
+            3.0,
+            "Step below which daily readings in the heating season are held until it ends, kW",
+        ),
+        integer(
+            "heating_first_month",
+            10,
+            "First month (1 to 12, UTC) of the heating season; 0 for none",
+        ),
+        integer(
+            "heating_last_month",
+            4,
+            "Last month (1 to 12, UTC) of the heating season; 0 for none",
+        ),
+        number(
+            "coarse_interval_hours",
+            6.0,
+            "Reading interval from which the daily cycle is not visible, hours",
+        ),
         setting_spec(
             "window",
             Value::Text("7d".into()),
-            "Rolling window to judge, by name",
+            "Rolling window, by name, judged when the history shows no earlier, lower level",
         ),
-        setting_spec(
+        number(
             "min_hours_with_data",
-            Value::Number(120.0),
-            "Hours of the window that must have readings",
+            120.0,
+            "Hours of that window that must have readings",
         ),
-        setting_spec(
+        number(
             "min_base_kw",
-            Value::Number(2.0),
-            "Base load (lowest hourly mean) that scores fully, kW",
+            2.0,
+            "Base load (lowest hourly mean) of that window that scores fully, kW",
         ),
-        setting_spec(
-            "min_load_factor",
-            Value::Number(0.35),
-            "Load factor (mean over hourly peak) that scores fully",
-        ),
-        setting_spec(
-            "min_night_day_ratio",
-            Value::Number(0.8),
-            "Night over day mean power that scores fully",
-        ),
-        setting_spec(
+        number(
             "rig_kw",
-            Value::Number(3.25),
-            "Draw of one rig, kW, for the rig estimate",
+            3.25,
+            "Typical draw of one rig, kW, for the rig estimate",
         ),
-        setting_spec(
+        number("min_rig_kw", 1.4, "Lowest draw of one rig, kW"),
+        number("max_rig_kw", 4.8, "Highest draw of one rig, kW"),
+        number(
             "alert_score",
-            Value::Number(0.99),
+            0.99,
             "Score from which a finding raises an alert",
         ),
-        setting_spec(
+        integer(
             "high_rigs",
-            Value::Integer(3),
+            3,
             "Estimated rigs from which the alert is high",
         ),
-        setting_spec(
+        number(
             "score_step",
-            Value::Number(0.05),
+            0.05,
             "Score change that reports a new score-only finding",
         ),
     ]
@@ -109,12 +212,28 @@ pub fn settings() -> Vec<SettingSpec> {
 
 /// Thresholds of one region.
 struct Thresholds {
+    recent_window: String,
+    min_recent_coverage: f64,
+    history_hours: u32,
+    min_before_hours: f64,
+    low_quantile: f64,
+    min_step_kw: f64,
+    min_floor_share: f64,
+    min_level_ratio: f64,
+    peer_mean_kw: f64,
+    min_peer_ratio: f64,
+    min_load_factor: f64,
+    min_night_day_ratio: f64,
+    heating_max_kw: f64,
+    heating_first_month: u32,
+    heating_last_month: u32,
+    coarse_interval_ms: i64,
     window: String,
     min_hours: f64,
     min_base_kw: f64,
-    min_load_factor: f64,
-    min_night_day_ratio: f64,
     rig_kw: f64,
+    min_rig_kw: f64,
+    max_rig_kw: f64,
     alert_score: f64,
     high_rigs: f64,
     score_step: f64,
@@ -122,21 +241,83 @@ struct Thresholds {
 
 impl Thresholds {
     fn for_region(host: &mut impl Host, region: &str) -> Thresholds {
+        let mut number = |name: &str| host.setting_f64(region, name);
+        let min_recent_coverage = number("min_recent_coverage");
+        let history_hours = number("history_hours").clamp(0.0, f64::from(u32::MAX)) as u32;
+        let min_before_hours = number("min_before_hours");
+        let low_quantile = number("low_quantile");
+        let min_step_kw = number("min_step_kw");
+        let min_floor_share = number("min_floor_share");
+        let min_level_ratio = number("min_level_ratio");
+        let peer_mean_kw = number("peer_mean_kw");
+        let min_peer_ratio = number("min_peer_ratio");
+        let min_load_factor = number("min_load_factor");
+        let min_night_day_ratio = number("min_night_day_ratio");
+        let heating_max_kw = number("heating_max_kw");
+        let heating_first_month = number("heating_first_month").clamp(0.0, 12.0) as u32;
+        let heating_last_month = number("heating_last_month").clamp(0.0, 12.0) as u32;
+        let coarse_interval_ms = (number("coarse_interval_hours") * MS_PER_HOUR as f64) as i64;
+        let min_hours = number("min_hours_with_data");
+        let min_base_kw = number("min_base_kw");
+        let rig_kw = number("rig_kw");
+        let min_rig_kw = number("min_rig_kw");
+        let max_rig_kw = number("max_rig_kw");
+        let alert_score = number("alert_score");
+        let high_rigs = number("high_rigs");
+        let score_step = number("score_step");
         Thresholds {
+            recent_window: host.setting_text(region, "recent_window"),
+            min_recent_coverage,
+            history_hours,
+            min_before_hours,
+            low_quantile,
+            min_step_kw,
+            min_floor_share,
+            min_level_ratio,
+            peer_mean_kw,
+            min_peer_ratio,
+            min_load_factor,
+            min_night_day_ratio,
+            heating_max_kw,
+            heating_first_month,
+            heating_last_month,
+            coarse_interval_ms,
             window: host.setting_text(region, "window"),
-            min_hours: host.setting_f64(region, "min_hours_with_data"),
-            min_base_kw: host.setting_f64(region, "min_base_kw"),
-            min_load_factor: host.setting_f64(region, "min_load_factor"),
-            min_night_day_ratio: host.setting_f64(region, "min_night_day_ratio"),
-            rig_kw: host.setting_f64(region, "rig_kw"),
-            alert_score: host.setting_f64(region, "alert_score"),
-            high_rigs: host.setting_f64(region, "high_rigs"),
-            score_step: host.setting_f64(region, "score_step"),
+            min_hours,
+            min_base_kw,
+            rig_kw,
+            min_rig_kw,
+            max_rig_kw,
+            alert_score,
+            high_rigs,
+            score_step,
         }
     }
 }
 
-/// Scores one reading and returns a finding when there is something to report.
+/// What a judged reading found.
+struct Judgement<'a> {
+    score: f64,
+    /// The window judged: the recent window after a step, the long window without one.
+    window: Window<'a>,
+    /// The step, when the history or plugin state showed one.
+    step: Option<StepFound>,
+}
+
+/// A step up in the meter's base load.
+#[derive(Debug, Clone, Copy)]
+struct StepFound {
+    before: Before,
+    /// Median load the step added, kW.
+    step_kw: f64,
+    /// Low quantile of the load the step added, kW.
+    floor_kw: f64,
+    rigs: u32,
+    /// Whether the step waits for the end of the heating season.
+    held: bool,
+}
+
+/// Judges one reading and returns a finding when there is something to report.
 ///
 /// `last_score` is the meter's last reported score, NaN when there is none; it is updated
 /// when the reading reports a new one.
@@ -146,50 +327,184 @@ fn examine(
     reading: Reading<'_>,
     last_score: &mut f64,
 ) -> Option<Finding> {
-    let window = reading.window(&limits.window)?;
-    let score = score(&window, limits);
-
+    let recent = reading.window(&limits.recent_window)?;
+    let interval = reading.interval();
+    if interval.end_ms.div_euclid(MS_PER_HOUR) <= interval.start_ms.div_euclid(MS_PER_HOUR) {
+        // Judged once per completed hour: the history changes by the hour.
+        return None;
+    }
     let last = if last_score.is_nan() {
         0.0
     } else {
         *last_score
     };
-    let alerting = score >= limits.alert_score;
-    if !alerting && (score - last).abs() < limits.score_step {
+    let gate_kw = (limits.min_step_kw.min(limits.min_base_kw)) / 2.0;
+    if !(recent.base_kw >= gate_kw) {
+        if last < limits.score_step {
+            return None;
+        }
+        // The load fell: report the score of 0 once and forget the step.
+        host.delete_state(reading.meter(), STEP_KEY);
+        *last_score = 0.0;
+        return Some(finding(reading, limits, 0.0, &recent, None));
+    }
+
+    let judgement = judge(host, limits, reading, recent)?;
+    let alerting = judgement.score >= limits.alert_score;
+    if !alerting && (judgement.score - last).abs() < limits.score_step {
         return None;
     }
-    *last_score = score;
+    *last_score = judgement.score;
+    Some(finding(
+        reading,
+        limits,
+        judgement.score,
+        &judgement.window,
+        judgement.step,
+    ))
+}
 
-    let onset = onset(host, reading.meter(), alerting, reading.timestamp_ms());
-    let rigs = (window.base_kw / limits.rig_kw).round().max(1.0);
-    let severity = match (alerting, rigs >= limits.high_rigs) {
-        (false, _) => Severity::Info,
-        (true, false) => Severity::Medium,
-        (true, true) => Severity::High,
+/// Judges a reading that passed the gate, from the meter's history and plugin state.
+fn judge<'a>(
+    host: &mut impl Host,
+    limits: &Thresholds,
+    reading: Reading<'a>,
+    recent: Window<'a>,
+) -> Option<Judgement<'a>> {
+    let meter = reading.meter();
+    let hours = step::hourly_kw(&host.history(meter, limits.history_hours));
+    let stored = host
+        .get_state(meter, STEP_KEY)
+        .and_then(|bytes| Before::from_bytes(&bytes));
+    let found = step::find_before(
+        &hours,
+        recent.hours,
+        recent.base_kw,
+        limits.low_quantile,
+        limits.min_before_hours,
+    );
+    // The history's own step, unless the stored one is older: a farm whose onset has left the
+    // history, or one whose rigs stopped for a while, keeps its first onset and earlier level.
+    let before = match (found, stored) {
+        (Some(found), Some(stored)) if stored.onset_ms <= found.onset_ms => Some(stored),
+        (Some(found), _) => Some(found),
+        (None, stored) => stored,
     };
-    Some(Finding {
-        reading: reading.index(),
-        kind: KIND.into(),
-        severity,
+    let Some(before) = before else {
+        return Some(judge_flat(limits, reading, &hours));
+    };
+
+    let recent_from_ms =
+        hours.last().map_or(0, |h| h.start_ms) - (i64::from(recent.hours) - 1) * MS_PER_HOUR;
+    let added = step::added_load(&hours, before, recent_from_ms, limits.low_quantile)?;
+    let step = step_of(limits, reading, before, added);
+    let score = step_score(limits, &recent, &step);
+    if score >= limits.score_step && stored != Some(before) {
+        host.set_state(meter, STEP_KEY, &before.to_bytes());
+    } else if score < limits.score_step && stored.is_some() {
+        host.delete_state(meter, STEP_KEY);
+    }
+    Some(Judgement {
         score,
-        message: format!(
-            "flat load of {:.1} kW mean, {:.1} kW base over {} h, about {rigs} rig(s)",
-            window.mean_kw, window.base_kw, window.hours
-        ),
-        evidence: evidence(&window, rigs, onset),
+        window: recent,
+        step: Some(step),
     })
 }
 
-/// Returns the weakest of the level, flatness, night and coverage scores, each from 0 to 1.
-fn score(window: &Window<'_>, limits: &Thresholds) -> f64 {
-    [
-        ramp(window.hours_with_data, limits.min_hours),
-        ramp(window.base_kw, limits.min_base_kw),
-        ramp(window.load_factor, limits.min_load_factor),
-        ramp(window.night_day_ratio, limits.min_night_day_ratio),
+/// Measures the step of the recent window over the earlier level.
+fn step_of(limits: &Thresholds, reading: Reading<'_>, before: Before, added: Added) -> StepFound {
+    let step_kw = added.median_kw;
+    let interval = reading.interval();
+    let coarse = interval.end_ms - interval.start_ms >= limits.coarse_interval_ms;
+    let month = step::month_of(reading.timestamp_ms());
+    let heating = step::in_season(month, limits.heating_first_month, limits.heating_last_month);
+    StepFound {
+        before,
+        step_kw,
+        floor_kw: added.low_kw,
+        rigs: step::fit_rigs(step_kw, limits.rig_kw, limits.min_rig_kw, limits.max_rig_kw),
+        held: coarse && heating && step_kw < limits.heating_max_kw,
+    }
+}
+
+/// Returns the weakest of the step's scores, each from 0 to 1; a held step scores at most 0.5.
+fn step_score(limits: &Thresholds, recent: &Window<'_>, step: &StepFound) -> f64 {
+    let coverage = limits.min_recent_coverage * f64::from(recent.hours);
+    let level_ratio = recent.base_kw / step.before.median_kw.max(0.01);
+    let score = [
+        ramp(recent.hours_with_data, coverage),
+        ramp(step.step_kw, limits.min_step_kw),
+        ramp(step.floor_kw / step.step_kw, limits.min_floor_share),
+        ramp(level_ratio, limits.min_level_ratio),
+        ramp(recent.mean_kw / limits.peer_mean_kw, limits.min_peer_ratio),
+        ramp(recent.load_factor, limits.min_load_factor),
+        ramp(
+            symmetric(recent.night_day_ratio),
+            limits.min_night_day_ratio,
+        ),
     ]
     .into_iter()
-    .fold(1.0, f64::min)
+    .fold(1.0, f64::min);
+    if step.held { score.min(0.5) } else { score }
+}
+
+/// Judges a meter without an earlier, lower level on the long window: flat, high and
+/// round-the-clock, and above its peers.
+fn judge_flat<'a>(limits: &Thresholds, reading: Reading<'a>, hours: &[HourKw]) -> Judgement<'a> {
+    let window = reading.window(&limits.window);
+    let score = match window {
+        Some(w) => [
+            ramp(w.hours_with_data, limits.min_hours),
+            ramp(w.base_kw, limits.min_base_kw),
+            ramp(w.mean_kw / limits.peer_mean_kw, limits.min_peer_ratio),
+            ramp(w.load_factor, limits.min_load_factor),
+            ramp(symmetric(w.night_day_ratio), limits.min_night_day_ratio),
+            ramp(hours.len() as f64, limits.min_hours),
+        ]
+        .into_iter()
+        .fold(1.0, f64::min),
+        None => 0.0,
+    };
+    // Daily readings spread each day evenly over its hours, so they look flat and
+    // round-the-clock whatever the load; without a step they cannot raise an alert.
+    let interval = reading.interval();
+    let coarse = interval.end_ms - interval.start_ms >= limits.coarse_interval_ms;
+    let score = if coarse { score.min(0.5) } else { score };
+    Judgement {
+        score,
+        window: window.unwrap_or(
+            reading
+                .window(&limits.recent_window)
+                .unwrap_or(EMPTY_WINDOW),
+        ),
+        step: None,
+    }
+}
+
+const EMPTY_WINDOW: Window<'static> = Window {
+    name: "",
+    hours: 0,
+    hours_with_data: 0.0,
+    energy_kwh: 0.0,
+    mean_kw: 0.0,
+    peak_kw: 0.0,
+    base_kw: 0.0,
+    load_factor: f64::NAN,
+    night_day_ratio: f64::NAN,
+    cv: f64::NAN,
+};
+
+/// Returns a ratio or its inverse, whichever is at most 1, so a load heavier by night and one
+/// heavier by day score alike. A window without night or without day hours, such as a 6-hour
+/// one, has no ratio and returns 1, so the criterion is skipped.
+fn symmetric(ratio: f64) -> f64 {
+    if ratio.is_nan() {
+        1.0
+    } else if ratio > 1.0 {
+        1.0 / ratio
+    } else {
+        ratio
+    }
 }
 
 /// Rises linearly from 0 at half of `full` to 1 at `full`.
@@ -200,57 +515,51 @@ fn ramp(value: f64, full: f64) -> f64 {
     ((value / full - 0.5) * 2.0).clamp(0.0, 1.0)
 }
 
-/// The first reading that reached the alert score, kept until the score drops.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Onset {
-    /// Its time, Unix milliseconds.
-    ts_ms: i64,
-    /// Mean power of the 24 hours before it subtracted from that of the 24 hours up to it, kW:
-    /// the size of the step the rigs added, when they were switched on within that span.
-    step_kw: f64,
-}
-
-/// Returns the meter's onset, recording it on the first alerting reading.
-fn onset(host: &mut impl Host, meter: Meter<'_>, alerting: bool, ts_ms: i64) -> Option<Onset> {
-    if !alerting {
-        host.delete_state(meter, "onset");
-        return None;
-    }
-    let stored = host.get_state(meter, "onset").and_then(|bytes| {
-        let ts: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        let step: [u8; 8] = bytes.get(8..16)?.try_into().ok()?;
-        Some(Onset {
-            ts_ms: i64::from_le_bytes(ts),
-            step_kw: f64::from_le_bytes(step),
-        })
-    });
-    if let Some(onset) = stored {
-        return Some(onset);
-    }
-    let onset = Onset {
-        ts_ms,
-        step_kw: step_kw(host, meter),
+fn finding(
+    reading: Reading<'_>,
+    limits: &Thresholds,
+    score: f64,
+    window: &Window<'_>,
+    step: Option<StepFound>,
+) -> Finding {
+    let alerting = score >= limits.alert_score;
+    let rigs = match step {
+        Some(step) => step.rigs,
+        None => step::fit_rigs(
+            window.base_kw,
+            limits.rig_kw,
+            limits.min_rig_kw,
+            limits.max_rig_kw,
+        ),
     };
-    let mut bytes = onset.ts_ms.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&onset.step_kw.to_le_bytes());
-    host.set_state(meter, "onset", &bytes);
-    Some(onset)
-}
-
-/// Mean power of the newest 24 hours minus that of the 24 before, from the meter's history.
-fn step_kw(host: &mut impl Host, meter: Meter<'_>) -> f64 {
-    let hours = host.history(meter, 48);
-    if hours.len() < 48 {
-        return 0.0;
+    let severity = match (alerting, f64::from(rigs) >= limits.high_rigs) {
+        (false, _) => Severity::Info,
+        (true, false) => Severity::Medium,
+        (true, true) => Severity::High,
+    };
+    let message = match step {
+        Some(step) => format!(
+            "base load up {:.1} kW to {:.1} kW over {} h, about {rigs} rig(s)",
+            step.step_kw, window.base_kw, window.hours
+        ),
+        None => format!(
+            "flat load of {:.1} kW mean, {:.1} kW base over {} h, about {rigs} rig(s)",
+            window.mean_kw, window.base_kw, window.hours
+        ),
+    };
+    Finding {
+        reading: reading.index(),
+        kind: KIND.into(),
+        severity,
+        score,
+        message,
+        evidence: evidence(window, rigs, step),
     }
-    let (before, after) = hours.split_at(24);
-    let mean = |h: &[Hour]| h.iter().map(|h| h.energy_kwh).sum::<f64>() / h.len() as f64;
-    mean(after) - mean(before)
 }
 
-fn evidence(window: &Window<'_>, rigs: f64, onset: Option<Onset>) -> Vec<Entry> {
-    // Seven entries, and two more with an onset.
-    let mut evidence = Vec::with_capacity(9);
+fn evidence(window: &Window<'_>, rigs: u32, step: Option<StepFound>) -> Vec<Entry> {
+    // Seven entries, and seven more with a step.
+    let mut evidence = Vec::with_capacity(14);
     evidence.extend([
         entry("window", Value::Text(window.name.to_owned())),
         entry("mean_kw", Value::Number(window.mean_kw)),
@@ -258,123 +567,21 @@ fn evidence(window: &Window<'_>, rigs: f64, onset: Option<Onset>) -> Vec<Entry> 
         entry("load_factor", Value::Number(window.load_factor)),
         entry("night_day_ratio", Value::Number(window.night_day_ratio)),
         entry("hours_with_data", Value::Number(window.hours_with_data)),
-        entry("estimated_rigs", Value::Integer(rigs as i64)),
+        entry("estimated_rigs", Value::Integer(i64::from(rigs))),
     ]);
-    if let Some(onset) = onset {
-        evidence.push(entry("onset_ms", Value::Integer(onset.ts_ms)));
-        evidence.push(entry("step_kw", Value::Number(onset.step_kw)));
+    if let Some(step) = step {
+        evidence.extend([
+            entry("onset_ms", Value::Integer(step.before.onset_ms)),
+            entry("step_kw", Value::Number(step.step_kw)),
+            entry("floor_kw", Value::Number(step.floor_kw)),
+            entry("rig_kw", Value::Number(step.step_kw / f64::from(rigs))),
+            entry("before_base_kw", Value::Number(step.before.low_kw)),
+            entry("before_median_kw", Value::Number(step.before.median_kw)),
+            entry("held_for_heating_season", Value::Flag(step.held)),
+        ]);
     }
     evidence
 }
 
 #[cfg(test)]
-mod tests {
-    use gridwatch_plugin_sdk::prelude::*;
-
-    use super::{detect_with, ramp, settings};
-
-    /// Builds a batch of one reading whose `7d` window has the given base load, load factor
-    /// and hours, with the meter's last score.
-    fn batch(meter: &str, ts_ms: i64, stats: (f64, f64, f64), last_score: Option<f64>) -> Batch {
-        let (base_kw, load_factor, hours) = stats;
-        let windows = [Window {
-            name: "7d",
-            hours: 168,
-            hours_with_data: hours,
-            energy_kwh: base_kw * hours,
-            mean_kw: base_kw * 1.05,
-            peak_kw: base_kw * 1.05 / load_factor,
-            base_kw,
-            load_factor,
-            night_day_ratio: 1.0,
-            cv: 0.05,
-        }];
-        let mut builder = BatchBuilder::new();
-        builder.push(&NewReading {
-            region: "north",
-            meter,
-            last_score,
-            timestamp_ms: ts_ms,
-            energy_import_kwh: 1_000.0,
-            energy_export_kwh: None,
-            power_w: None,
-            voltage_v: &[],
-            current_a: &[],
-            events: &[],
-            register_kwh: 1_000.0,
-            interval: Interval {
-                kind: IntervalKind::Normal,
-                start_ms: ts_ms - 1_800_000,
-                end_ms: ts_ms,
-                energy_kwh: base_kw / 2.0,
-            },
-            windows: &windows,
-            register_reversals: 0,
-            meter_readings: 300,
-        });
-        builder.build()
-    }
-
-    #[test]
-    fn flat_high_load_raises_alert_with_onset() {
-        let mut host = MemoryHost::with_defaults(&settings());
-        let first = detect_with(&mut host, &batch("rig", 1_000, (9.8, 0.9, 150.0), None));
-        let second = detect_with(
-            &mut host,
-            &batch("rig", 2_000, (9.8, 0.9, 151.0), Some(1.0)),
-        );
-
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].severity, Severity::High, "three rigs of 3.25 kW");
-        assert_eq!(first[0].score, 1.0);
-        let onset = second[0].evidence.iter().find(|e| e.name == "onset_ms");
-        assert!(
-            matches!(
-                onset,
-                Some(Entry {
-                    value: Value::Integer(1_000),
-                    ..
-                })
-            ),
-            "onset is the first alerting reading: {onset:?}"
-        );
-    }
-
-    #[test]
-    fn household_load_reports_nothing() {
-        let mut host = MemoryHost::with_defaults(&settings());
-        let found = detect_with(&mut host, &batch("house", 1_000, (0.2, 0.3, 168.0), None));
-        assert!(found.is_empty(), "{found:?}");
-    }
-
-    #[test]
-    fn partial_score_is_reported_once_per_step() {
-        let mut host = MemoryHost::with_defaults(&settings());
-        // 90 of the 120 hours needed: coverage scores 0.5, so the meter scores 0.5.
-        let first = detect_with(&mut host, &batch("rig", 1_000, (6.5, 0.9, 90.0), None));
-        let same = detect_with(&mut host, &batch("rig", 2_000, (6.5, 0.9, 90.5), Some(0.5)));
-
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].severity, Severity::Info);
-        assert!((first[0].score - 0.5).abs() < 1e-9, "{}", first[0].score);
-        assert!(
-            same.is_empty(),
-            "a change under score_step is not reported: {same:?}"
-        );
-    }
-
-    #[test]
-    fn ramp_scores_from_half_to_full() {
-        assert_eq!(ramp(1.0, 2.0), 0.0);
-        assert_eq!(ramp(1.5, 2.0), 0.5);
-        assert_eq!(ramp(2.0, 2.0), 1.0);
-        assert_eq!(ramp(9.0, 2.0), 1.0);
-    }
-
-    #[test]
-    fn ramp_is_zero_for_unusable_values() {
-        assert_eq!(ramp(f64::NAN, 2.0), 0.0);
-        assert_eq!(ramp(5.0, 0.0), 0.0);
-        assert_eq!(ramp(5.0, f64::NAN), 0.0);
-    }
-}
+mod tests;
