@@ -126,8 +126,23 @@ pub fn settings() -> Vec<SettingSpec> {
             "Low quantile of the added load over its median that scores fully: the step holds day and night",
         ),
         number(
+            "min_step_z",
+            3.0,
+            "Step over the robust spread of the earlier hours around their hour-of-day medians that scores fully",
+        ),
+        number(
+            "min_spread_kw",
+            0.05,
+            "Smallest spread the step is divided by, kW",
+        ),
+        number(
+            "max_added_spread",
+            0.4,
+            "Spread of the added load from its low to its high quantile, over its median, that scores fully; hourly readings only",
+        ),
+        number(
             "min_level_ratio",
-            1.5,
+            2.0,
             "Base load after the step over the earlier median hourly power that scores fully",
         ),
         number(
@@ -219,6 +234,9 @@ struct Thresholds {
     low_quantile: f64,
     min_step_kw: f64,
     min_floor_share: f64,
+    min_step_z: f64,
+    min_spread_kw: f64,
+    max_added_spread: f64,
     min_level_ratio: f64,
     peer_mean_kw: f64,
     min_peer_ratio: f64,
@@ -248,6 +266,9 @@ impl Thresholds {
         let low_quantile = number("low_quantile");
         let min_step_kw = number("min_step_kw");
         let min_floor_share = number("min_floor_share");
+        let min_step_z = number("min_step_z");
+        let min_spread_kw = number("min_spread_kw");
+        let max_added_spread = number("max_added_spread");
         let min_level_ratio = number("min_level_ratio");
         let peer_mean_kw = number("peer_mean_kw");
         let min_peer_ratio = number("min_peer_ratio");
@@ -273,6 +294,9 @@ impl Thresholds {
             low_quantile,
             min_step_kw,
             min_floor_share,
+            min_step_z,
+            min_spread_kw,
+            max_added_spread,
             min_level_ratio,
             peer_mean_kw,
             min_peer_ratio,
@@ -312,9 +336,15 @@ struct StepFound {
     step_kw: f64,
     /// Low quantile of the load the step added, kW.
     floor_kw: f64,
+    /// The step over the earlier hours' robust spread.
+    step_z: f64,
+    /// High quantile of the load the step added, kW.
+    high_kw: f64,
     rigs: u32,
     /// Whether the step waits for the end of the heating season.
     held: bool,
+    /// Whether the readings are too coarse to show the hours of a day.
+    coarse: bool,
 }
 
 /// Judges one reading and returns a finding when there is something to report.
@@ -422,8 +452,11 @@ fn step_of(limits: &Thresholds, reading: Reading<'_>, before: Before, added: Add
         before,
         step_kw,
         floor_kw: added.low_kw,
+        high_kw: added.high_kw,
+        step_z: step_kw / added.before_spread_kw.max(limits.min_spread_kw),
         rigs: step::fit_rigs(step_kw, limits.rig_kw, limits.min_rig_kw, limits.max_rig_kw),
         held: coarse && heating && step_kw < limits.heating_max_kw,
+        coarse,
     }
 }
 
@@ -435,6 +468,8 @@ fn step_score(limits: &Thresholds, recent: &Window<'_>, step: &StepFound) -> f64
         ramp(recent.hours_with_data, coverage),
         ramp(step.step_kw, limits.min_step_kw),
         ramp(step.floor_kw / step.step_kw, limits.min_floor_share),
+        ramp(step.step_z, limits.min_step_z),
+        flatness_score(limits, step),
         ramp(level_ratio, limits.min_level_ratio),
         ramp(recent.mean_kw / limits.peer_mean_kw, limits.min_peer_ratio),
         ramp(recent.load_factor, limits.min_load_factor),
@@ -446,6 +481,20 @@ fn step_score(limits: &Thresholds, recent: &Window<'_>, step: &StepFound) -> f64
     .into_iter()
     .fold(1.0, f64::min);
     if step.held { score.min(0.5) } else { score }
+}
+
+/// Scores how evenly the step adds its load over the hours: 1 while the spread from its low
+/// to its high quantile is at most `max_added_spread` of its median, 0 from twice that. Daily
+/// readings show no hours of the day, so they score 1.
+fn flatness_score(limits: &Thresholds, step: &StepFound) -> f64 {
+    if step.coarse {
+        return 1.0;
+    }
+    let spread = (step.high_kw - step.floor_kw) / step.step_kw;
+    if spread <= 0.0 {
+        return 1.0;
+    }
+    ramp(limits.max_added_spread / spread, 1.0)
 }
 
 /// Judges a meter without an earlier, lower level on the long window: flat, high and
@@ -558,8 +607,8 @@ fn finding(
 }
 
 fn evidence(window: &Window<'_>, rigs: u32, step: Option<StepFound>) -> Vec<Entry> {
-    // Seven entries, and seven more with a step.
-    let mut evidence = Vec::with_capacity(14);
+    // Seven entries, and eight more with a step.
+    let mut evidence = Vec::with_capacity(15);
     evidence.extend([
         entry("window", Value::Text(window.name.to_owned())),
         entry("mean_kw", Value::Number(window.mean_kw)),
@@ -574,6 +623,8 @@ fn evidence(window: &Window<'_>, rigs: u32, step: Option<StepFound>) -> Vec<Entr
             entry("onset_ms", Value::Integer(step.before.onset_ms)),
             entry("step_kw", Value::Number(step.step_kw)),
             entry("floor_kw", Value::Number(step.floor_kw)),
+            entry("step_z", Value::Number(step.step_z)),
+            entry("high_kw", Value::Number(step.high_kw)),
             entry("rig_kw", Value::Number(step.step_kw / f64::from(rigs))),
             entry("before_base_kw", Value::Number(step.before.low_kw)),
             entry("before_median_kw", Value::Number(step.before.median_kw)),

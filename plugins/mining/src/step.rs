@@ -107,8 +107,13 @@ pub(crate) struct Added {
     pub median_kw: f64,
     /// Low quantile of the added power, kW: what the step adds in nearly every hour.
     pub low_kw: f64,
+    /// High quantile of the added power (one minus the low quantile), kW.
+    pub high_kw: f64,
     /// Recent hours compared.
     pub hours: usize,
+    /// Robust spread of the earlier hours around their hour-of-day medians, kW: 1.4826 times
+    /// their median absolute deviation. 0 when the earlier hours have left the history.
+    pub before_spread_kw: f64,
 }
 
 /// Measures the load added in the hours from `recent_from_ms` on that lie at or after the
@@ -146,15 +151,40 @@ pub(crate) fn added_load(
     if added.is_empty() {
         return None;
     }
+    let residuals: Vec<HourKw> = hours[..onset]
+        .iter()
+        .map(|h| HourKw {
+            start_ms: h.start_ms,
+            kw: h.kw - profile[hour_of_day(h.start_ms)],
+        })
+        .collect();
     Some(Added {
         median_kw: quantile(&added, 0.5),
         low_kw: quantile(&added, low_quantile),
+        high_kw: quantile(&added, 1.0 - low_quantile),
         hours: added.len(),
+        before_spread_kw: 1.4826 * median_absolute_deviation(&residuals),
     })
 }
 
 fn hour_of_day(start_ms: i64) -> usize {
     start_ms.div_euclid(MS_PER_HOUR).rem_euclid(24) as usize
+}
+
+/// Returns the median absolute deviation of the hours' power from their median; 0 for no hours.
+fn median_absolute_deviation(hours: &[HourKw]) -> f64 {
+    if hours.is_empty() {
+        return 0.0;
+    }
+    let median = quantile(hours, 0.5);
+    let deviations: Vec<HourKw> = hours
+        .iter()
+        .map(|h| HourKw {
+            start_ms: h.start_ms,
+            kw: (h.kw - median).abs(),
+        })
+        .collect();
+    quantile(&deviations, 0.5)
 }
 
 /// Returns the `q` quantile (0 to 1) of the hours' power, by the nearest rank below; NaN for
