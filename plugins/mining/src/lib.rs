@@ -185,6 +185,16 @@ pub fn settings() -> Vec<SettingSpec> {
             6.0,
             "Reading interval from which the daily cycle is not visible, hours",
         ),
+        number(
+            "coarse_quick_step_kw",
+            4.0,
+            "Step from which daily readings alert without waiting for coarse_confirm_hours, kW",
+        ),
+        number(
+            "coarse_confirm_hours",
+            144.0,
+            "Hours a smaller step on daily readings must hold before it alerts; at most history_hours",
+        ),
         setting_spec(
             "window",
             Value::Text("7d".into()),
@@ -246,6 +256,8 @@ struct Thresholds {
     heating_first_month: u32,
     heating_last_month: u32,
     coarse_interval_ms: i64,
+    coarse_quick_step_kw: f64,
+    coarse_confirm_hours: f64,
     window: String,
     min_hours: f64,
     min_base_kw: f64,
@@ -278,6 +290,8 @@ impl Thresholds {
         let heating_first_month = number("heating_first_month").clamp(0.0, 12.0) as u32;
         let heating_last_month = number("heating_last_month").clamp(0.0, 12.0) as u32;
         let coarse_interval_ms = (number("coarse_interval_hours") * MS_PER_HOUR as f64) as i64;
+        let coarse_quick_step_kw = number("coarse_quick_step_kw");
+        let coarse_confirm_hours = number("coarse_confirm_hours");
         let min_hours = number("min_hours_with_data");
         let min_base_kw = number("min_base_kw");
         let rig_kw = number("rig_kw");
@@ -306,6 +320,8 @@ impl Thresholds {
             heating_first_month,
             heating_last_month,
             coarse_interval_ms,
+            coarse_quick_step_kw,
+            coarse_confirm_hours,
             window: host.setting_text(region, "window"),
             min_hours,
             min_base_kw,
@@ -342,7 +358,11 @@ struct StepFound {
     high_kw: f64,
     rigs: u32,
     /// Whether the step waits for the end of the heating season.
-    held: bool,
+    held_for_season: bool,
+    /// Whether the step waits until it has held for `coarse_confirm_hours`.
+    held_for_confirmation: bool,
+    /// Hours from the newest back that stay above halfway up the step.
+    run_hours: f64,
     /// Whether the readings are too coarse to show the hours of a day.
     coarse: bool,
 }
@@ -368,8 +388,10 @@ fn examine(
     } else {
         *last_score
     };
-    let gate_kw = (limits.min_step_kw.min(limits.min_base_kw)) / 2.0;
-    if !(recent.base_kw >= gate_kw) {
+    // A NaN base load (no full hour in the window) fails the gate too.
+    let gate_kw = limits.min_step_kw.min(limits.min_base_kw) / 2.0;
+    let passes_gate = recent.base_kw >= gate_kw;
+    if !passes_gate {
         if last < limits.score_step {
             return None;
         }
@@ -427,7 +449,8 @@ fn judge<'a>(
     let recent_from_ms =
         hours.last().map_or(0, |h| h.start_ms) - (i64::from(recent.hours) - 1) * MS_PER_HOUR;
     let added = step::added_load(&hours, before, recent_from_ms, limits.low_quantile)?;
-    let step = step_of(limits, reading, before, added);
+    let run_hours = step::run_hours(&hours, (before.low_kw + recent.base_kw) / 2.0);
+    let step = step_of(limits, reading, before, added, run_hours as f64);
     let score = step_score(limits, &recent, &step);
     if score >= limits.score_step && stored != Some(before) {
         host.set_state(meter, STEP_KEY, &before.to_bytes());
@@ -442,12 +465,24 @@ fn judge<'a>(
 }
 
 /// Measures the step of the recent window over the earlier level.
-fn step_of(limits: &Thresholds, reading: Reading<'_>, before: Before, added: Added) -> StepFound {
+///
+/// On daily readings a step smaller than `coarse_quick_step_kw` waits until it has held for
+/// `coarse_confirm_hours`, because households' own rises of a few kW over some days look the
+/// same there; one smaller than `heating_max_kw` also waits for the end of the heating season.
+fn step_of(
+    limits: &Thresholds,
+    reading: Reading<'_>,
+    before: Before,
+    added: Added,
+    run_hours: f64,
+) -> StepFound {
     let step_kw = added.median_kw;
     let interval = reading.interval();
     let coarse = interval.end_ms - interval.start_ms >= limits.coarse_interval_ms;
     let month = step::month_of(reading.timestamp_ms());
     let heating = step::in_season(month, limits.heating_first_month, limits.heating_last_month);
+    let unconfirmed =
+        step_kw < limits.coarse_quick_step_kw && run_hours < limits.coarse_confirm_hours;
     StepFound {
         before,
         step_kw,
@@ -455,7 +490,9 @@ fn step_of(limits: &Thresholds, reading: Reading<'_>, before: Before, added: Add
         high_kw: added.high_kw,
         step_z: step_kw / added.before_spread_kw.max(limits.min_spread_kw),
         rigs: step::fit_rigs(step_kw, limits.rig_kw, limits.min_rig_kw, limits.max_rig_kw),
-        held: coarse && heating && step_kw < limits.heating_max_kw,
+        held_for_season: coarse && heating && step_kw < limits.heating_max_kw,
+        held_for_confirmation: coarse && unconfirmed,
+        run_hours,
         coarse,
     }
 }
@@ -480,7 +517,11 @@ fn step_score(limits: &Thresholds, recent: &Window<'_>, step: &StepFound) -> f64
     ]
     .into_iter()
     .fold(1.0, f64::min);
-    if step.held { score.min(0.5) } else { score }
+    if step.held_for_season || step.held_for_confirmation {
+        score.min(0.5)
+    } else {
+        score
+    }
 }
 
 /// Scores how evenly the step adds its load over the hours: 1 while the spread from its low
@@ -607,8 +648,8 @@ fn finding(
 }
 
 fn evidence(window: &Window<'_>, rigs: u32, step: Option<StepFound>) -> Vec<Entry> {
-    // Seven entries, and eight more with a step.
-    let mut evidence = Vec::with_capacity(15);
+    // Seven entries, and ten more with a step.
+    let mut evidence = Vec::with_capacity(17);
     evidence.extend([
         entry("window", Value::Text(window.name.to_owned())),
         entry("mean_kw", Value::Number(window.mean_kw)),
@@ -628,7 +669,12 @@ fn evidence(window: &Window<'_>, rigs: u32, step: Option<StepFound>) -> Vec<Entr
             entry("rig_kw", Value::Number(step.step_kw / f64::from(rigs))),
             entry("before_base_kw", Value::Number(step.before.low_kw)),
             entry("before_median_kw", Value::Number(step.before.median_kw)),
-            entry("held_for_heating_season", Value::Flag(step.held)),
+            entry("run_hours", Value::Number(step.run_hours)),
+            entry("held_for_heating_season", Value::Flag(step.held_for_season)),
+            entry(
+                "held_for_confirmation",
+                Value::Flag(step.held_for_confirmation),
+            ),
         ]);
     }
     evidence

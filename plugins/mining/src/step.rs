@@ -85,8 +85,7 @@ pub(crate) fn find_before(
     let older_low = quantile(&hours[..older], low_quantile);
     let threshold = (older_low + base_kw) / 2.0;
 
-    // Hours from the newest back while they stay above the threshold.
-    let run = hours.iter().rev().take_while(|h| h.kw >= threshold).count();
+    let run = run_hours(hours, threshold);
     let onset = hours.len() - run;
     if (onset as f64) < min_before_hours {
         return None;
@@ -185,6 +184,16 @@ fn median_absolute_deviation(hours: &[HourKw]) -> f64 {
         })
         .collect();
     quantile(&deviations, 0.5)
+}
+
+/// Returns the number of hours with data, from the newest back, whose power stays at or above
+/// `threshold_kw`.
+pub(crate) fn run_hours(hours: &[HourKw], threshold_kw: f64) -> usize {
+    hours
+        .iter()
+        .rev()
+        .take_while(|h| h.kw >= threshold_kw)
+        .count()
 }
 
 /// Returns the `q` quantile (0 to 1) of the hours' power, by the nearest rank below; NaN for

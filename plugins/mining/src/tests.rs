@@ -261,11 +261,14 @@ fn holiday_home_and_pv_export_are_not_flagged() {
 /// Six days of one daily level, then two days of another, as daily readings spread evenly
 /// over their hours.
 fn daily(start_ms: i64, before_kw: f64, after_kw: f64) -> Vec<Hour> {
-    hourly(
-        start_ms,
-        8,
-        |h| if h < 6 * 24 { before_kw } else { after_kw },
-    )
+    daily_for(start_ms, before_kw, after_kw, 2)
+}
+
+/// Six days of one daily level, then `after_days` days of another.
+fn daily_for(start_ms: i64, before_kw: f64, after_kw: f64, after_days: i64) -> Vec<Hour> {
+    hourly(start_ms, 6 + after_days, |h| {
+        if h < 6 * 24 { before_kw } else { after_kw }
+    })
 }
 
 #[test]
@@ -282,9 +285,39 @@ fn daily_step_in_heating_season_is_held() {
 }
 
 #[test]
-fn daily_step_outside_heating_season_alerts() {
+fn daily_small_step_waits_for_confirmation() {
+    // Households' own rises of a few kW over some days look the same on daily readings.
     let (found, _) = detect("daily", daily(SUMMER_MS, 0.4, 2.0), 24.0);
+    assert!(alerts(&found).is_empty(), "{found:?}");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(matches!(
+        evidence(&found[0], "held_for_confirmation"),
+        Value::Flag(true)
+    ));
+}
+
+#[test]
+fn daily_small_step_alerts_after_a_week() {
+    let history = daily_for(SUMMER_MS, 0.4, 2.0, 7);
+    let mut host = MemoryHost::with_defaults(&settings());
+    host.settings
+        .insert("history_hours".into(), Value::Integer(336));
+    let batch = reading_after("daily", &history, 24.0, None);
+    host.history
+        .insert(("north".into(), "daily".into()), history);
+    let found = detect_with(&mut host, &batch);
     assert_eq!(alerts(&found).len(), 1, "{found:?}");
+    assert_eq!(number(&found[0], "run_hours"), 168.0);
+}
+
+#[test]
+fn uneven_rise_is_not_flagged() {
+    // 1.5 kW more by day and 4.5 kW more in the evening: a household's new habits, not rigs.
+    let history = with_extra(SUMMER_MS, 30, |hour, _| {
+        if (17..24).contains(&hour) { 4.5 } else { 1.5 }
+    });
+    let (found, _) = detect("busy", history, 1.0);
+    assert!(alerts(&found).is_empty(), "{found:?}");
 }
 
 #[test]
