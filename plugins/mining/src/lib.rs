@@ -32,7 +32,7 @@ mod step;
 
 use gridwatch_plugin_sdk::prelude::*;
 
-use step::{Added, Before, HourKw};
+use step::{Added, Before};
 
 /// The mining detector.
 pub struct Mining;
@@ -443,7 +443,7 @@ fn judge<'a>(
         (None, stored) => stored,
     };
     let Some(before) = before else {
-        return Some(judge_flat(limits, reading, &hours));
+        return Some(judge_flat(limits, reading));
     };
 
     let recent_from_ms =
@@ -540,7 +540,7 @@ fn flatness_score(limits: &Thresholds, step: &StepFound) -> f64 {
 
 /// Judges a meter without an earlier, lower level on the long window: flat, high and
 /// round-the-clock, and above its peers.
-fn judge_flat<'a>(limits: &Thresholds, reading: Reading<'a>, hours: &[HourKw]) -> Judgement<'a> {
+fn judge_flat<'a>(limits: &Thresholds, reading: Reading<'a>) -> Judgement<'a> {
     let window = reading.window(&limits.window);
     let score = match window {
         Some(w) => [
@@ -549,7 +549,6 @@ fn judge_flat<'a>(limits: &Thresholds, reading: Reading<'a>, hours: &[HourKw]) -
             ramp(w.mean_kw / limits.peer_mean_kw, limits.min_peer_ratio),
             ramp(w.load_factor, limits.min_load_factor),
             ramp(symmetric(w.night_day_ratio), limits.min_night_day_ratio),
-            ramp(hours.len() as f64, limits.min_hours),
         ]
         .into_iter()
         .fold(1.0, f64::min),
