@@ -1,32 +1,36 @@
 //! Crypto-mining detector.
 //!
 //! A mining rig draws 1.4 to 4.8 kW day and night, so a meter that gets rigs shows a step up
-//! in its base load: every hour of the day rises by a multiple of one rig's draw. The detector
-//! finds that step in the meter's hourly history once the recent window (24 h by default) lies
-//! wholly after it:
+//! in its base load: every hour of the day rises by about the same multiple of one rig's draw.
+//! The detector finds that step in the meter's hourly history once the recent window (24 h by
+//! default) lies wholly after it. The added load is each recent hour less the earlier median
+//! of the same hour of the day, and the step is its median. It must:
 //!
-//! - the window's base load (lowest hourly mean) less the low quantile of the hours before the
-//!   step is the step size, and it must reach `min_step_kw` in every hour of the window;
-//! - the base load must also be `min_level_ratio` times the meter's earlier median, and the
-//!   window's mean `min_peer_ratio` times the region's typical premises (`peer_mean_kw`);
-//! - the window's load factor and night/day ratio must reach their thresholds.
+//! - reach `min_step_kw`, and stand `min_step_z` times above the earlier hours' spread;
+//! - hold day and night: its low quantile at least `min_floor_share` of the median, and on
+//!   hourly readings its spread at most `max_added_spread` of the median;
+//! - lift the base load to `min_level_ratio` times the meter's earlier median, and the mean to
+//!   `min_peer_ratio` times the region's typical premises (`peer_mean_kw`);
+//! - leave the recent window's load factor and night/day ratio at their thresholds.
 //!
-//! Benign look-alikes fail one of these: EV charging and electric heating run only part of the
-//! day, so the base load does not rise; a heat pump rises by less than one rig; PV export and a
-//! holiday home lower the import. On daily readings, where no daily cycle is visible, a step
-//! smaller than `heating_max_kw` that lies in the heating season is held back until the season
-//! ends, because electric heating spread over a day looks the same as one rig.
+//! Benign look-alikes fail one of these. EV charging and electric heating run only part of the
+//! day, so the low quantile does not rise. A heat pump adds less than one rig, and more at
+//! night than by day. PV export and a holiday home lower the import. Daily readings show no hours of the
+//! day, so there a step under `coarse_quick_step_kw` waits until it has held for
+//! `coarse_confirm_hours`, and one under `heating_max_kw` in the heating season waits until
+//! the season ends, because electric heating spread over a day looks like one rig.
 //!
 //! A meter whose history shows no earlier, lower level (rigs from the first reading, or a step
 //! older than the history and not kept in state) is judged on the long window alone: flat,
 //! high and round-the-clock, as in `min_base_kw`, `min_load_factor` and `min_night_day_ratio`.
+//! Daily readings always look flat, so there this path reports a score but no alert.
 //!
 //! The detector judges a meter only on a reading that completes an hour and whose recent
 //! window's base load reaches half of `min_step_kw` or `min_base_kw`, so the common path reads
-//! no history or state. It reports a score-only finding when the score moves by `score_step`
-//! from the last reported one, and an alert finding on each judged reading while the score is
-//! at or above `alert_score`. The step's onset and earlier level are kept in plugin state, so
-//! the step is still judged once it is older than the history.
+//! no history or state and allocates nothing. It reports a score-only finding when the score
+//! moves by `score_step` from the last reported one, and an alert finding on each judged
+//! reading while the score is at or above `alert_score`. The step's onset and earlier level
+//! are kept in plugin state, so the step is still judged once it is older than the history.
 
 mod step;
 
@@ -335,7 +339,7 @@ impl Thresholds {
     }
 }
 
-/// What a judged reading found.
+/// Result of judging one reading.
 struct Judgement<'a> {
     score: f64,
     /// The window judged: the recent window after a step, the long window without one.
@@ -468,7 +472,7 @@ fn judge<'a>(
 ///
 /// On daily readings a step smaller than `coarse_quick_step_kw` waits until it has held for
 /// `coarse_confirm_hours`, because households' own rises of a few kW over some days look the
-/// same there; one smaller than `heating_max_kw` also waits for the end of the heating season.
+/// same there. One smaller than `heating_max_kw` also waits for the end of the heating season.
 fn step_of(
     limits: &Thresholds,
     reading: Reading<'_>,
@@ -497,7 +501,7 @@ fn step_of(
     }
 }
 
-/// Returns the weakest of the step's scores, each from 0 to 1; a held step scores at most 0.5.
+/// Returns the weakest of the step's scores, each from 0 to 1. A held step scores at most 0.5.
 fn step_score(limits: &Thresholds, recent: &Window<'_>, step: &StepFound) -> f64 {
     let coverage = limits.min_recent_coverage * f64::from(recent.hours);
     let level_ratio = recent.base_kw / step.before.median_kw.max(0.01);
@@ -554,8 +558,8 @@ fn judge_flat<'a>(limits: &Thresholds, reading: Reading<'a>) -> Judgement<'a> {
         .fold(1.0, f64::min),
         None => 0.0,
     };
-    // Daily readings spread each day evenly over its hours, so they look flat and
-    // round-the-clock whatever the load; without a step they cannot raise an alert.
+    // Daily readings spread each day evenly over its hours, so they look flat whatever the
+    // load. Without a step they cannot raise an alert.
     let interval = reading.interval();
     let coarse = interval.end_ms - interval.start_ms >= limits.coarse_interval_ms;
     let score = if coarse { score.min(0.5) } else { score };

@@ -50,7 +50,7 @@ impl Before {
         bytes
     }
 
-    /// Decodes [`Before::to_bytes`]; returns `None` for any other length.
+    /// Decodes [`Before::to_bytes`], or returns `None` for any other length.
     pub fn from_bytes(bytes: &[u8]) -> Option<Before> {
         let bytes: &[u8; 24] = bytes.try_into().ok()?;
         let word = |at: usize| -> [u8; 8] { bytes[at..at + 8].try_into().unwrap_or([0; 8]) };

@@ -9,7 +9,7 @@ const SUMMER_MS: i64 = 1_748_822_400_000;
 /// Monday 6 January 2025, 00:00 UTC: inside the heating season.
 const WINTER_MS: i64 = 1_736_121_600_000;
 
-/// A household's hourly load, kW: 0.25 at night, 0.6 by day, 1.5 in the evening.
+/// Returns a household's hourly load, kW: 0.25 at night, 0.6 by day, 1.5 in the evening.
 fn household_kw(hour_of_day: i64) -> f64 {
     match hour_of_day {
         0..=5 => 0.25,
@@ -208,7 +208,7 @@ fn one_small_rig_raises_alert() {
 
 #[test]
 fn step_under_a_day_old_is_not_judged() {
-    // The 24 h window still holds hours from before the rigs, so its base load is low.
+    // The 24 h window still contains hours from before the rigs, so its base load is low.
     let history = with_extra(SUMMER_MS, 20, |_, _| 6.5);
     let (found, _) = detect("rig", history, 1.0);
     assert!(alerts(&found).is_empty(), "{found:?}");
