@@ -45,6 +45,9 @@ const KIND: &str = "mining";
 const MS_PER_HOUR: i64 = 3_600_000;
 /// Plugin state key of the step's onset and earlier level.
 const STEP_KEY: &str = "step";
+/// Highest score of a step that waits (for the end of the heating season or for confirmation),
+/// and the lowest whose onset is kept in state.
+const HELD_SCORE: f64 = 0.5;
 
 impl Detector for Mining {
     fn describe() -> Info {
@@ -456,9 +459,11 @@ fn judge<'a>(
     let run_hours = step::run_hours(&hours, (before.low_kw + recent.base_kw) / 2.0);
     let step = step_of(limits, reading, before, added, run_hours as f64);
     let score = step_score(limits, &recent, &step);
-    if score >= limits.score_step && stored != Some(before) {
+    // Only a step that scores at least as much as a held one is kept, so a passing rise does
+    // not leave an old level behind that later rises would be measured against.
+    if score >= HELD_SCORE && stored != Some(before) {
         host.set_state(meter, STEP_KEY, &before.to_bytes());
-    } else if score < limits.score_step && stored.is_some() {
+    } else if score < HELD_SCORE && stored.is_some() {
         host.delete_state(meter, STEP_KEY);
     }
     Some(Judgement {
@@ -501,7 +506,8 @@ fn step_of(
     }
 }
 
-/// Returns the weakest of the step's scores, each from 0 to 1. A held step scores at most 0.5.
+/// Returns the weakest of the step's scores, each from 0 to 1. A held step scores at most
+/// [`HELD_SCORE`].
 fn step_score(limits: &Thresholds, recent: &Window<'_>, step: &StepFound) -> f64 {
     let coverage = limits.min_recent_coverage * f64::from(recent.hours);
     let level_ratio = recent.base_kw / step.before.median_kw.max(0.01);
@@ -522,7 +528,7 @@ fn step_score(limits: &Thresholds, recent: &Window<'_>, step: &StepFound) -> f64
     .into_iter()
     .fold(1.0, f64::min);
     if step.held_for_season || step.held_for_confirmation {
-        score.min(0.5)
+        score.min(HELD_SCORE)
     } else {
         score
     }
@@ -562,7 +568,7 @@ fn judge_flat<'a>(limits: &Thresholds, reading: Reading<'a>) -> Judgement<'a> {
     // load. Without a step they cannot raise an alert.
     let interval = reading.interval();
     let coarse = interval.end_ms - interval.start_ms >= limits.coarse_interval_ms;
-    let score = if coarse { score.min(0.5) } else { score };
+    let score = if coarse { score.min(HELD_SCORE) } else { score };
     Judgement {
         score,
         window: window.unwrap_or(

@@ -189,6 +189,18 @@ fn onset_is_first_hour_of_step() {
 }
 
 #[test]
+fn weak_rise_keeps_no_step() {
+    // 0.8 kW more all day scores under a held step: reported, but not kept in state.
+    let history = with_extra(SUMMER_MS, 30, |_, _| 0.8);
+    let (found, host) = detect("kettle", history, 1.0);
+
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].severity, Severity::Info);
+    assert!(found[0].score < 0.5, "score {}", found[0].score);
+    assert!(host.state.is_empty(), "state {:?}", host.state);
+}
+
+#[test]
 fn many_rigs_raise_high_alert() {
     let history = with_extra(SUMMER_MS, 26, |_, _| 8.0 * 3.25);
     let (found, _) = detect("farm", history, 1.0);
