@@ -15,10 +15,12 @@
 //!
 //! Benign look-alikes fail one of these. EV charging and electric heating run only part of the
 //! day, so the low quantile does not rise. A heat pump adds less than one rig, and more at
-//! night than by day. PV export and a holiday home lower the import. Daily readings show no hours of the
-//! day, so there a step under `coarse_quick_step_kw` waits until it has held for
-//! `coarse_confirm_hours`, and one under `heating_max_kw` in the heating season waits until
-//! the season ends, because electric heating spread over a day looks like one rig.
+//! night than by day. PV export and a holiday home lower the import.
+//!
+//! Daily readings show no hours of the day. There a step under `coarse_quick_step_kw` waits
+//! until it has held for `coarse_confirm_hours`. One under `heating_max_kw` in the heating
+//! season also waits until the season ends, because electric heating spread over a day looks
+//! like one rig.
 //!
 //! A meter whose history shows no earlier, lower level (rigs from the first reading, or a step
 //! older than the history and not kept in state) is judged on the long window alone: flat,
@@ -29,8 +31,9 @@
 //! window's base load reaches half of `min_step_kw` or `min_base_kw`, so the common path reads
 //! no history or state and allocates nothing. It reports a score-only finding when the score
 //! moves by `score_step` from the last reported one, and an alert finding on each judged
-//! reading while the score is at or above `alert_score`. The step's onset and earlier level
-//! are kept in plugin state, so the step is still judged once it is older than the history.
+//! reading while the score is at or above `alert_score`. The onset and earlier level of a step
+//! that scores [`HELD_SCORE`] or more are kept in plugin state, so the step is still judged
+//! once it is older than the history.
 
 mod step;
 
