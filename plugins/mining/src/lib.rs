@@ -32,7 +32,7 @@
 //! no history or state and allocates nothing. It reports a score-only finding when the score
 //! moves by `score_step` from the last reported one, and an alert finding on each judged
 //! reading while the score is at or above `alert_score`. The onset and earlier level of a step
-//! that scores [`HELD_SCORE`] or more are kept in plugin state, so the step is still judged
+//! that scores 0.5 or more are kept in plugin state, so the step is still judged
 //! once it is older than the history.
 
 mod step;
