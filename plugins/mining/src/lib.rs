@@ -447,6 +447,9 @@ fn judge<'a>(
     );
     // The history's own step, unless the stored one is older: a farm whose onset has left the
     // history, or one whose rigs stopped for a while, keeps its first onset and earlier level.
+    // A level found in the history that is not clearly lower, as in a flat load with some
+    // noise, is no step: such a meter is judged on the long window.
+    let found = found.filter(|b| recent.base_kw - b.low_kw >= limits.min_step_kw / 2.0);
     let before = match (found, stored) {
         (Some(found), Some(stored)) if stored.onset_ms <= found.onset_ms => Some(stored),
         (Some(found), _) => Some(found),

@@ -358,6 +358,22 @@ fn flat_hourly_load_without_step_alerts() {
 }
 
 #[test]
+fn noisy_flat_hourly_load_alerts() {
+    // Rigs from the first reading with a few tenths of a kW of noise: the hours below the
+    // middle of the noise are no earlier, lower level.
+    let noise = [0.0, 0.3, 0.1, 0.25, 0.05, 0.2, 0.15];
+    let history = hourly(SUMMER_MS, 7, |h| {
+        6.5 + noise[(h % 7) as usize] + 0.01 * (h % 5) as f64
+    });
+    let (found, _) = detect("always", history, 1.0);
+    assert_eq!(alerts(&found).len(), 1, "{found:?}");
+    assert!(
+        matches!(evidence(&found[0], "window"), Value::Text(name) if name == "7d"),
+        "{found:?}"
+    );
+}
+
+#[test]
 fn step_below_peer_level_is_not_flagged() {
     // A region of large premises: twice their 2 kW is more than this meter reaches.
     let history = with_extra(SUMMER_MS, 30, |_, _| 1.6);
