@@ -374,6 +374,20 @@ fn noisy_flat_hourly_load_alerts() {
 }
 
 #[test]
+fn step_within_own_swings_is_not_flagged() {
+    // Days at 0.2 to 2.0 kW: a rise of 1.3 kW is under 3 times the earlier spread (0.44 kW).
+    let levels = [0.2, 0.8, 1.4, 2.0, 0.5, 1.1];
+    let mut history = hourly(SUMMER_MS, 6, |h| levels[(h / 24) as usize]);
+    history.extend(hourly(SUMMER_MS + 6 * 24 * HOUR_MS, 2, |_| 2.1));
+    history.truncate(6 * 24 + 30);
+    let (found, _) = detect("swings", history, 1.0);
+
+    assert!(alerts(&found).is_empty(), "{found:?}");
+    let step_z = number(&found[0], "step_z");
+    assert!(step_z < 3.0, "step_z {step_z}");
+}
+
+#[test]
 fn step_below_peer_level_is_not_flagged() {
     // A region of large premises: twice their 2 kW is more than this meter reaches.
     let history = with_extra(SUMMER_MS, 30, |_, _| 1.6);
