@@ -380,7 +380,14 @@ fn step_within_own_swings_is_not_flagged() {
     let mut history = hourly(SUMMER_MS, 6, |h| levels[(h / 24) as usize]);
     history.extend(hourly(SUMMER_MS + 6 * 24 * HOUR_MS, 2, |_| 2.1));
     history.truncate(6 * 24 + 30);
-    let (found, _) = detect("swings", history, 1.0);
+    let mut host = MemoryHost::with_defaults(&settings());
+    // All six earlier days in view, so the earlier median is 0.8 kW and the level ratio holds.
+    host.settings
+        .insert("history_hours".into(), Value::Integer(336));
+    let batch = reading_after("swings", &history, 1.0, None);
+    host.history
+        .insert(("north".into(), "swings".into()), history);
+    let found = detect_with(&mut host, &batch);
 
     assert!(alerts(&found).is_empty(), "{found:?}");
     let step_z = number(&found[0], "step_z");
