@@ -22,9 +22,9 @@
 //! season also waits until the season ends, because electric heating spread over a day looks
 //! like one rig.
 //!
-//! A meter whose history shows no earlier, lower level (rigs from the first reading, or a step
-//! older than the history and not kept in state) is judged on the long window alone: flat,
-//! high and round-the-clock, as in `min_base_kw`, `min_load_factor` and `min_night_day_ratio`.
+//! Some meters show no earlier, lower level: rigs from the first reading, or a step older than
+//! the history and not kept in state. Those are judged on the long window alone, as flat, high
+//! and round-the-clock by `min_base_kw`, `min_load_factor` and `min_night_day_ratio`.
 //! Daily readings always look flat, so there this path reports a score but no alert.
 //!
 //! The detector judges a meter only on a reading that completes an hour and whose recent

@@ -214,9 +214,9 @@ pub(crate) fn fit_rigs(step_kw: f64, rig_kw: f64, min_rig_kw: f64, max_rig_kw: f
     if !(step_kw > 0.0 && rig_kw > 0.0 && min_rig_kw > 0.0 && max_rig_kw >= min_rig_kw) {
         return 1;
     }
-    let fewest = (step_kw / max_rig_kw).ceil().max(1.0);
-    let most = (step_kw / min_rig_kw).floor().max(fewest);
-    (step_kw / rig_kw).round().clamp(fewest, most) as u32
+    let min_rigs = (step_kw / max_rig_kw).ceil().max(1.0);
+    let max_rigs = (step_kw / min_rig_kw).floor().max(min_rigs);
+    (step_kw / rig_kw).round().clamp(min_rigs, max_rigs) as u32
 }
 
 /// Returns the month (1 to 12) of a Unix millisecond time, UTC.
