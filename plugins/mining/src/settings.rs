@@ -194,66 +194,41 @@ pub(crate) struct Thresholds {
 
 impl Thresholds {
     pub(crate) fn for_region(host: &mut impl Host, region: &str) -> Thresholds {
+        let recent_window = host.setting_text(region, "recent_window");
+        let window = host.setting_text(region, "window");
         let mut number = |name: &str| host.setting_f64(region, name);
-        let min_recent_coverage = number("min_recent_coverage");
-        let history_hours = number("history_hours").clamp(0.0, f64::from(u32::MAX)) as u32;
-        let min_before_hours = number("min_before_hours");
-        let low_quantile = number("low_quantile");
-        let min_step_kw = number("min_step_kw");
-        let min_floor_share = number("min_floor_share");
-        let min_step_z = number("min_step_z");
-        let min_spread_kw = number("min_spread_kw");
-        let max_added_spread = number("max_added_spread");
-        let min_level_ratio = number("min_level_ratio");
-        let peer_mean_kw = number("peer_mean_kw");
-        let min_peer_ratio = number("min_peer_ratio");
-        let min_load_factor = number("min_load_factor");
-        let min_night_day_ratio = number("min_night_day_ratio");
-        let heating_max_kw = number("heating_max_kw");
-        let heating_first_month = number("heating_first_month").clamp(0.0, 12.0) as u32;
-        let heating_last_month = number("heating_last_month").clamp(0.0, 12.0) as u32;
-        let coarse_interval_ms = (number("coarse_interval_hours") * MS_PER_HOUR as f64) as i64;
-        let coarse_quick_step_kw = number("coarse_quick_step_kw");
-        let coarse_confirm_hours = number("coarse_confirm_hours");
-        let min_hours = number("min_hours_with_data");
-        let min_base_kw = number("min_base_kw");
-        let rig_kw = number("rig_kw");
-        let min_rig_kw = number("min_rig_kw");
-        let max_rig_kw = number("max_rig_kw");
-        let alert_score = number("alert_score");
-        let high_rigs = number("high_rigs");
-        let score_step = number("score_step");
+        let month = |value: f64| value.clamp(0.0, 12.0) as u32;
         Thresholds {
-            recent_window: host.setting_text(region, "recent_window"),
-            min_recent_coverage,
-            history_hours,
-            min_before_hours,
-            low_quantile,
-            min_step_kw,
-            min_floor_share,
-            min_step_z,
-            min_spread_kw,
-            max_added_spread,
-            min_level_ratio,
-            peer_mean_kw,
-            min_peer_ratio,
-            min_load_factor,
-            min_night_day_ratio,
-            heating_max_kw,
-            heating_first_month,
-            heating_last_month,
-            coarse_interval_ms,
-            coarse_quick_step_kw,
-            coarse_confirm_hours,
-            window: host.setting_text(region, "window"),
-            min_hours,
-            min_base_kw,
-            rig_kw,
-            min_rig_kw,
-            max_rig_kw,
-            alert_score,
-            high_rigs,
-            score_step,
+            recent_window,
+            min_recent_coverage: number("min_recent_coverage"),
+            history_hours: number("history_hours").clamp(0.0, f64::from(u32::MAX)) as u32,
+            min_before_hours: number("min_before_hours"),
+            low_quantile: number("low_quantile"),
+            min_step_kw: number("min_step_kw"),
+            min_floor_share: number("min_floor_share"),
+            min_step_z: number("min_step_z"),
+            min_spread_kw: number("min_spread_kw"),
+            max_added_spread: number("max_added_spread"),
+            min_level_ratio: number("min_level_ratio"),
+            peer_mean_kw: number("peer_mean_kw"),
+            min_peer_ratio: number("min_peer_ratio"),
+            min_load_factor: number("min_load_factor"),
+            min_night_day_ratio: number("min_night_day_ratio"),
+            heating_max_kw: number("heating_max_kw"),
+            heating_first_month: month(number("heating_first_month")),
+            heating_last_month: month(number("heating_last_month")),
+            coarse_interval_ms: (number("coarse_interval_hours") * MS_PER_HOUR as f64) as i64,
+            coarse_quick_step_kw: number("coarse_quick_step_kw"),
+            coarse_confirm_hours: number("coarse_confirm_hours"),
+            window,
+            min_hours: number("min_hours_with_data"),
+            min_base_kw: number("min_base_kw"),
+            rig_kw: number("rig_kw"),
+            min_rig_kw: number("min_rig_kw"),
+            max_rig_kw: number("max_rig_kw"),
+            alert_score: number("alert_score"),
+            high_rigs: number("high_rigs"),
+            score_step: number("score_step"),
         }
     }
 }
