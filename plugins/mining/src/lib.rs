@@ -136,22 +136,21 @@ fn examine(
     reading: Reading<'_>,
     last_score: &mut f64,
 ) -> Option<Finding> {
-    let recent = reading.window(&limits.recent_window)?;
+    let Some(recent) = reading.window(&limits.recent_window) else {
+        // Without the recent window no step can be found, but the long window's statistics
+        // still judge a flat load, without reading history or state.
+        return report(limits, reading, judge_flat(limits, reading), last_score);
+    };
     let interval = reading.interval();
     if interval.end_ms.div_euclid(MS_PER_HOUR) <= interval.start_ms.div_euclid(MS_PER_HOUR) {
         // Judged once per completed hour: the history changes by the hour.
         return None;
     }
-    let last = if last_score.is_nan() {
-        0.0
-    } else {
-        *last_score
-    };
     // A NaN base load (no full hour in the window) fails the gate too.
     let gate_kw = limits.min_step_kw.min(limits.min_base_kw) / 2.0;
     let passes_gate = recent.base_kw >= gate_kw;
     if !passes_gate {
-        if last < limits.score_step {
+        if last_score.is_nan() || *last_score < limits.score_step {
             return None;
         }
         // The load fell: report the score of 0 once and forget the step.
@@ -161,6 +160,22 @@ fn examine(
     }
 
     let judgement = judge(host, limits, reading, recent)?;
+    report(limits, reading, judgement, last_score)
+}
+
+/// Returns a finding for a judgement that alerts or moves the score by `score_step` or more
+/// from `last_score`, which it then updates.
+fn report(
+    limits: &Thresholds,
+    reading: Reading<'_>,
+    judgement: Judgement<'_>,
+    last_score: &mut f64,
+) -> Option<Finding> {
+    let last = if last_score.is_nan() {
+        0.0
+    } else {
+        *last_score
+    };
     let alerting = judgement.score >= limits.alert_score;
     if !alerting && (judgement.score - last).abs() < limits.score_step {
         return None;

@@ -358,6 +358,64 @@ fn flat_hourly_load_without_step_alerts() {
 }
 
 #[test]
+fn missing_recent_window_judges_long_window() {
+    // Only a `7d` window, with 90 of the 120 hours needed: coverage scores 0.5.
+    let windows = [Window {
+        name: "7d",
+        hours: 168,
+        hours_with_data: 90.0,
+        energy_kwh: 600.0,
+        mean_kw: 6.8,
+        peak_kw: 7.5,
+        base_kw: 6.5,
+        load_factor: 0.9,
+        night_day_ratio: 0.95,
+        cv: 0.1,
+    }];
+    let batch = |ts_ms: i64, last_score: Option<f64>| {
+        let mut builder = BatchBuilder::new();
+        builder.push(&NewReading {
+            region: "north",
+            meter: "m-1",
+            last_score,
+            timestamp_ms: ts_ms,
+            energy_import_kwh: 5_000.0,
+            energy_export_kwh: None,
+            power_w: None,
+            voltage_v: &[],
+            current_a: &[],
+            events: &[],
+            register_kwh: 5_000.0,
+            interval: Interval {
+                kind: IntervalKind::Normal,
+                start_ms: ts_ms - 1_000,
+                end_ms: ts_ms,
+                energy_kwh: 1.0,
+            },
+            windows: &windows,
+            register_reversals: 0,
+            meter_readings: 300,
+        });
+        builder.build()
+    };
+    let mut host = CountingHost {
+        inner: MemoryHost::with_defaults(&settings()),
+        reads: 0,
+    };
+    let first = detect_with(&mut host, &batch(1_000, None));
+    let same = detect_with(&mut host, &batch(2_000, Some(0.5)));
+
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].severity, Severity::Info);
+    assert_eq!(first[0].score, 0.5);
+    assert!(
+        same.is_empty(),
+        "an unchanged score is reported again: {same:?}"
+    );
+    assert_eq!(host.reads, 0, "history or state read");
+}
+
+#[test]
 fn noisy_flat_hourly_load_alerts() {
     // Rigs from the first reading with a few tenths of a kW of noise: the hours below the
     // middle of the noise are no earlier, lower level.
