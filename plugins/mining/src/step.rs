@@ -108,8 +108,6 @@ pub(crate) struct Added {
     pub low_kw: f64,
     /// High quantile of the added power (one minus the low quantile), kW.
     pub high_kw: f64,
-    /// Recent hours compared.
-    pub hours: usize,
     /// Robust spread of the earlier hours around their hour-of-day medians, kW: 1.4826 times
     /// their median absolute deviation. 0 when the earlier hours have left the history.
     pub before_spread_kw: f64,
@@ -161,7 +159,6 @@ pub(crate) fn added_load(
         median_kw: quantile(&added, 0.5),
         low_kw: quantile(&added, low_quantile),
         high_kw: quantile(&added, 1.0 - low_quantile),
-        hours: added.len(),
         before_spread_kw: 1.4826 * median_absolute_deviation(&residuals),
     })
 }
