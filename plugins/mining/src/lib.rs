@@ -1,29 +1,67 @@
-//! Flat-load crypto-mining detector.
+//! Crypto-mining detector.
 //!
-//! A mining rig draws a few kW day and night, so a meter with rigs shows a high base load, a
-//! load factor near 1 and a night/day ratio near 1 over days. The detector scores each of these
-//! against the region's thresholds and takes the weakest as the meter's score: a meter must be
-//! high, flat and round-the-clock to score high.
+//! A mining rig draws 1.4 to 4.8 kW day and night, so a meter that gets rigs shows a step up
+//! in its base load: every hour of the day rises by about the same multiple of one rig's draw.
+//! The detector finds that step in the meter's hourly history once the recent window (24 h by
+//! default) lies wholly after it. The added load is each recent hour less the earlier median
+//! of the same hour of the day, and the step is its median. It must:
 //!
-//! It reports a score-only finding when a meter's score moves by `score_step` or more from the
-//! last one it reported, and an alert finding on every reading while the score is at or above
-//! `alert_score`. The last reported score comes with the batch, as the daemon keeps it. The estimated
-//! rig count is the base load divided by one rig's draw. The onset is the first reading that
-//! reached the alert score, kept in plugin state with the step in mean power around it.
+//! - reach `min_step_kw`, and stand `min_step_z` times above the earlier hours' spread;
+//! - hold day and night: its low quantile at least `min_floor_share` of the median, and on
+//!   hourly readings its spread at most `max_added_spread` of the median;
+//! - lift the base load to `min_level_ratio` times the meter's earlier median, and the mean to
+//!   `min_peer_ratio` times the region's typical premises (`peer_mean_kw`);
+//! - leave the recent window's load factor and night/day ratio at their thresholds.
+//!
+//! Benign look-alikes fail one of these. EV charging and electric heating run only part of the
+//! day, so the low quantile does not rise. A heat pump adds less than one rig, and more at
+//! night than by day. PV export and a holiday home lower the import.
+//!
+//! Daily readings show no hours of the day. There a step under `coarse_quick_step_kw` waits
+//! until it has held for `coarse_confirm_hours`. One under `heating_max_kw` in the heating
+//! season also waits until the season ends, because electric heating spread over a day looks
+//! like one rig.
+//!
+//! Some meters show no earlier, lower level: rigs from the first reading, or a step older than
+//! the history and not kept in state. Those are judged on the long window alone, as flat, high
+//! and round-the-clock by `min_base_kw`, `min_load_factor` and `min_night_day_ratio`.
+//! Daily readings always look flat, so there this path reports a score but no alert.
+//!
+//! The detector judges a meter only on a reading that completes an hour and whose recent
+//! window's base load reaches half of `min_step_kw` or `min_base_kw`, so the common path reads
+//! no history or state and allocates nothing. It reports a score-only finding when the score
+//! moves by `score_step` from the last reported one, and an alert finding on each judged
+//! reading while the score is at or above `alert_score`. The onset and earlier level of a step
+//! that scores 0.5 or more are kept in plugin state, so the step is still judged
+//! once it is older than the history.
+
+mod settings;
+mod step;
 
 use gridwatch_plugin_sdk::prelude::*;
 
-/// The flat-load mining detector.
+use settings::Thresholds;
+pub use settings::settings;
+use step::{Added, Before};
+
+/// The mining detector.
 pub struct Mining;
 
 const KIND: &str = "mining";
+const MS_PER_HOUR: i64 = 3_600_000;
+/// Plugin state key of the step's onset and earlier level.
+const STEP_KEY: &str = "step";
+/// Highest score of a step that waits (for the end of the heating season or for confirmation),
+/// and the lowest whose onset is kept in state.
+const HELD_SCORE: f64 = 0.5;
 
 impl Detector for Mining {
     fn describe() -> Info {
         Info {
             name: "mining".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Flat, high, round-the-clock load typical of crypto-mining rigs".into(),
+            description:
+                "Step up to a flat, high, round-the-clock load typical of crypto-mining rigs".into(),
             kinds: vec![KIND.into()],
             settings: settings(),
         }
@@ -56,87 +94,39 @@ pub fn detect_with(host: &mut impl Host, batch: &Batch) -> Vec<Finding> {
     findings
 }
 
-/// Returns the settings the detector declares, with their defaults.
-pub fn settings() -> Vec<SettingSpec> {
-    vec![
-        setting_spec(
-            "window",
-            Value::Text("7d".into()),
-            "Rolling window to judge, by name",
-        ),
-        setting_spec(
-            "min_hours_with_data",
-            Value::Number(120.0),
-            "Hours of the window that must have readings",
-        ),
-        setting_spec(
-            "min_base_kw",
-            Value::Number(2.0),
-            "Base load (lowest hourly mean) that scores fully, kW",
-        ),
-        setting_spec(
-            "min_load_factor",
-            Value::Number(0.35),
-            "Load factor (mean over hourly peak) that scores fully",
-        ),
-        setting_spec(
-            "min_night_day_ratio",
-            Value::Number(0.8),
-            "Night over day mean power that scores fully",
-        ),
-        setting_spec(
-            "rig_kw",
-            Value::Number(3.25),
-            "Draw of one rig, kW, for the rig estimate",
-        ),
-        setting_spec(
-            "alert_score",
-            Value::Number(0.99),
-            "Score from which a finding raises an alert",
-        ),
-        setting_spec(
-            "high_rigs",
-            Value::Integer(3),
-            "Estimated rigs from which the alert is high",
-        ),
-        setting_spec(
-            "score_step",
-            Value::Number(0.05),
-            "Score change that reports a new score-only finding",
-        ),
-    ]
+/// Result of judging one reading.
+struct Judgement<'a> {
+    score: f64,
+    /// The window judged: the recent window after a step, the long window without one.
+    window: Window<'a>,
+    /// The step, when the history or plugin state showed one.
+    step: Option<StepFound>,
 }
 
-/// Thresholds of one region.
-struct Thresholds {
-    window: String,
-    min_hours: f64,
-    min_base_kw: f64,
-    min_load_factor: f64,
-    min_night_day_ratio: f64,
-    rig_kw: f64,
-    alert_score: f64,
-    high_rigs: f64,
-    score_step: f64,
+/// A step up in the meter's base load.
+#[derive(Debug, Clone, Copy)]
+struct StepFound {
+    before: Before,
+    /// Median load the step added, kW.
+    step_kw: f64,
+    /// Low quantile of the load the step added, kW.
+    floor_kw: f64,
+    /// The step over the earlier hours' robust spread.
+    step_z: f64,
+    /// High quantile of the load the step added, kW.
+    high_kw: f64,
+    rigs: u32,
+    /// Whether the step waits for the end of the heating season.
+    held_for_season: bool,
+    /// Whether the step waits until it has held for `coarse_confirm_hours`.
+    held_for_confirmation: bool,
+    /// Hours from the newest back that stay above halfway up the step.
+    run_hours: f64,
+    /// Whether the readings are too coarse to show the hours of a day.
+    coarse: bool,
 }
 
-impl Thresholds {
-    fn for_region(host: &mut impl Host, region: &str) -> Thresholds {
-        Thresholds {
-            window: host.setting_text(region, "window"),
-            min_hours: host.setting_f64(region, "min_hours_with_data"),
-            min_base_kw: host.setting_f64(region, "min_base_kw"),
-            min_load_factor: host.setting_f64(region, "min_load_factor"),
-            min_night_day_ratio: host.setting_f64(region, "min_night_day_ratio"),
-            rig_kw: host.setting_f64(region, "rig_kw"),
-            alert_score: host.setting_f64(region, "alert_score"),
-            high_rigs: host.setting_f64(region, "high_rigs"),
-            score_step: host.setting_f64(region, "score_step"),
-        }
-    }
-}
-
-/// Scores one reading and returns a finding when there is something to report.
+/// Judges one reading and returns a finding when there is something to report.
 ///
 /// `last_score` is the meter's last reported score, NaN when there is none; it is updated
 /// when the reading reports a new one.
@@ -146,50 +136,244 @@ fn examine(
     reading: Reading<'_>,
     last_score: &mut f64,
 ) -> Option<Finding> {
-    let window = reading.window(&limits.window)?;
-    let score = score(&window, limits);
+    let Some(recent) = reading.window(&limits.recent_window) else {
+        // Without the recent window no step can be found, but the long window's statistics
+        // still judge a flat load, without reading history or state.
+        return report(limits, reading, judge_flat(limits, reading), last_score);
+    };
+    let interval = reading.interval();
+    if interval.end_ms.div_euclid(MS_PER_HOUR) <= interval.start_ms.div_euclid(MS_PER_HOUR) {
+        // Judged once per completed hour: the history changes by the hour.
+        return None;
+    }
+    // A NaN base load (no full hour in the window) fails the gate too.
+    let gate_kw = limits.min_step_kw.min(limits.min_base_kw) / 2.0;
+    let passes_gate = recent.base_kw >= gate_kw;
+    if !passes_gate {
+        if last_score.is_nan() || *last_score < limits.score_step {
+            return None;
+        }
+        // The load fell: report the score of 0 once and forget the step.
+        host.delete_state(reading.meter(), STEP_KEY);
+        *last_score = 0.0;
+        return Some(finding(reading, limits, 0.0, &recent, None));
+    }
 
+    let judgement = judge(host, limits, reading, recent)?;
+    report(limits, reading, judgement, last_score)
+}
+
+/// Returns a finding for a judgement that alerts or moves the score by `score_step` or more
+/// from `last_score`, which it then updates.
+fn report(
+    limits: &Thresholds,
+    reading: Reading<'_>,
+    judgement: Judgement<'_>,
+    last_score: &mut f64,
+) -> Option<Finding> {
     let last = if last_score.is_nan() {
         0.0
     } else {
         *last_score
     };
-    let alerting = score >= limits.alert_score;
-    if !alerting && (score - last).abs() < limits.score_step {
+    let alerting = judgement.score >= limits.alert_score;
+    if !alerting && (judgement.score - last).abs() < limits.score_step {
         return None;
     }
-    *last_score = score;
+    *last_score = judgement.score;
+    Some(finding(
+        reading,
+        limits,
+        judgement.score,
+        &judgement.window,
+        judgement.step,
+    ))
+}
 
-    let onset = onset(host, reading.meter(), alerting, reading.timestamp_ms());
-    let rigs = (window.base_kw / limits.rig_kw).round().max(1.0);
-    let severity = match (alerting, rigs >= limits.high_rigs) {
-        (false, _) => Severity::Info,
-        (true, false) => Severity::Medium,
-        (true, true) => Severity::High,
+/// Judges a reading that passed the gate, from the meter's history and plugin state.
+fn judge<'a>(
+    host: &mut impl Host,
+    limits: &Thresholds,
+    reading: Reading<'a>,
+    recent: Window<'a>,
+) -> Option<Judgement<'a>> {
+    let meter = reading.meter();
+    let hours = step::hourly_kw(&host.history(meter, limits.history_hours));
+    let stored = host
+        .get_state(meter, STEP_KEY)
+        .and_then(|bytes| Before::from_bytes(&bytes));
+    let found = step::find_before(
+        &hours,
+        recent.hours,
+        recent.base_kw,
+        limits.low_quantile,
+        limits.min_before_hours,
+    );
+    // The history's own step, unless the stored one is older: a farm whose onset has left the
+    // history, or one whose rigs stopped for a while, keeps its first onset and earlier level.
+    // A level found in the history that is not clearly lower, as in a flat load with some
+    // noise, is no step: such a meter is judged on the long window.
+    let found = found.filter(|b| recent.base_kw - b.low_kw >= limits.min_step_kw / 2.0);
+    let before = match (found, stored) {
+        (Some(found), Some(stored)) if stored.onset_ms <= found.onset_ms => Some(stored),
+        (Some(found), _) => Some(found),
+        (None, stored) => stored,
     };
-    Some(Finding {
-        reading: reading.index(),
-        kind: KIND.into(),
-        severity,
+    let Some(before) = before else {
+        return Some(judge_flat(limits, reading));
+    };
+
+    let recent_from_ms =
+        hours.last().map_or(0, |h| h.start_ms) - (i64::from(recent.hours) - 1) * MS_PER_HOUR;
+    let added = step::added_load(&hours, before, recent_from_ms, limits.low_quantile)?;
+    let run_hours = step::run_hours(&hours, (before.low_kw + recent.base_kw) / 2.0);
+    let step = step_of(limits, reading, before, added, run_hours as f64);
+    let score = step_score(limits, &recent, &step);
+    // Only a step that scores at least as much as a held one is kept, so a passing rise does
+    // not leave an old level behind that later rises would be measured against.
+    if score >= HELD_SCORE && stored != Some(before) {
+        host.set_state(meter, STEP_KEY, &before.to_bytes());
+    } else if score < HELD_SCORE && stored.is_some() {
+        host.delete_state(meter, STEP_KEY);
+    }
+    Some(Judgement {
         score,
-        message: format!(
-            "flat load of {:.1} kW mean, {:.1} kW base over {} h, about {rigs} rig(s)",
-            window.mean_kw, window.base_kw, window.hours
-        ),
-        evidence: evidence(&window, rigs, onset),
+        window: recent,
+        step: Some(step),
     })
 }
 
-/// Returns the weakest of the level, flatness, night and coverage scores, each from 0 to 1.
-fn score(window: &Window<'_>, limits: &Thresholds) -> f64 {
-    [
-        ramp(window.hours_with_data, limits.min_hours),
-        ramp(window.base_kw, limits.min_base_kw),
-        ramp(window.load_factor, limits.min_load_factor),
-        ramp(window.night_day_ratio, limits.min_night_day_ratio),
+/// Measures the step of the recent window over the earlier level.
+///
+/// On daily readings a step smaller than `coarse_quick_step_kw` waits until it has held for
+/// `coarse_confirm_hours`, because households' own rises of a few kW over some days look the
+/// same there. One smaller than `heating_max_kw` also waits for the end of the heating season.
+fn step_of(
+    limits: &Thresholds,
+    reading: Reading<'_>,
+    before: Before,
+    added: Added,
+    run_hours: f64,
+) -> StepFound {
+    let step_kw = added.median_kw;
+    let interval = reading.interval();
+    let coarse = interval.end_ms - interval.start_ms >= limits.coarse_interval_ms;
+    let month = step::month_of(reading.timestamp_ms());
+    let heating = step::in_season(month, limits.heating_first_month, limits.heating_last_month);
+    let unconfirmed =
+        step_kw < limits.coarse_quick_step_kw && run_hours < limits.coarse_confirm_hours;
+    StepFound {
+        before,
+        step_kw,
+        floor_kw: added.low_kw,
+        high_kw: added.high_kw,
+        step_z: step_kw / added.before_spread_kw.max(limits.min_spread_kw),
+        rigs: step::fit_rigs(step_kw, limits.rig_kw, limits.min_rig_kw, limits.max_rig_kw),
+        held_for_season: coarse && heating && step_kw < limits.heating_max_kw,
+        held_for_confirmation: coarse && unconfirmed,
+        run_hours,
+        coarse,
+    }
+}
+
+/// Returns the weakest of the step's scores, each from 0 to 1. A held step scores at most
+/// [`HELD_SCORE`].
+fn step_score(limits: &Thresholds, recent: &Window<'_>, step: &StepFound) -> f64 {
+    let coverage = limits.min_recent_coverage * f64::from(recent.hours);
+    let level_ratio = recent.base_kw / step.before.median_kw.max(0.01);
+    let score = [
+        ramp(recent.hours_with_data, coverage),
+        ramp(step.step_kw, limits.min_step_kw),
+        ramp(step.floor_kw / step.step_kw, limits.min_floor_share),
+        ramp(step.step_z, limits.min_step_z),
+        flatness_score(limits, step),
+        ramp(level_ratio, limits.min_level_ratio),
+        ramp(recent.mean_kw / limits.peer_mean_kw, limits.min_peer_ratio),
+        ramp(recent.load_factor, limits.min_load_factor),
+        ramp(
+            symmetric(recent.night_day_ratio),
+            limits.min_night_day_ratio,
+        ),
     ]
     .into_iter()
-    .fold(1.0, f64::min)
+    .fold(1.0, f64::min);
+    if step.held_for_season || step.held_for_confirmation {
+        score.min(HELD_SCORE)
+    } else {
+        score
+    }
+}
+
+/// Scores how evenly the step adds its load over the hours: 1 while the spread from its low
+/// to its high quantile is at most `max_added_spread` of its median, 0 from twice that. Daily
+/// readings show no hours of the day, so they score 1.
+fn flatness_score(limits: &Thresholds, step: &StepFound) -> f64 {
+    if step.coarse {
+        return 1.0;
+    }
+    let spread = (step.high_kw - step.floor_kw) / step.step_kw;
+    if spread <= 0.0 {
+        return 1.0;
+    }
+    ramp(limits.max_added_spread / spread, 1.0)
+}
+
+/// Judges a meter without an earlier, lower level on the long window: flat, high and
+/// round-the-clock, and above its peers.
+fn judge_flat<'a>(limits: &Thresholds, reading: Reading<'a>) -> Judgement<'a> {
+    let window = reading.window(&limits.window);
+    let score = match window {
+        Some(w) => [
+            ramp(w.hours_with_data, limits.min_hours),
+            ramp(w.base_kw, limits.min_base_kw),
+            ramp(w.mean_kw / limits.peer_mean_kw, limits.min_peer_ratio),
+            ramp(w.load_factor, limits.min_load_factor),
+            ramp(symmetric(w.night_day_ratio), limits.min_night_day_ratio),
+        ]
+        .into_iter()
+        .fold(1.0, f64::min),
+        None => 0.0,
+    };
+    // Daily readings spread each day evenly over its hours, so they look flat whatever the
+    // load. Without a step they cannot raise an alert.
+    let interval = reading.interval();
+    let coarse = interval.end_ms - interval.start_ms >= limits.coarse_interval_ms;
+    let score = if coarse { score.min(HELD_SCORE) } else { score };
+    Judgement {
+        score,
+        window: window.unwrap_or(
+            reading
+                .window(&limits.recent_window)
+                .unwrap_or(EMPTY_WINDOW),
+        ),
+        step: None,
+    }
+}
+
+const EMPTY_WINDOW: Window<'static> = Window {
+    name: "",
+    hours: 0,
+    hours_with_data: 0.0,
+    energy_kwh: 0.0,
+    mean_kw: 0.0,
+    peak_kw: 0.0,
+    base_kw: 0.0,
+    load_factor: f64::NAN,
+    night_day_ratio: f64::NAN,
+    cv: f64::NAN,
+};
+
+/// Returns a ratio or its inverse, whichever is at most 1, so a load heavier by night and one
+/// heavier by day score alike. A window without night or without day hours, such as a 6-hour
+/// one, has no ratio and returns 1, so the criterion is skipped.
+fn symmetric(ratio: f64) -> f64 {
+    if ratio.is_nan() {
+        1.0
+    } else if ratio > 1.0 {
+        1.0 / ratio
+    } else {
+        ratio
+    }
 }
 
 /// Rises linearly from 0 at half of `full` to 1 at `full`.
@@ -200,57 +384,51 @@ fn ramp(value: f64, full: f64) -> f64 {
     ((value / full - 0.5) * 2.0).clamp(0.0, 1.0)
 }
 
-/// The first reading that reached the alert score, kept until the score drops.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Onset {
-    /// Its time, Unix milliseconds.
-    ts_ms: i64,
-    /// Mean power of the 24 hours before it subtracted from that of the 24 hours up to it, kW:
-    /// the size of the step the rigs added, when they were switched on within that span.
-    step_kw: f64,
-}
-
-/// Returns the meter's onset, recording it on the first alerting reading.
-fn onset(host: &mut impl Host, meter: Meter<'_>, alerting: bool, ts_ms: i64) -> Option<Onset> {
-    if !alerting {
-        host.delete_state(meter, "onset");
-        return None;
-    }
-    let stored = host.get_state(meter, "onset").and_then(|bytes| {
-        let ts: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-        let step: [u8; 8] = bytes.get(8..16)?.try_into().ok()?;
-        Some(Onset {
-            ts_ms: i64::from_le_bytes(ts),
-            step_kw: f64::from_le_bytes(step),
-        })
-    });
-    if let Some(onset) = stored {
-        return Some(onset);
-    }
-    let onset = Onset {
-        ts_ms,
-        step_kw: step_kw(host, meter),
+fn finding(
+    reading: Reading<'_>,
+    limits: &Thresholds,
+    score: f64,
+    window: &Window<'_>,
+    step: Option<StepFound>,
+) -> Finding {
+    let alerting = score >= limits.alert_score;
+    let rigs = match step {
+        Some(step) => step.rigs,
+        None => step::fit_rigs(
+            window.base_kw,
+            limits.rig_kw,
+            limits.min_rig_kw,
+            limits.max_rig_kw,
+        ),
     };
-    let mut bytes = onset.ts_ms.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&onset.step_kw.to_le_bytes());
-    host.set_state(meter, "onset", &bytes);
-    Some(onset)
-}
-
-/// Mean power of the newest 24 hours minus that of the 24 before, from the meter's history.
-fn step_kw(host: &mut impl Host, meter: Meter<'_>) -> f64 {
-    let hours = host.history(meter, 48);
-    if hours.len() < 48 {
-        return 0.0;
+    let severity = match (alerting, f64::from(rigs) >= limits.high_rigs) {
+        (false, _) => Severity::Info,
+        (true, false) => Severity::Medium,
+        (true, true) => Severity::High,
+    };
+    let message = match step {
+        Some(step) => format!(
+            "base load up {:.1} kW to {:.1} kW over {} h, about {rigs} rig(s)",
+            step.step_kw, window.base_kw, window.hours
+        ),
+        None => format!(
+            "flat load of {:.1} kW mean, {:.1} kW base over {} h, about {rigs} rig(s)",
+            window.mean_kw, window.base_kw, window.hours
+        ),
+    };
+    Finding {
+        reading: reading.index(),
+        kind: KIND.into(),
+        severity,
+        score,
+        message,
+        evidence: evidence(window, rigs, step),
     }
-    let (before, after) = hours.split_at(24);
-    let mean = |h: &[Hour]| h.iter().map(|h| h.energy_kwh).sum::<f64>() / h.len() as f64;
-    mean(after) - mean(before)
 }
 
-fn evidence(window: &Window<'_>, rigs: f64, onset: Option<Onset>) -> Vec<Entry> {
-    // Seven entries, and two more with an onset.
-    let mut evidence = Vec::with_capacity(9);
+fn evidence(window: &Window<'_>, rigs: u32, step: Option<StepFound>) -> Vec<Entry> {
+    // Seven entries, and ten more with a step.
+    let mut evidence = Vec::with_capacity(17);
     evidence.extend([
         entry("window", Value::Text(window.name.to_owned())),
         entry("mean_kw", Value::Number(window.mean_kw)),
@@ -258,123 +436,28 @@ fn evidence(window: &Window<'_>, rigs: f64, onset: Option<Onset>) -> Vec<Entry> 
         entry("load_factor", Value::Number(window.load_factor)),
         entry("night_day_ratio", Value::Number(window.night_day_ratio)),
         entry("hours_with_data", Value::Number(window.hours_with_data)),
-        entry("estimated_rigs", Value::Integer(rigs as i64)),
+        entry("estimated_rigs", Value::Integer(i64::from(rigs))),
     ]);
-    if let Some(onset) = onset {
-        evidence.push(entry("onset_ms", Value::Integer(onset.ts_ms)));
-        evidence.push(entry("step_kw", Value::Number(onset.step_kw)));
+    if let Some(step) = step {
+        evidence.extend([
+            entry("onset_ms", Value::Integer(step.before.onset_ms)),
+            entry("step_kw", Value::Number(step.step_kw)),
+            entry("floor_kw", Value::Number(step.floor_kw)),
+            entry("step_z", Value::Number(step.step_z)),
+            entry("high_kw", Value::Number(step.high_kw)),
+            entry("rig_kw", Value::Number(step.step_kw / f64::from(rigs))),
+            entry("before_base_kw", Value::Number(step.before.low_kw)),
+            entry("before_median_kw", Value::Number(step.before.median_kw)),
+            entry("run_hours", Value::Number(step.run_hours)),
+            entry("held_for_heating_season", Value::Flag(step.held_for_season)),
+            entry(
+                "held_for_confirmation",
+                Value::Flag(step.held_for_confirmation),
+            ),
+        ]);
     }
     evidence
 }
 
 #[cfg(test)]
-mod tests {
-    use gridwatch_plugin_sdk::prelude::*;
-
-    use super::{detect_with, ramp, settings};
-
-    /// Builds a batch of one reading whose `7d` window has the given base load, load factor
-    /// and hours, with the meter's last score.
-    fn batch(meter: &str, ts_ms: i64, stats: (f64, f64, f64), last_score: Option<f64>) -> Batch {
-        let (base_kw, load_factor, hours) = stats;
-        let windows = [Window {
-            name: "7d",
-            hours: 168,
-            hours_with_data: hours,
-            energy_kwh: base_kw * hours,
-            mean_kw: base_kw * 1.05,
-            peak_kw: base_kw * 1.05 / load_factor,
-            base_kw,
-            load_factor,
-            night_day_ratio: 1.0,
-            cv: 0.05,
-        }];
-        let mut builder = BatchBuilder::new();
-        builder.push(&NewReading {
-            region: "north",
-            meter,
-            last_score,
-            timestamp_ms: ts_ms,
-            energy_import_kwh: 1_000.0,
-            energy_export_kwh: None,
-            power_w: None,
-            voltage_v: &[],
-            current_a: &[],
-            events: &[],
-            register_kwh: 1_000.0,
-            interval: Interval {
-                kind: IntervalKind::Normal,
-                start_ms: ts_ms - 1_800_000,
-                end_ms: ts_ms,
-                energy_kwh: base_kw / 2.0,
-            },
-            windows: &windows,
-            register_reversals: 0,
-            meter_readings: 300,
-        });
-        builder.build()
-    }
-
-    #[test]
-    fn flat_high_load_raises_alert_with_onset() {
-        let mut host = MemoryHost::with_defaults(&settings());
-        let first = detect_with(&mut host, &batch("rig", 1_000, (9.8, 0.9, 150.0), None));
-        let second = detect_with(
-            &mut host,
-            &batch("rig", 2_000, (9.8, 0.9, 151.0), Some(1.0)),
-        );
-
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].severity, Severity::High, "three rigs of 3.25 kW");
-        assert_eq!(first[0].score, 1.0);
-        let onset = second[0].evidence.iter().find(|e| e.name == "onset_ms");
-        assert!(
-            matches!(
-                onset,
-                Some(Entry {
-                    value: Value::Integer(1_000),
-                    ..
-                })
-            ),
-            "onset is the first alerting reading: {onset:?}"
-        );
-    }
-
-    #[test]
-    fn household_load_reports_nothing() {
-        let mut host = MemoryHost::with_defaults(&settings());
-        let found = detect_with(&mut host, &batch("house", 1_000, (0.2, 0.3, 168.0), None));
-        assert!(found.is_empty(), "{found:?}");
-    }
-
-    #[test]
-    fn partial_score_is_reported_once_per_step() {
-        let mut host = MemoryHost::with_defaults(&settings());
-        // 90 of the 120 hours needed: coverage scores 0.5, so the meter scores 0.5.
-        let first = detect_with(&mut host, &batch("rig", 1_000, (6.5, 0.9, 90.0), None));
-        let same = detect_with(&mut host, &batch("rig", 2_000, (6.5, 0.9, 90.5), Some(0.5)));
-
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].severity, Severity::Info);
-        assert!((first[0].score - 0.5).abs() < 1e-9, "{}", first[0].score);
-        assert!(
-            same.is_empty(),
-            "a change under score_step is not reported: {same:?}"
-        );
-    }
-
-    #[test]
-    fn ramp_scores_from_half_to_full() {
-        assert_eq!(ramp(1.0, 2.0), 0.0);
-        assert_eq!(ramp(1.5, 2.0), 0.5);
-        assert_eq!(ramp(2.0, 2.0), 1.0);
-        assert_eq!(ramp(9.0, 2.0), 1.0);
-    }
-
-    #[test]
-    fn ramp_is_zero_for_unusable_values() {
-        assert_eq!(ramp(f64::NAN, 2.0), 0.0);
-        assert_eq!(ramp(5.0, 0.0), 0.0);
-        assert_eq!(ramp(5.0, f64::NAN), 0.0);
-    }
-}
+mod tests;
