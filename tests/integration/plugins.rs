@@ -476,8 +476,17 @@ fn python_detector_finds_flat_load() {
         "{out}"
     );
 
+    let input = plugin.join("tests/readings.jsonl");
     let expect = plugin.join("tests/findings.jsonl");
-    let (ok, out, err) = plugin_test(&wasm, &["--expect", expect.to_str().unwrap()]);
+    let (ok, out, err) = gridwatch(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--expect",
+        expect.to_str().unwrap(),
+    ]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("ok: 49 findings match"), "{out}");
 }
