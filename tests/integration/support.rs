@@ -434,8 +434,8 @@ pub async fn mining_alerts(daemon: &Daemon) -> usize {
 }
 
 /// Builds the shipped detectors and the fixture plugins for `wasm32-wasip2` once per test run,
-/// in `target/plugins`, and returns the component's path: `mining`, `tamper` or
-/// `abnormal-load` for a shipped detector, otherwise the fixture's name (an example of
+/// in `target/plugins`, and returns the component's path: `mining`, `tamper`, `abnormal-load`
+/// or `energy-balance` for a shipped detector, otherwise the fixture's name (an example of
 /// `tests/plugins`).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -460,6 +460,8 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
                 "-p",
                 "gridwatch-plugin-abnormal-load",
                 "-p",
+                "gridwatch-plugin-energy-balance",
+                "-p",
                 "gridwatch-test-plugins",
             ])
             .args(["--lib", "--examples", "--target-dir"])
@@ -477,6 +479,7 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         "mining" => out.join("gridwatch_plugin_mining.wasm"),
         "tamper" => out.join("gridwatch_plugin_tamper.wasm"),
         "abnormal-load" => out.join("gridwatch_plugin_abnormal_load.wasm"),
+        "energy-balance" => out.join("gridwatch_plugin_energy_balance.wasm"),
         _ => out.join("examples").join(format!("{name}.wasm")),
     }
 }
