@@ -2,7 +2,7 @@
 //! bypassed customers.
 //!
 //! Meters labelled `clean`, or `benign` without PV export, are grouped in order of their first
-//! reading into transformers of `--customers-per-transformer` meters; meters left over and
+//! reading into transformers of `--customers-per-transformer` meters. Meters left over and
 //! meters with other labels stay off the topology. Every transformer gets its own meter, in
 //! `--transformer-region`, whose readings fall at the times all its customers have one. Its
 //! interval energy is the customers' true energy plus technical losses and meter error:

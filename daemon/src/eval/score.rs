@@ -136,7 +136,7 @@ pub const LARGE_BYPASS_SHARE: f64 = 0.05;
 /// A bypassed meter is found when a `bypass` alert on its transformer meter first fired at or
 /// after the onset and within [`BYPASS_WINDOW_HOURS`] hours of data after it. It is ranked
 /// when it is also among the first [`BYPASS_TOP_SUSPECTS`] meters of that alert's `suspects`
-/// evidence (a comma-separated list; the evidence is the alert's latest firing).
+/// evidence, a comma-separated list. The stored evidence is that of the alert's latest firing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BypassScore {
     /// Bypassed meters.

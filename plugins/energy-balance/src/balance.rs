@@ -11,7 +11,7 @@ pub(crate) const HOUR_MS: i64 = 3_600_000;
 /// State key of a transformer's balance.
 const STATE_KEY: &str = "balance";
 
-/// Version of the state layout; a value of another version is dropped and learned again.
+/// Version of the state layout. A value of another version is dropped and learned again.
 const STATE_VERSION: u8 = 1;
 
 /// The thresholds of one region, read from its settings.
@@ -21,7 +21,7 @@ pub struct Limits {
     pub lag_hours: i64,
     /// Hours past the lag that an hour waits for missing customer readings before it is skipped.
     pub max_wait_hours: i64,
-    /// Hours of history fetched per meter; bounds the suspects' comparison.
+    /// Hours of history fetched per meter, which bounds the suspects' comparison.
     pub window_hours: u32,
     /// Judged hours that form the loss baseline, and its time constant afterwards.
     pub baseline_hours: u32,
@@ -89,7 +89,7 @@ pub struct JudgedHour {
     pub deficit_kwh: f64,
 }
 
-/// What a transformer has learned, kept in the plugin state under `balance`.
+/// The learned state of a transformer, kept in plugin state under `balance`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Balance {
     /// Start of the next hour to judge, Unix milliseconds, or `None` before the first.

@@ -9,9 +9,10 @@
 //!
 //! Each judged hour adds the transformer's energy and its deficit (transformer energy minus
 //! the customers' sum) to the last `detect_hours` hours. Their deficit share is compared with
-//! the losses the transformer is expected to have: until `baseline_hours` hours are learned,
-//! `max_loss_share - min_excess_share`; afterwards the transformer's own exponentially weighted
-//! deficit share over hours without excess, capped by the same value. A deficit share at least
+//! the losses the transformer is expected to have. Until `baseline_hours` hours are learned,
+//! that is `max_loss_share - min_excess_share`. Afterwards it is the transformer's own
+//! exponentially weighted deficit share over hours without excess, capped by the same value.
+//! A deficit share at least
 //! `min_excess_share` above the expected losses raises a `bypass` alert on the transformer
 //! meter, so a share of `max_loss_share` always raises one. The evidence ranks the customers
 //! by how well a drop in their metered load explains the missing energy ([`Feeder::rank`]).
@@ -59,7 +60,7 @@ export_detector!(EnergyBalance);
 pub struct Outcome {
     /// Findings of the call.
     pub findings: Vec<Finding>,
-    /// Invalid topology texts, each reported on the first call that sees it.
+    /// Problems with topology texts, each reported by the call that first parses the text.
     pub problems: Vec<String>,
 }
 
