@@ -12,7 +12,7 @@ pub(crate) const HOUR_MS: i64 = 3_600_000;
 const STATE_KEY: &str = "balance";
 
 /// Version of the state layout. A value of another version is dropped and learned again.
-const STATE_VERSION: u8 = 1;
+const STATE_VERSION: u8 = 2;
 
 /// The thresholds of one region, read from its settings.
 #[derive(Debug, Clone)]
@@ -89,19 +89,98 @@ pub struct JudgedHour {
     pub deficit_kwh: f64,
 }
 
+/// Exponentially weighted sums over the hours that showed no excess, for a least-squares fit
+/// of an hour's deficit as a no-load loss plus a share of the transformer's energy.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossFit {
+    /// Sum of the weights.
+    pub weight: f64,
+    /// Weighted sum of the transformer's hourly energy, kWh.
+    pub transformer_kwh: f64,
+    /// Weighted sum of the hourly deficit, kWh.
+    pub deficit_kwh: f64,
+    /// Weighted sum of the squared transformer energy, kWh².
+    pub transformer_sq: f64,
+    /// Weighted sum of transformer energy times deficit, kWh².
+    pub product: f64,
+}
+
+/// The losses a transformer is expected to have in an hour: `no_load_kwh + load_share * kWh`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossModel {
+    /// Loss of every hour whatever the load, kWh.
+    pub no_load_kwh: f64,
+    /// Loss as a share of the hour's transformer energy.
+    pub load_share: f64,
+}
+
+impl LossModel {
+    /// Returns the expected loss of an hour with the given transformer energy, kWh.
+    pub fn loss_kwh(&self, transformer_kwh: f64) -> f64 {
+        self.no_load_kwh + self.load_share * transformer_kwh
+    }
+}
+
+impl LossFit {
+    fn add(&mut self, decay: f64, transformer_kwh: f64, deficit_kwh: f64) {
+        self.weight = self.weight * decay + 1.0;
+        self.transformer_kwh = self.transformer_kwh * decay + transformer_kwh;
+        self.deficit_kwh = self.deficit_kwh * decay + deficit_kwh;
+        self.transformer_sq = self.transformer_sq * decay + transformer_kwh * transformer_kwh;
+        self.product = self.product * decay + transformer_kwh * deficit_kwh;
+    }
+
+    /// Fits the loss model, scaled down when its loss share at the mean load exceeds `prior`.
+    ///
+    /// The fit is a straight line through the weighted hours. When the transformer's energy
+    /// barely varies, or the line has a negative intercept or slope, the model is the mean
+    /// deficit share with no no-load part.
+    fn model(&self, prior: f64) -> LossModel {
+        let mean_t = self.transformer_kwh / self.weight;
+        let mean_d = self.deficit_kwh / self.weight;
+        let variance = self.transformer_sq / self.weight - mean_t * mean_t;
+        let covariance = self.product / self.weight - mean_t * mean_d;
+        let ratio = LossModel {
+            no_load_kwh: 0.0,
+            load_share: (mean_d / mean_t).max(0.0),
+        };
+        let mut model = if variance > (0.05 * mean_t).powi(2) {
+            let slope = covariance / variance;
+            let intercept = mean_d - slope * mean_t;
+            if slope >= 0.0 && intercept >= 0.0 {
+                LossModel {
+                    no_load_kwh: intercept,
+                    load_share: slope,
+                }
+            } else {
+                ratio
+            }
+        } else {
+            ratio
+        };
+        let mean_loss = model.loss_kwh(mean_t);
+        if mean_loss > prior * mean_t {
+            let scale = prior * mean_t / mean_loss;
+            model.no_load_kwh *= scale;
+            model.load_share *= scale;
+        }
+        model
+    }
+}
+
 /// The learned state of a transformer, kept in plugin state under `balance`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Balance {
     /// Start of the next hour to judge, Unix milliseconds, or `None` before the first.
     pub next_hour_ms: Option<i64>,
-    /// Hours that went into the loss baseline.
+    /// Hours that went into the loss fit.
     pub learned_hours: u32,
-    /// Exponentially weighted transformer energy of the baseline hours, kWh.
-    pub baseline_transformer_kwh: f64,
-    /// Exponentially weighted deficit of the baseline hours, kWh.
-    pub baseline_deficit_kwh: f64,
+    /// The loss fit.
+    pub fit: LossFit,
     /// First hour of the deficit in progress, Unix milliseconds.
     pub onset_ms: Option<i64>,
+    /// Judged hours in a row without excess since the last alert.
+    pub quiet_hours: u32,
     /// The latest judged hours, oldest first, at most `detect_hours` of them.
     pub recent: Vec<JudgedHour>,
 }
@@ -123,9 +202,18 @@ impl Balance {
         let mut bytes = vec![STATE_VERSION];
         bytes.extend(self.next_hour_ms.unwrap_or(i64::MIN).to_le_bytes());
         bytes.extend(self.learned_hours.to_le_bytes());
-        bytes.extend(self.baseline_transformer_kwh.to_le_bytes());
-        bytes.extend(self.baseline_deficit_kwh.to_le_bytes());
+        let fit = &self.fit;
+        for value in [
+            fit.weight,
+            fit.transformer_kwh,
+            fit.deficit_kwh,
+            fit.transformer_sq,
+            fit.product,
+        ] {
+            bytes.extend(value.to_le_bytes());
+        }
         bytes.extend(self.onset_ms.unwrap_or(i64::MIN).to_le_bytes());
+        bytes.extend(self.quiet_hours.to_le_bytes());
         for hour in &self.recent {
             bytes.extend(hour.start_ms.to_le_bytes());
             bytes.extend(hour.transformer_kwh.to_le_bytes());
@@ -141,12 +229,22 @@ impl Balance {
         }
         let mut reader = Reader(rest);
         let optional = |value: i64| (value != i64::MIN).then_some(value);
+        let next_hour_ms = optional(i64::from_le_bytes(reader.take()?));
+        let learned_hours = u32::from_le_bytes(reader.take()?);
+        let mut number = || Some(f64::from_le_bytes(reader.take()?));
+        let fit = LossFit {
+            weight: number()?,
+            transformer_kwh: number()?,
+            deficit_kwh: number()?,
+            transformer_sq: number()?,
+            product: number()?,
+        };
         let mut balance = Balance {
-            next_hour_ms: optional(i64::from_le_bytes(reader.take()?)),
-            learned_hours: u32::from_le_bytes(reader.take()?),
-            baseline_transformer_kwh: f64::from_le_bytes(reader.take()?),
-            baseline_deficit_kwh: f64::from_le_bytes(reader.take()?),
+            next_hour_ms,
+            learned_hours,
+            fit,
             onset_ms: optional(i64::from_le_bytes(reader.take()?)),
+            quiet_hours: u32::from_le_bytes(reader.take()?),
             recent: Vec::new(),
         };
         while !reader.0.is_empty() {
@@ -159,48 +257,57 @@ impl Balance {
         Some(balance)
     }
 
-    /// Returns the loss share the transformer is expected to have: its learned baseline once
-    /// `baseline_hours` hours went into it, capped by the prior, else the prior.
-    pub fn expected_loss_share(&self, limits: &Limits) -> f64 {
+    /// Returns the loss model the transformer is expected to follow: its own fit once
+    /// `baseline_hours` hours went into it, scaled to at most the prior share at its mean
+    /// load, else the prior share of every hour's energy.
+    pub fn loss_model(&self, limits: &Limits) -> LossModel {
         let prior = limits.prior_loss_share();
-        let learned =
-            self.learned_hours >= limits.baseline_hours && self.baseline_transformer_kwh > 0.0;
+        let learned = self.learned_hours >= limits.baseline_hours && self.fit.transformer_kwh > 0.0;
         if learned {
-            (self.baseline_deficit_kwh / self.baseline_transformer_kwh).min(prior)
+            self.fit.model(prior)
         } else {
-            prior
+            LossModel {
+                no_load_kwh: 0.0,
+                load_share: prior,
+            }
         }
     }
 
     /// Adds a judged hour and returns the deficit of the recent hours when it is large enough
     /// to raise an alert.
     pub fn judge(&mut self, limits: &Limits, hour: JudgedHour) -> Option<Deficit> {
-        let expected = self.expected_loss_share(limits);
+        let model = self.loss_model(limits);
         self.recent.push(hour);
         let excess_of = self.recent.len().saturating_sub(limits.detect_hours);
         self.recent.drain(..excess_of);
 
         let transformer_kwh: f64 = self.recent.iter().map(|h| h.transformer_kwh).sum();
         let deficit_kwh: f64 = self.recent.iter().map(|h| h.deficit_kwh).sum();
+        let loss_kwh: f64 = self
+            .recent
+            .iter()
+            .map(|h| model.loss_kwh(h.transformer_kwh))
+            .sum();
         let full = self.recent.len() >= limits.detect_hours;
-        let deficit_share = if transformer_kwh > 0.0 {
-            deficit_kwh / transformer_kwh
-        } else {
-            0.0
-        };
-        let excess_share = deficit_share - expected;
+        let excess_share = share(deficit_kwh - loss_kwh, transformer_kwh);
         let flagged = full && transformer_kwh > 0.0 && excess_share >= limits.min_excess_share;
 
-        let hour_excess = share(hour.deficit_kwh, hour.transformer_kwh) - expected;
-        if !flagged && hour_excess < limits.min_excess_share {
-            self.learn(limits, hour);
-        }
+        let hour_excess = hour_excess_share(&model, &hour);
         if flagged {
+            self.quiet_hours = 0;
             if self.onset_ms.is_none() {
-                self.onset_ms = Some(self.onset_in_recent(limits, expected));
+                self.onset_ms = Some(self.onset_in_recent(limits, &model));
             }
         } else if excess_share < limits.min_excess_share / 2.0 {
-            self.onset_ms = None;
+            self.quiet_hours = self.quiet_hours.saturating_add(1);
+            if self.quiet_hours >= limits.baseline_hours {
+                self.onset_ms = None;
+            }
+        }
+        // Hours of a deficit in progress stay out of the fit, so a lasting bypass is not
+        // learned as losses.
+        if self.onset_ms.is_none() && hour_excess < limits.min_excess_share {
+            self.learn(limits, hour);
         }
         let onset_ms = self.onset_ms?;
         flagged.then_some(Deficit {
@@ -209,32 +316,38 @@ impl Balance {
             hours: self.recent.len(),
             transformer_kwh,
             deficit_kwh,
-            expected_loss_share: expected,
+            model,
+            expected_loss_share: share(loss_kwh, transformer_kwh),
             excess_share,
         })
     }
 
     fn learn(&mut self, limits: &Limits, hour: JudgedHour) {
         let decay = 1.0 - 1.0 / f64::from(limits.baseline_hours.max(1));
-        self.baseline_transformer_kwh =
-            self.baseline_transformer_kwh * decay + hour.transformer_kwh;
-        self.baseline_deficit_kwh = self.baseline_deficit_kwh * decay + hour.deficit_kwh;
+        self.fit.add(decay, hour.transformer_kwh, hour.deficit_kwh);
         self.learned_hours = self.learned_hours.saturating_add(1);
     }
 
     /// Returns the start of the newest run of recent hours whose own excess reaches half the
     /// threshold, or of the oldest recent hour when every hour does.
-    fn onset_in_recent(&self, limits: &Limits, expected: f64) -> i64 {
+    fn onset_in_recent(&self, limits: &Limits, model: &LossModel) -> i64 {
         let mut onset = self.recent.last().map_or(0, |h| h.start_ms);
         for hour in self.recent.iter().rev() {
-            let excess = share(hour.deficit_kwh, hour.transformer_kwh) - expected;
-            if excess < limits.min_excess_share / 2.0 {
+            if hour_excess_share(model, hour) < limits.min_excess_share / 2.0 {
                 break;
             }
             onset = hour.start_ms;
         }
         onset
     }
+}
+
+/// Returns an hour's deficit beyond the model's losses as a share of its transformer energy.
+fn hour_excess_share(model: &LossModel, hour: &JudgedHour) -> f64 {
+    share(
+        hour.deficit_kwh - model.loss_kwh(hour.transformer_kwh),
+        hour.transformer_kwh,
+    )
 }
 
 /// Reads fixed-size values from the front of a byte slice.
@@ -265,7 +378,9 @@ pub struct Deficit {
     pub transformer_kwh: f64,
     /// Transformer energy minus the customers' metered energy, kWh.
     pub deficit_kwh: f64,
-    /// Loss share the transformer is expected to have.
+    /// Loss model the hours were judged by.
+    pub model: LossModel,
+    /// Expected losses of those hours as a share of their transformer energy.
     pub expected_loss_share: f64,
     /// Deficit share minus the expected loss share.
     pub excess_share: f64,
@@ -338,12 +453,12 @@ impl Feeder<'_> {
     /// and falls with what the meter still records. The score is 0.6 times the match plus 0.4
     /// times the correlation (negative counts as 0).
     pub fn rank(&self, limits: &Limits, deficit: &Deficit) -> Vec<(usize, f64)> {
-        let expected = deficit.expected_loss_share;
+        let model = deficit.model;
         let end_ms = deficit.hour_start_ms + HOUR_MS;
         let after: Vec<(i64, f64)> = (deficit.onset_ms..end_ms)
             .step_by(HOUR_MS as usize)
             .filter_map(|start| match self.status(limits, start) {
-                HourStatus::Ready(t, c) => Some((start, t - c - expected * t)),
+                HourStatus::Ready(t, c) => Some((start, t - c - model.loss_kwh(t))),
                 _ => None,
             })
             .collect();

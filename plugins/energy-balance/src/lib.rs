@@ -8,21 +8,22 @@
 //! `max_wait_hours` after the lag is skipped.
 //!
 //! Each judged hour adds the transformer's energy and its deficit (transformer energy minus
-//! the customers' sum) to the last `detect_hours` hours. Their deficit share is compared with
-//! the losses the transformer is expected to have. Until `baseline_hours` hours are learned,
-//! that is `max_loss_share - min_excess_share`. Afterwards it is the transformer's own
-//! exponentially weighted deficit share over hours without excess, capped by the same value.
-//! A deficit share at least
-//! `min_excess_share` above the expected losses raises a `bypass` alert on the transformer
-//! meter, so a share of `max_loss_share` always raises one. The evidence ranks the customers
-//! by how well a drop in their metered load explains the missing energy ([`Feeder::rank`]).
+//! the customers' sum) to the last `detect_hours` hours. Their deficit is compared with the
+//! losses the transformer is expected to have. Until `baseline_hours` hours are learned, those
+//! are `max_loss_share - min_excess_share` of its energy. Afterwards they follow a no-load loss
+//! plus a load share fitted to the transformer's own hours without excess ([`LossFit`]). An
+//! excess of at least `min_excess_share` of the energy raises a `bypass` alert on the
+//! transformer meter. The evidence ranks the customers by how well a drop in their metered
+//! load explains the missing energy ([`Feeder::rank`]).
 
 mod balance;
 pub mod topology;
 
 use gridwatch_plugin_sdk::prelude::*;
 
-pub use balance::{Balance, Deficit, Feeder, HourStatus, JudgedHour, Limits, pearson};
+pub use balance::{
+    Balance, Deficit, Feeder, HourStatus, JudgedHour, Limits, LossFit, LossModel, pearson,
+};
 use balance::{HOUR_MS, hours_of};
 use topology::Customer;
 
@@ -239,6 +240,8 @@ fn finding(
             "expected_loss_share",
             Value::Number(deficit.expected_loss_share),
         ),
+        entry("no_load_kwh", Value::Number(deficit.model.no_load_kwh)),
+        entry("load_loss_share", Value::Number(deficit.model.load_share)),
         entry("excess_share", Value::Number(deficit.excess_share)),
         entry("suspects", Value::Text(names.join(","))),
         entry("score", Value::Number(score)),
@@ -289,7 +292,7 @@ pub fn settings() -> Vec<SettingSpec> {
         setting_spec(
             "baseline_hours",
             Value::Integer(24),
-            "Judged hours that form a transformer's loss baseline, and its time constant",
+            "Judged hours that form a transformer's loss model, and its time constant",
         ),
         setting_spec(
             "detect_hours",

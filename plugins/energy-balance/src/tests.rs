@@ -1,7 +1,7 @@
 use gridwatch_plugin_sdk::prelude::*;
 
 use super::topology::{self, Customer};
-use super::{Balance, JudgedHour, Outcome, detect_with, pearson, settings};
+use super::{Balance, JudgedHour, LossFit, Outcome, detect_with, pearson, settings};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -28,6 +28,8 @@ fn true_kwh(index: usize, hour: i64) -> f64 {
 /// metered.
 struct Feeder {
     bypass: Option<(usize, i64, f64)>,
+    /// Loss of every hour on top of the 3 %, kWh.
+    no_load_kwh: f64,
 }
 
 impl Feeder {
@@ -43,7 +45,7 @@ impl Feeder {
 
     fn transformer_kwh(&self, hour: i64) -> f64 {
         let total: f64 = (0..CUSTOMERS.len()).map(|i| true_kwh(i, hour)).sum();
-        total * 1.03
+        total * 1.03 + self.no_load_kwh
     }
 
     /// Sets the host's history to the hours before `end_hour`, the customers' up to
@@ -149,8 +151,24 @@ fn number(finding: &Finding, name: &str) -> f64 {
 #[test]
 fn balanced_feeder_reports_nothing() {
     let mut host = host();
-    let feeder = Feeder { bypass: None };
+    let feeder = Feeder {
+        bypass: None,
+        no_load_kwh: 0.0,
+    };
     let found = feed(&mut host, &feeder, 1, 120);
+    assert!(found.is_empty(), "{found:?}");
+}
+
+#[test]
+fn no_load_losses_raise_nothing() {
+    let mut host = host();
+    // 0.15 kWh an hour is 3 % of the feeder's mean load, and more than twice that share in
+    // its quietest hours.
+    let feeder = Feeder {
+        bypass: None,
+        no_load_kwh: 0.15,
+    };
+    let found = feed(&mut host, &feeder, 1, 168);
     assert!(found.is_empty(), "{found:?}");
 }
 
@@ -160,6 +178,7 @@ fn bypass_names_the_customer_first() {
     // A third of c4's load, about 9 % of the transformer's energy, from hour 72.
     let feeder = Feeder {
         bypass: Some((3, START_HOUR + 72, 0.35)),
+        no_load_kwh: 0.0,
     };
     let found = feed(&mut host, &feeder, 1, 120);
     let (first_hour, first) = found.first().expect("a bypass finding");
@@ -184,6 +203,7 @@ fn bypass_from_the_start_is_found_by_the_absolute_limit() {
     // Nearly all of c5's load, about 15 % of the transformer's energy, from the first hour.
     let feeder = Feeder {
         bypass: Some((4, START_HOUR, 0.9)),
+        no_load_kwh: 0.0,
     };
     let found = feed(&mut host, &feeder, 1, 48);
     assert!(!found.is_empty());
@@ -194,7 +214,10 @@ fn bypass_from_the_start_is_found_by_the_absolute_limit() {
 #[test]
 fn hour_waits_for_customer_readings() {
     let mut host = host();
-    let feeder = Feeder { bypass: None };
+    let feeder = Feeder {
+        bypass: None,
+        no_load_kwh: 0.0,
+    };
     feed(&mut host, &feeder, 1, 30);
     // The customers' readings stop at hour 30 while the transformer's go on.
     for offset in 31..=40 {
@@ -217,7 +240,10 @@ fn hour_is_skipped_after_max_wait() {
     let mut host = host();
     host.settings
         .insert("max_wait_hours".into(), Value::Integer(2));
-    let feeder = Feeder { bypass: None };
+    let feeder = Feeder {
+        bypass: None,
+        no_load_kwh: 0.0,
+    };
     feed(&mut host, &feeder, 1, 30);
     let hour = START_HOUR + 40;
     feeder.fill(&mut host, hour, START_HOUR + 30);
@@ -309,9 +335,15 @@ fn balance_state_round_trips() {
     let balance = Balance {
         next_hour_ms: Some(42 * HOUR_MS),
         learned_hours: 30,
-        baseline_transformer_kwh: 12.5,
-        baseline_deficit_kwh: 0.4,
+        fit: LossFit {
+            weight: 20.0,
+            transformer_kwh: 12.5,
+            deficit_kwh: 0.4,
+            transformer_sq: 9.0,
+            product: 0.3,
+        },
         onset_ms: None,
+        quiet_hours: 3,
         recent: vec![JudgedHour {
             start_ms: 41 * HOUR_MS,
             transformer_kwh: 2.0,
