@@ -455,7 +455,10 @@ impl Feeder<'_> {
     pub fn rank(&self, limits: &Limits, deficit: &Deficit) -> Vec<(usize, f64)> {
         let model = deficit.model;
         let end_ms = deficit.hour_start_ms + HOUR_MS;
-        let after: Vec<(i64, f64)> = (deficit.onset_ms..end_ms)
+        // Hours before the fetched window have no data, and a deficit that lasts for months
+        // would otherwise cost a lookup for each of its hours.
+        let window_start_ms = end_ms - i64::from(limits.window_hours) * HOUR_MS;
+        let after: Vec<(i64, f64)> = (deficit.onset_ms.max(window_start_ms)..end_ms)
             .step_by(HOUR_MS as usize)
             .filter_map(|start| match self.status(limits, start) {
                 HourStatus::Ready(t, c) => Some((start, t - c - model.loss_kwh(t))),
@@ -463,7 +466,8 @@ impl Feeder<'_> {
             })
             .collect();
         let span = (after.len() as i64).max(limits.compare_hours);
-        let before: Vec<i64> = (deficit.onset_ms - span * HOUR_MS..deficit.onset_ms)
+        let before_start_ms = (deficit.onset_ms - span * HOUR_MS).max(window_start_ms);
+        let before: Vec<i64> = (before_start_ms..deficit.onset_ms)
             .step_by(HOUR_MS as usize)
             .filter(|start| matches!(self.status(limits, *start), HourStatus::Ready(..)))
             .collect();
