@@ -29,7 +29,7 @@ pub struct Limits {
     pub detect_hours: usize,
     /// Deficit share above the expected losses that raises an alert.
     pub min_excess_share: f64,
-    /// Deficit share that raises an alert whatever the baseline.
+    /// Deficit share that raises an alert whatever losses were learned, at the mean load.
     pub max_loss_share: f64,
     /// Excess share from which an alert is high.
     pub high_excess_share: f64,

@@ -307,7 +307,8 @@ pub fn settings() -> Vec<SettingSpec> {
         setting_spec(
             "max_loss_share",
             Value::Number(0.10),
-            "Deficit share of transformer energy that raises an alert whatever the baseline",
+            "Deficit share of transformer energy that raises an alert whatever losses were learned, \
+             at the transformer's mean load",
         ),
         setting_spec(
             "high_excess_share",

@@ -198,7 +198,7 @@ fn bypass_names_the_customer_first() {
 }
 
 #[test]
-fn bypass_from_the_start_is_found_by_the_absolute_limit() {
+fn bypass_from_first_hour_is_found() {
     let mut host = host();
     // Nearly all of c5's load, about 15 % of the transformer's energy, from the first hour.
     let feeder = Feeder {

@@ -39,9 +39,9 @@ impl Topology {
     }
 }
 
-/// Parses topology text: one `transformer,region,meter` line per customer meter, where
-/// `transformer` is the transformer meter's id in the region whose setting holds the text and
-/// `region`, `meter` name the customer's meter. Blank lines and lines starting with `#` are
+/// Parses topology text: one `transformer,region,meter` line per customer meter.
+/// `transformer` is the transformer meter's id in the region whose setting contains the text,
+/// and `region`, `meter` name the customer's meter. Blank lines and lines starting with `#` are
 /// skipped, and the first line may be the header `transformer,region,meter`.
 ///
 /// # Errors
