@@ -444,11 +444,7 @@ fn registers(dir: &Path) -> std::collections::HashMap<(String, String), Vec<(i64
 
 /// Returns the register increase over the readings after `from_ms`.
 fn energy_after(readings: &[(i64, f64)], from_ms: i64) -> f64 {
-    let before = readings
-        .iter()
-        .filter(|(ts, _)| *ts <= from_ms)
-        .last()
-        .unwrap();
+    let before = readings.iter().rfind(|(ts, _)| *ts <= from_ms).unwrap();
     readings.last().unwrap().1 - before.1
 }
 
