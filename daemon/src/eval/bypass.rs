@@ -11,8 +11,8 @@
 //!   no-load loss (at the transformer's mean power) and 60 % in proportion to the load;
 //! - a meter error drawn uniformly from ±0.5 % of the interval's energy.
 //!
-//! NOTE: load losses grow with the square of the current; the model takes them as linear in
-//! the energy, which understates how much the loss share varies between night and day.
+//! NOTE: load losses grow with the square of the current, but the model takes them as linear
+//! in the energy. So it understates how much the loss share varies between night and day.
 //!
 //! A share (`--bypass-share`) of the transformers gets a bypass: one of its `clean` customers,
 //! from an onset between 40 % and 60 % of the transformer's span, has 20 % to 80 % of its load
