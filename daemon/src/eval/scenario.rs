@@ -171,6 +171,13 @@ pub fn run(args: &ScenarioArgs) -> Result<Vec<Label>, ScenarioError> {
         labels.push(label);
     }
     let transformers = bypass::add_transformers(args, &mut labels, &mut intervals);
+    if args.customers_per_transformer > 0 && transformers.is_empty() {
+        return Err(ScenarioError::Option(format!(
+            "no transformer could be built: fewer than --customers-per-transformer {} clean or \
+             benign meters share their reading times; lower it or use a data set with more meters",
+            args.customers_per_transformer
+        )));
+    }
 
     let mut streams: Vec<Vec<(i64, String)>> = labels
         .iter()

@@ -551,6 +551,17 @@ fn scenario_rejects_transformers_in_customer_region() {
     );
 }
 
+#[test]
+fn scenario_rejects_too_few_meters_for_transformers() {
+    let data = tempfile::tempdir().unwrap();
+    write_tsrepr(data.path(), 3);
+    let out = tempfile::tempdir().unwrap();
+    let error = scenario(&bypass_args(data.path(), out.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no transformer could be built"), "{error}");
+}
+
 fn transformer_label(meter: &str, onset_ms: Option<i64>) -> Label {
     Label {
         region: "eval-transformers".into(),
