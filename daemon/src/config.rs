@@ -423,18 +423,57 @@ impl DetectorConfig {
         );
         for (prefix, table) in tables {
             for (key, value) in table {
-                if matches!(
-                    value,
-                    toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)
-                ) {
+                let is_file = setting_file(value).is_some();
+                if !is_file
+                    && matches!(
+                        value,
+                        toml::Value::Array(_) | toml::Value::Table(_) | toml::Value::Datetime(_)
+                    )
+                {
                     problems.push(format!(
                         "plugins.detectors.{name}.{prefix}{key}: unsupported {} value, expected \
-                         a boolean, integer, float or string",
+                         a boolean, integer, float, string or {{ file = \"PATH\" }}",
                         value.type_str()
                     ));
                 }
             }
         }
+    }
+
+    /// Replaces every `{ file = "PATH" }` setting with the text of that file, resolving a
+    /// relative path against `base`.
+    fn read_setting_files(&mut self, name: &str, base: &Path, problems: &mut Vec<String>) {
+        let tables = std::iter::once(("settings.".to_owned(), &mut self.settings)).chain(
+            self.region_settings
+                .iter_mut()
+                .map(|(region, table)| (format!("region_settings.{region}."), table)),
+        );
+        for (prefix, table) in tables {
+            for (key, value) in table.iter_mut() {
+                let Some(file) = setting_file(value) else {
+                    continue;
+                };
+                let path = base.join(file);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => *value = toml::Value::String(text),
+                    Err(error) => problems.push(format!(
+                        "plugins.detectors.{name}.{prefix}{key}: failed to read file '{}': \
+                         {error}",
+                        path.display()
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Returns the path of a setting written as `{ file = "PATH" }`, whose value is the file's
+/// text.
+fn setting_file(value: &toml::Value) -> Option<&str> {
+    let table = value.as_table()?;
+    match (table.len(), table.get("file")) {
+        (1, Some(toml::Value::String(path))) => Some(path),
+        _ => None,
     }
 }
 
@@ -835,6 +874,13 @@ impl Config {
         let mut config = Config::parse(&text).map_err(fail)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        let mut problems = Vec::new();
+        for (name, detector) in &mut config.plugins.detectors {
+            detector.read_setting_files(name, base, &mut problems);
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
         Ok(config)
     }
 
@@ -1284,6 +1330,48 @@ mod tests {
             "{problems:?}"
         );
         assert!(Config::parse("[mqtt]\nkeep_alive_secs = 5\n").is_ok());
+    }
+
+    #[test]
+    fn plugin_setting_reads_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("topology.csv"), "tx,north,m1\n").unwrap();
+        let path = dir.path().join("gridwatch.toml");
+        let text = "[plugins.detectors.energy-balance]\n\
+                    settings = { topology = { file = \"topology.csv\" } }\n\
+                    region_settings.south = { topology = { file = \"missing.csv\" } }\n";
+        std::fs::write(&path, text).unwrap();
+
+        let error = Config::load(&path).unwrap_err();
+        assert_eq!(error.problems.len(), 1, "{:?}", error.problems);
+        let problem = &error.problems[0];
+        assert!(
+            problem.starts_with(
+                "plugins.detectors.energy-balance.region_settings.south.topology: failed to read \
+                 file '"
+            ),
+            "{problem}"
+        );
+        assert!(problem.contains("missing.csv"), "{problem}");
+
+        std::fs::write(dir.path().join("missing.csv"), "tx,south,m2\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        let detector = &config.plugins.detectors["energy-balance"];
+        let topology = detector.settings["topology"].as_str();
+        assert_eq!(topology, Some("tx,north,m1\n"));
+        let south = detector.region_settings["south"]["topology"].as_str();
+        assert_eq!(south, Some("tx,south,m2\n"));
+    }
+
+    #[test]
+    fn plugin_setting_table_without_file_is_rejected() {
+        let text = "[plugins.detectors.p]\nsettings = { topology = { path = \"t.csv\" } }\n";
+        let problems = Config::parse(text).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("plugins.detectors.p.settings.topology: unsupported table"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -233,6 +233,9 @@ pub trait Host {
     fn setting(&mut self, region: &str, name: &str) -> Option<Value>;
     /// Returns up to `hours` hours of the meter's history, oldest first.
     fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour>;
+    /// Returns up to `hours` hours of the history of any meter, by region and meter id,
+    /// oldest first; empty for a meter the daemon does not hold.
+    fn meter_history(&mut self, region: &str, meter_id: &str, hours: u32) -> Vec<Hour>;
 
     /// Returns a numeric setting; integers are widened and anything else reads as NaN.
     fn setting_f64(&mut self, region: &str, name: &str) -> f64 {
@@ -275,6 +278,10 @@ impl Host for WasmHost {
 
     fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour> {
         host::history(meter.index(), hours)
+    }
+
+    fn meter_history(&mut self, region: &str, meter_id: &str, hours: u32) -> Vec<Hour> {
+        host::meter_history(region, meter_id, hours)
     }
 }
 
@@ -329,10 +336,14 @@ impl Host for MemoryHost {
     }
 
     fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour> {
+        self.meter_history(meter.region(), meter.id(), hours)
+    }
+
+    fn meter_history(&mut self, region: &str, meter_id: &str, hours: u32) -> Vec<Hour> {
         let all = self
             .history
-            .get(&(meter.region().to_owned(), meter.id().to_owned()))
-            .cloned()
+            .get(&(region.to_owned(), meter_id.to_owned()))
+            .map(Vec::as_slice)
             .unwrap_or_default();
         let skip = all.len().saturating_sub(hours as usize);
         all[skip..].to_vec()

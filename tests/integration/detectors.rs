@@ -1,5 +1,5 @@
-//! The shipped tamper, abnormal-load and theft detectors: their fixtures through `gridwatch
-//! plugin test`, and their alerts through real Mosquitto and the running daemon.
+//! The shipped tamper, abnormal-load, theft and energy-balance detectors: their fixtures through
+//! `gridwatch plugin test`, and their alerts through real Mosquitto and the running daemon.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,6 +56,7 @@ fn detector_fixtures_pass_plugin_test() {
         ),
         ("abnormal-load", "kinds:       abnormal_load", 7, "\"high\""),
         ("theft", "kinds:       theft", 3, "\"medium\""),
+        ("energy-balance", "kinds:       bypass", 22, "\"high\""),
     ] {
         let wasm = plugin_wasm(plugin);
         let (ok, out, err) = gridwatch(&["plugin", "inspect", wasm.to_str().unwrap()]);
@@ -338,4 +339,61 @@ async fn theft_plugin_alerts_through_broker() {
             .unwrap_or_else(|| panic!("no alert for {meter}"));
         assert_eq!(alert["evidence"]["check"], check, "{alert}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn energy_balance_plugin_names_bypassed_meter() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture's topology, next to the config so its relative path resolves there.
+    let fixture = repo_root().join("plugins/energy-balance/tests");
+    std::fs::copy(
+        fixture.join("topology.csv"),
+        dir.path().join("topology.csv"),
+    )
+    .unwrap();
+    install(&dir.path().join("plugins"), "energy-balance");
+    let config = format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"gridwatch-energy-balance\"\n\n\
+         [rules]\ndir = \"{}\"\n\n[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n\n\
+         [plugins.detectors.energy-balance]\nregions = [\"east-tx\"]\n\
+         settings = {{ topology = {{ file = \"topology.csv\" }} }}\n",
+        broker.url(),
+        rules_without_tamper(dir.path()).display(),
+    );
+    let daemon = Daemon::start(dir.path(), &config);
+
+    // Three days of hourly readings of c1 to c4 in region east and of their transformer meter
+    // tx1 in region east-tx, which records their load plus 3 % losses. From hour 48 on, 40 %
+    // of c3's load bypasses its meter.
+    let readings = std::fs::read_to_string(fixture.join("readings.jsonl")).unwrap();
+    let messages: Vec<(String, Vec<u8>)> = readings
+        .lines()
+        .map(|line| {
+            let message: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                message["topic"].as_str().unwrap().to_owned(),
+                message["payload"].to_string().into_bytes(),
+            )
+        })
+        .collect();
+    publish_all(broker.port, messages).await;
+    wait_until_processed(&daemon).await;
+
+    let summary = alert_summary(&daemon).await;
+    let expected = vec![(
+        "tx1".to_owned(),
+        "bypass".to_owned(),
+        "high".to_owned(),
+        "plugin:energy-balance@1.0.0".to_owned(),
+    )];
+    assert_eq!(summary, expected, "log:\n{}", daemon.log());
+
+    let stored = alerts(&daemon).await;
+    let alert = &stored[0];
+    assert_eq!(alert["region"], "east-tx", "{alert}");
+    assert_eq!(alert["evidence"]["suspect_1"], "c3", "{alert}");
+    assert_eq!(alert["evidence"]["suspect_1_region"], "east", "{alert}");
+    let onset_ms = alert["evidence"]["onset_ms"].as_i64().unwrap();
+    assert_eq!(onset_ms, 1_741_737_600_000 + 48 * 3_600_000, "{alert}");
 }

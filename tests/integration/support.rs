@@ -435,7 +435,7 @@ pub async fn mining_alerts(daemon: &Daemon) -> usize {
 
 /// Builds the shipped detectors and the fixture plugins for `wasm32-wasip2` once per test run,
 /// in `target/plugins`, and returns the component's path: `mining`, `tamper`, `abnormal-load`
-/// or `theft` for a shipped detector, otherwise the fixture's name (an example of
+/// `theft` or `energy-balance` for a shipped detector, otherwise the fixture's name (an example of
 /// `tests/plugins`).
 pub fn plugin_wasm(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -462,6 +462,8 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
                 "-p",
                 "gridwatch-plugin-theft",
                 "-p",
+                "gridwatch-plugin-energy-balance",
+                "-p",
                 "gridwatch-test-plugins",
             ])
             .args(["--lib", "--examples", "--target-dir"])
@@ -480,6 +482,7 @@ pub fn plugin_wasm(name: &str) -> PathBuf {
         "tamper" => out.join("gridwatch_plugin_tamper.wasm"),
         "abnormal-load" => out.join("gridwatch_plugin_abnormal_load.wasm"),
         "theft" => out.join("gridwatch_plugin_theft.wasm"),
+        "energy-balance" => out.join("gridwatch_plugin_energy_balance.wasm"),
         _ => out.join("examples").join(format!("{name}.wasm")),
     }
 }

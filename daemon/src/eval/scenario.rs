@@ -10,9 +10,12 @@
 //! | `theft` | readings scaled by 0.1 to 0.8, chosen hours zeroed, each day flattened to its mean, or evening load moved to the night | `theft` |
 //! | `tamper` | a `cover_open` or `magnetic_field` event, or the register set back by 50 to 500 kWh | `tamper` |
 //! | `benign` | EV charging at night, electric heating in winter, a heat pump, a holiday home, or PV export | none |
+//! | `bypass` | with `--customers-per-transformer`, part of the load bypasses the meter but not the transformer's (see `bypass.rs`) | `bypass` on the transformer meter |
+//! | `transformer` | a transformer meter summing its customers' load, with losses | none, or `bypass` when a customer is bypassed |
 //!
 //! A scenario is written as `messages.jsonl` (the telemetry, ordered by time), `labels.jsonl`
-//! (one line per meter) and `scenario.json` (the options and the label counts).
+//! (one line per meter), `scenario.json` (the options and the label counts) and, with
+//! transformers, `topology.csv` (one `transformer,region,meter` line per customer).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::bypass;
 use crate::publish::dataset::{DatasetKind, MeterFilter, MeterSeries, load_dataset};
 use crate::publish::telemetry::initial_register_kwh;
 
@@ -64,6 +68,24 @@ pub struct ScenarioArgs {
     /// Use only the first N meters of the data set.
     #[arg(long, value_name = "N")]
     pub max_meters: Option<usize>,
+    /// Customer meters under each transformer meter; 0 adds no transformers.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub customers_per_transformer: usize,
+    /// Share of transformers with a partially bypassed customer, 0 to 1.
+    #[arg(long, default_value_t = 0.5)]
+    pub bypass_share: f64,
+    /// Region of the transformer meters' topics; `<region>-transformers` when absent.
+    #[arg(long)]
+    pub transformer_region: Option<String>,
+}
+
+impl ScenarioArgs {
+    /// Returns the region of the transformer meters.
+    pub fn transformer_region(&self) -> String {
+        self.transformer_region
+            .clone()
+            .unwrap_or_else(|| format!("{}-transformers", self.region))
+    }
 }
 
 fn dataset_name<S: serde::Serializer>(kind: &DatasetKind, s: S) -> Result<S::Ok, S::Error> {
@@ -77,7 +99,7 @@ pub struct Label {
     pub region: String,
     /// Meter id.
     pub meter: String,
-    /// `clean`, `mining`, `theft`, `tamper` or `benign`.
+    /// `clean`, `mining`, `theft`, `tamper`, `benign`, `bypass` or `transformer`.
     pub label: String,
     /// Variant of the label, such as `scale` for theft or `ev_charging` for benign.
     pub variant: String,
@@ -95,13 +117,13 @@ pub struct Label {
 
 /// A change applied to one interval: energy, export register step and events.
 #[derive(Debug, Clone, Default)]
-struct Interval {
-    end_ms: i64,
-    hours: f64,
-    energy_kwh: f64,
-    export_kwh: f64,
-    register_step_kwh: f64,
-    events: Vec<&'static str>,
+pub(super) struct Interval {
+    pub(super) end_ms: i64,
+    pub(super) hours: f64,
+    pub(super) energy_kwh: f64,
+    pub(super) export_kwh: f64,
+    pub(super) register_step_kwh: f64,
+    pub(super) events: Vec<&'static str>,
 }
 
 /// Errors of `gridwatch scenario`.
@@ -142,13 +164,41 @@ pub fn run(args: &ScenarioArgs) -> Result<Vec<Label>, ScenarioError> {
     }
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut labels = Vec::with_capacity(series.len());
-    let mut streams = Vec::with_capacity(series.len());
+    let mut intervals = Vec::with_capacity(series.len());
     for meter in &series {
-        let (label, intervals) = label_meter(&mut rng, args, meter);
-        streams.push(messages(&args.region, &meter.meter_id, &intervals));
+        let (label, meter_intervals) = label_meter(&mut rng, args, meter);
+        intervals.push(meter_intervals);
+        labels.push(label);
+    }
+    let transformers = bypass::add_transformers(args, &mut labels, &mut intervals);
+    if args.customers_per_transformer > 0 && transformers.is_empty() {
+        return Err(ScenarioError::Option(format!(
+            "no transformer could be built: fewer than --customers-per-transformer {} clean or \
+             benign meters share their reading times; lower it or use a data set with more meters",
+            args.customers_per_transformer
+        )));
+    }
+
+    let mut streams: Vec<Vec<(i64, String)>> = labels
+        .iter()
+        .zip(&intervals)
+        .map(|(label, intervals)| messages(&label.region, &label.meter, intervals))
+        .collect();
+    let topology = (!transformers.is_empty()).then(|| bypass::topology_csv(&transformers, &labels));
+    for transformer in transformers {
+        let label = transformer.label;
+        streams.push(messages(
+            &label.region,
+            &label.meter,
+            &transformer.intervals,
+        ));
         labels.push(label);
     }
     write_scenario(args, &labels, streams)?;
+    if let Some(text) = topology {
+        let path = args.out.join("topology.csv");
+        std::fs::write(&path, text).map_err(|source| ScenarioError::Write { path, source })?;
+    }
     Ok(labels)
 }
 
@@ -164,6 +214,25 @@ fn check_shares(args: &ScenarioArgs) -> Result<(), ScenarioError> {
         return Err(ScenarioError::Option(format!(
             "label shares must each lie in 0 to 1 and sum to at most 1, got {shares:?} (sum \
              {total})"
+        )));
+    }
+    if !(0.0..=1.0).contains(&args.bypass_share) {
+        return Err(ScenarioError::Option(format!(
+            "invalid --bypass-share {}, expected 0 to 1",
+            args.bypass_share
+        )));
+    }
+    if args.customers_per_transformer == 1 {
+        return Err(ScenarioError::Option(
+            "invalid --customers-per-transformer 1, expected 0 (no transformers) or 2 and more"
+                .into(),
+        ));
+    }
+    if args.customers_per_transformer > 0 && args.transformer_region() == args.region {
+        return Err(ScenarioError::Option(format!(
+            "invalid --transformer-region '{}', expected a region other than --region, so \
+             detectors of customer meters do not run on transformer meters",
+            args.region
         )));
     }
     Ok(())
@@ -231,7 +300,7 @@ fn base_intervals(meter: &MeterSeries) -> Vec<Interval> {
 
 /// Picks an onset between 40 % and 60 % of the meter's span, rounded to the hour, so a
 /// detector has a baseline before it and time to find it after.
-fn pick_onset(rng: &mut ChaCha8Rng, first_ms: i64, last_ms: i64) -> i64 {
+pub(super) fn pick_onset(rng: &mut ChaCha8Rng, first_ms: i64, last_ms: i64) -> i64 {
     let span = (last_ms - first_ms).max(0) as f64;
     let at = first_ms + (span * rng.random_range(0.4..0.6)) as i64;
     at / MS_PER_HOUR * MS_PER_HOUR

@@ -12,6 +12,10 @@
 //!
 //! False alerts per 1,000 meter-weeks count every alert on meters labelled `clean` (and,
 //! separately, `benign`) over the span of their readings.
+//!
+//! Transformer meters (label `transformer`) are left out of the scores above. A `bypass` label
+//! is scored against the `bypass` alerts of its transformer meter (see [`BypassScore`]), and
+//! alerts of other kinds on transformer meters are counted apart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -114,6 +118,50 @@ pub struct Report {
     pub false_alerts_per_1000_meter_weeks_clean: f64,
     /// Alerts on benign look-alike meters per 1,000 meter-weeks.
     pub false_alerts_per_1000_meter_weeks_benign: f64,
+    /// Scores of partial bypasses, when the scenario has transformer meters.
+    pub bypass: Option<BypassScore>,
+}
+
+/// Hours of data after the onset within which a bypass must be found.
+pub const BYPASS_WINDOW_HOURS: i64 = 24;
+
+/// Suspects in an alert's evidence among which the bypassed meter must be.
+pub const BYPASS_TOP_SUSPECTS: usize = 3;
+
+/// Share of transformer energy from which a bypass counts as large.
+pub const LARGE_BYPASS_SHARE: f64 = 0.05;
+
+/// Scores of partial bypasses under transformer meters.
+///
+/// A bypassed meter is found when a `bypass` alert on its transformer meter first fired at or
+/// after the onset and within [`BYPASS_WINDOW_HOURS`] hours of data after it. It is ranked
+/// when it is also among the first [`BYPASS_TOP_SUSPECTS`] meters of that alert's `suspects`
+/// evidence, a comma-separated list. The stored evidence is that of the alert's latest firing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BypassScore {
+    /// Bypassed meters.
+    pub cases: usize,
+    /// Of those, found within the window.
+    pub found: usize,
+    /// Of those found, the ones with the bypassed meter among the top suspects.
+    pub ranked: usize,
+    /// ranked / cases.
+    pub ranked_share: f64,
+    /// Median hours from onset to the first firing, over found meters.
+    pub median_hours_to_detect: Option<f64>,
+    /// 90th percentile of the same.
+    pub p90_hours_to_detect: Option<f64>,
+    /// Cases by share of transformer energy (`< 5 %`, `>= 5 %`): cases, found, ranked.
+    pub by_share: BTreeMap<String, (usize, usize, usize)>,
+    /// Transformer meters without a bypass.
+    pub balanced_transformers: usize,
+    /// Of those, transformers with a `bypass` alert.
+    pub false_transformers: usize,
+    /// `bypass` alerts on transformers without a bypass, and on bypassed transformers before
+    /// the onset, per 1,000 transformer-weeks.
+    pub false_alerts_per_1000_transformer_weeks: f64,
+    /// Alerts of other kinds on transformer meters.
+    pub other_alerts_on_transformers: usize,
 }
 
 /// Reads both files and prints the report.
@@ -177,14 +225,114 @@ pub fn score(labels: &[Label], alerts: &[Alert]) -> Report {
     for label in labels {
         *report.meters.entry(label.label.clone()).or_default() += 1;
     }
+    let customers: Vec<Label> = labels
+        .iter()
+        .filter(|l| l.label != "transformer")
+        .cloned()
+        .collect();
     for kind in ["mining", "theft", "tamper"] {
         report
             .kinds
-            .insert(kind.to_owned(), score_kind(kind, labels, &by_meter));
+            .insert(kind.to_owned(), score_kind(kind, &customers, &by_meter));
     }
+    report.bypass = score_bypass(labels, &by_meter);
     report.false_alerts_per_1000_meter_weeks_clean = false_alert_rate("clean", labels, &by_meter);
     report.false_alerts_per_1000_meter_weeks_benign = false_alert_rate("benign", labels, &by_meter);
     report
+}
+
+/// Scores bypass labels against the `bypass` alerts of their transformer meters; `None` when
+/// the labels have no transformer meter.
+fn score_bypass(
+    labels: &[Label],
+    by_meter: &HashMap<(&str, &str), Vec<&Alert>>,
+) -> Option<BypassScore> {
+    let transformers: Vec<&Label> = labels.iter().filter(|l| l.label == "transformer").collect();
+    if transformers.is_empty() {
+        return None;
+    }
+    let mut s = BypassScore::default();
+    let mut hours = Vec::new();
+    let window_ms = BYPASS_WINDOW_HOURS * 3_600_000;
+    for label in labels.iter().filter(|l| l.label == "bypass") {
+        let Some(onset) = label.onset_ms else {
+            continue;
+        };
+        let param = |name: &str| label.params.get(name).and_then(Value::as_str);
+        let transformer = (
+            param("transformer_region").unwrap_or_default(),
+            param("transformer").unwrap_or_default(),
+        );
+        let share = label
+            .params
+            .get("transformer_share")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        let group = if share >= LARGE_BYPASS_SHARE {
+            ">= 5 %"
+        } else {
+            "< 5 %"
+        };
+        let found = by_meter
+            .get(&transformer)
+            .into_iter()
+            .flatten()
+            .filter(|a| a.kind == "bypass")
+            .filter(|a| (onset..=onset + window_ms).contains(&a.first_seen_ms))
+            .min_by_key(|a| a.first_seen_ms);
+        let ranked = found.is_some_and(|alert| {
+            let suspects = alert
+                .evidence
+                .get("suspects")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            suspects
+                .split(',')
+                .take(BYPASS_TOP_SUSPECTS)
+                .any(|m| m.trim() == label.meter)
+        });
+        s.cases += 1;
+        let counts = s.by_share.entry(group.to_owned()).or_default();
+        counts.0 += 1;
+        if let Some(alert) = found {
+            s.found += 1;
+            counts.1 += 1;
+            hours.push((alert.first_seen_ms - onset) as f64 / 3_600_000.0);
+        }
+        if ranked {
+            s.ranked += 1;
+            counts.2 += 1;
+        }
+    }
+    s.ranked_share = ratio(s.ranked, s.cases);
+    hours.sort_by(f64::total_cmp);
+    s.median_hours_to_detect = quantile(&hours, 0.5);
+    s.p90_hours_to_detect = quantile(&hours, 0.9);
+
+    let mut false_alerts = 0;
+    let mut weeks = 0.0;
+    for label in &transformers {
+        let key = (label.region.as_str(), label.meter.as_str());
+        let alerts = by_meter.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let (bypass, other): (Vec<&Alert>, Vec<&Alert>) =
+            alerts.iter().partition(|a| a.kind == "bypass");
+        s.other_alerts_on_transformers += other.len();
+        weeks += (label.last_ms - label.first_ms).max(0) as f64 / (7.0 * 86_400_000.0);
+        match label.onset_ms {
+            None => {
+                s.balanced_transformers += 1;
+                s.false_transformers += usize::from(!bypass.is_empty());
+                false_alerts += bypass.len();
+            }
+            Some(onset) => {
+                false_alerts += bypass.iter().filter(|a| a.first_seen_ms < onset).count();
+            }
+        }
+    }
+    if weeks > 0.0 {
+        s.false_alerts_per_1000_transformer_weeks = false_alerts as f64 * 1000.0 / weeks;
+    }
+    Some(s)
 }
 
 fn alerts_of<'a>(
@@ -377,6 +525,42 @@ pub fn markdown(report: &Report) -> String {
         "\nfalse alerts per 1,000 meter-weeks: clean {:.1}, benign look-alikes {:.1}\n",
         report.false_alerts_per_1000_meter_weeks_clean,
         report.false_alerts_per_1000_meter_weeks_benign
+    ));
+    if let Some(bypass) = &report.bypass {
+        text.push_str(&bypass_markdown(bypass));
+    }
+    text
+}
+
+fn bypass_markdown(s: &BypassScore) -> String {
+    let hours = |h: Option<f64>| h.map_or("-".to_owned(), |h| format!("{h:.1}"));
+    let mut text = format!(
+        "\n| bypass | cases | found in {BYPASS_WINDOW_HOURS} h | in top {BYPASS_TOP_SUSPECTS} \
+         suspects | share in top {BYPASS_TOP_SUSPECTS} | median h to detect | p90 h | \
+         transformers without bypass | of those alerted | false alerts per 1,000 \
+         transformer-weeks |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    text.push_str(&format!(
+        "| all | {} | {} | {} | {:.3} | {} | {} | {} | {} | {:.1} |\n",
+        s.cases,
+        s.found,
+        s.ranked,
+        s.ranked_share,
+        hours(s.median_hours_to_detect),
+        hours(s.p90_hours_to_detect),
+        s.balanced_transformers,
+        s.false_transformers,
+        s.false_alerts_per_1000_transformer_weeks
+    ));
+    for (group, (cases, found, ranked)) in &s.by_share {
+        text.push_str(&format!(
+            "| {group} of transformer energy | {cases} | {found} | {ranked} | {:.3} | | | | | |\n",
+            ratio(*ranked, *cases)
+        ));
+    }
+    text.push_str(&format!(
+        "\nalerts of other kinds on transformer meters: {}\n",
+        s.other_alerts_on_transformers
     ));
     text
 }

@@ -28,6 +28,9 @@ fn scenario_args(out: &Path, seed: u64) -> ScenarioArgs {
         tamper_share: 0.2,
         benign_share: 0.1,
         max_meters: None,
+        customers_per_transformer: 0,
+        bypass_share: 0.5,
+        transformer_region: None,
     }
 }
 
@@ -380,4 +383,287 @@ fn score_counts_one_kind_as_another() {
     let counted = super::score::run(&args(mapped), &mut Vec::new()).unwrap();
     assert_eq!(counted.kinds["theft"].recall, 1.0);
     assert_eq!(counted.kinds["theft"].precision, 1.0);
+}
+
+/// Writes a TSrepr-format file of `meters` synthetic half-hourly series into `dir`.
+fn write_tsrepr(dir: &Path, meters: usize) {
+    let header: Vec<String> = (1..=672).map(|i| format!("V{i}")).collect();
+    let mut text = header.join(",") + "\n";
+    for meter in 0..meters {
+        let values: Vec<String> = (0..672)
+            .map(|slot| {
+                let cycle = (std::f64::consts::TAU * slot as f64 / 48.0 + meter as f64).sin();
+                let kwh =
+                    0.2 + 0.05 * meter as f64 + 0.1 * (1.0 + cycle) + 0.01 * (slot % 7) as f64;
+                format!("{kwh:.4}")
+            })
+            .collect();
+        text.push_str(&values.join(","));
+        text.push('\n');
+    }
+    std::fs::write(dir.join("elec_load_50x672.csv"), text).unwrap();
+}
+
+fn bypass_args(data: &Path, out: &Path) -> ScenarioArgs {
+    ScenarioArgs {
+        dataset: DatasetKind::Tsrepr,
+        data_dir: Some(data.to_owned()),
+        out: out.to_owned(),
+        seed: 5,
+        region: "eval".into(),
+        mining_share: 0.0,
+        theft_share: 0.0,
+        tamper_share: 0.0,
+        benign_share: 0.0,
+        max_meters: None,
+        customers_per_transformer: 4,
+        bypass_share: 1.0,
+        transformer_region: None,
+    }
+}
+
+/// Reads a scenario's messages as `(region, meter) -> [(ts_ms, import register kWh)]`.
+fn registers(dir: &Path) -> std::collections::HashMap<(String, String), Vec<(i64, f64)>> {
+    let text = std::fs::read_to_string(dir.join("messages.jsonl")).unwrap();
+    let mut by_meter: std::collections::HashMap<_, Vec<(i64, f64)>> = Default::default();
+    for line in text.lines() {
+        let message: serde_json::Value = serde_json::from_str(line).unwrap();
+        let topic = message["topic"].as_str().unwrap();
+        let parts: Vec<&str> = topic.split('/').collect();
+        let payload = &message["payload"];
+        by_meter
+            .entry((parts[1].to_owned(), parts[2].to_owned()))
+            .or_default()
+            .push((
+                payload["ts"].as_i64().unwrap(),
+                payload["energy_import_kwh"].as_f64().unwrap(),
+            ));
+    }
+    by_meter
+}
+
+/// Returns the register increase over the readings after `from_ms`.
+fn energy_after(readings: &[(i64, f64)], from_ms: i64) -> f64 {
+    let before = readings.iter().rfind(|(ts, _)| *ts <= from_ms).unwrap();
+    readings.last().unwrap().1 - before.1
+}
+
+#[test]
+fn bypass_injector_removes_recorded_energy() {
+    let data = tempfile::tempdir().unwrap();
+    write_tsrepr(data.path(), 8);
+    let plain = tempfile::tempdir().unwrap();
+    let mut args = bypass_args(data.path(), plain.path());
+    args.customers_per_transformer = 0;
+    scenario(&args).unwrap();
+    let original = registers(plain.path());
+
+    let out = tempfile::tempdir().unwrap();
+    let labels = scenario(&bypass_args(data.path(), out.path())).unwrap();
+    let metered = registers(out.path());
+
+    let transformers: Vec<&Label> = labels.iter().filter(|l| l.label == "transformer").collect();
+    assert_eq!(transformers.len(), 2, "8 meters, 4 per transformer");
+    let bypassed: Vec<&Label> = labels.iter().filter(|l| l.label == "bypass").collect();
+    assert_eq!(bypassed.len(), 2, "every transformer gets a bypass");
+    assert_eq!(labels.len(), 10, "one label per meter and transformer");
+
+    for label in &bypassed {
+        let onset = label.onset_ms.unwrap();
+        let key = (label.region.clone(), label.meter.clone());
+        let true_kwh = energy_after(&original[&key], onset);
+        let metered_kwh = energy_after(&metered[&key], onset);
+        let recorded = label.params["bypassed_kwh"].as_f64().unwrap();
+        let fraction = label.params["bypassed_fraction"].as_f64().unwrap();
+        assert!(
+            (true_kwh - metered_kwh - recorded).abs() < 0.01,
+            "{}: removed {} kWh, recorded {recorded} kWh",
+            label.meter,
+            true_kwh - metered_kwh
+        );
+        assert!((recorded - fraction * true_kwh).abs() < 0.01);
+
+        let transformer = label.params["transformer"].as_str().unwrap();
+        let region = label.params["transformer_region"].as_str().unwrap();
+        assert_eq!(region, "eval-transformers");
+        let transformer_kwh = energy_after(
+            &metered[&(region.to_owned(), transformer.to_owned())],
+            onset,
+        );
+        let share = label.params["transformer_share"].as_f64().unwrap();
+        assert!(
+            (share - recorded / transformer_kwh).abs() < 0.001,
+            "share {share} against {recorded} / {transformer_kwh}"
+        );
+    }
+
+    let topology = std::fs::read_to_string(out.path().join("topology.csv")).unwrap();
+    assert_eq!(topology.lines().count(), 9, "{topology}");
+    assert!(topology.starts_with("transformer,region,meter\n"));
+    for transformer in &transformers {
+        let customers: Vec<(String, String)> = topology
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split(',').collect();
+                (fields[0] == transformer.meter).then(|| (fields[1].into(), fields[2].into()))
+            })
+            .collect();
+        assert_eq!(customers.len(), 4);
+        // Energy after the first reading, which the customers and the transformer share.
+        let key = (transformer.region.clone(), transformer.meter.clone());
+        let first_ms = metered[&key][0].0;
+        let true_kwh: f64 = customers
+            .iter()
+            .map(|c| energy_after(&original[c], first_ms))
+            .sum();
+        let transformer_kwh = energy_after(&metered[&key], first_ms);
+        let loss_share = transformer.params["loss_share"].as_f64().unwrap();
+        let losses = transformer_kwh / true_kwh - 1.0;
+        assert!(
+            (losses - loss_share).abs() < 0.006,
+            "{}: losses {losses} against {loss_share}",
+            transformer.meter
+        );
+    }
+}
+
+#[test]
+fn bypass_scenario_is_reproducible() {
+    let data = tempfile::tempdir().unwrap();
+    write_tsrepr(data.path(), 8);
+    let out = tempfile::tempdir().unwrap();
+    let first = scenario(&bypass_args(data.path(), &out.path().join("a"))).unwrap();
+    let again = scenario(&bypass_args(data.path(), &out.path().join("b"))).unwrap();
+    assert_eq!(first, again);
+    let read = |name: &str| std::fs::read(out.path().join(name).join("messages.jsonl")).unwrap();
+    assert_eq!(read("a"), read("b"));
+}
+
+#[test]
+fn scenario_rejects_transformers_in_customer_region() {
+    let data = tempfile::tempdir().unwrap();
+    let mut args = bypass_args(data.path(), data.path());
+    args.transformer_region = Some("eval".into());
+    let error = scenario(&args).unwrap_err().to_string();
+    assert!(
+        error.contains("invalid --transformer-region 'eval'"),
+        "{error}"
+    );
+}
+
+#[test]
+fn scenario_rejects_too_few_meters_for_transformers() {
+    let data = tempfile::tempdir().unwrap();
+    write_tsrepr(data.path(), 3);
+    let out = tempfile::tempdir().unwrap();
+    let error = scenario(&bypass_args(data.path(), out.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no transformer could be built"), "{error}");
+}
+
+fn transformer_label(meter: &str, onset_ms: Option<i64>) -> Label {
+    Label {
+        region: "eval-transformers".into(),
+        meter: meter.into(),
+        label: "transformer".into(),
+        variant: if onset_ms.is_some() {
+            "bypassed"
+        } else {
+            "balanced"
+        }
+        .into(),
+        expected_kind: None,
+        onset_ms,
+        first_ms: 0,
+        last_ms: 7 * 86_400_000,
+        params: json!({}),
+    }
+}
+
+fn bypass_label(meter: &str, transformer: &str, onset_ms: i64, share: f64) -> Label {
+    Label {
+        region: "eval".into(),
+        meter: meter.into(),
+        label: "bypass".into(),
+        variant: "partial".into(),
+        expected_kind: Some("bypass".into()),
+        onset_ms: Some(onset_ms),
+        first_ms: 0,
+        last_ms: 7 * 86_400_000,
+        params: json!({
+            "transformer": transformer,
+            "transformer_region": "eval-transformers",
+            "transformer_share": share,
+        }),
+    }
+}
+
+fn bypass_alert(transformer: &str, first_seen_ms: i64, suspects: &str) -> Alert {
+    let mut alert = alert(transformer, "bypass", first_seen_ms, Severity::Medium);
+    alert.region = "eval-transformers".into();
+    alert.evidence = json!({ "suspects": suspects });
+    alert
+}
+
+#[test]
+fn score_bypass_counts_window_ranks_and_false_transformers() {
+    let hour = 3_600_000;
+    let labels = [
+        bypass_label("a1", "tx-1", 100 * hour, 0.08),
+        bypass_label("b2", "tx-2", 100 * hour, 0.03),
+        bypass_label("c3", "tx-3", 100 * hour, 0.12),
+        bypass_label("d4", "tx-4", 100 * hour, 0.06),
+        transformer_label("tx-1", Some(100 * hour)),
+        transformer_label("tx-2", Some(100 * hour)),
+        transformer_label("tx-3", Some(100 * hour)),
+        transformer_label("tx-4", Some(100 * hour)),
+        transformer_label("tx-5", None),
+        transformer_label("tx-6", None),
+        label("c1", "clean", None, 0),
+    ];
+    let mut mining = alert("tx-6", "mining", 10 * hour, Severity::High);
+    mining.region = "eval-transformers".into();
+    let alerts = [
+        // Found 6 h after onset, a1 second of the suspects.
+        bypass_alert("tx-1", 106 * hour, "x,a1,y,z"),
+        // Found 20 h after onset, b2 fourth: found but not ranked.
+        bypass_alert("tx-2", 120 * hour, "x,y,z,b2"),
+        // Found 30 h after onset: too late.
+        bypass_alert("tx-3", 130 * hour, "c3"),
+        // tx-4 fired before its onset only: false, and d4 is not found.
+        bypass_alert("tx-4", 90 * hour, "d4"),
+        // A false alert on a transformer without a bypass.
+        bypass_alert("tx-5", 50 * hour, "q"),
+        mining,
+    ];
+    let report = score(&labels, &alerts);
+    let bypass = report.bypass.expect("a bypass score");
+    assert_eq!(bypass.cases, 4);
+    assert_eq!(bypass.found, 2, "a1 and b2");
+    assert_eq!(bypass.ranked, 1, "a1 only");
+    assert!((bypass.ranked_share - 0.25).abs() < 1e-9);
+    assert_eq!(bypass.median_hours_to_detect, Some(20.0));
+    assert_eq!(bypass.by_share[">= 5 %"], (3, 1, 1));
+    assert_eq!(bypass.by_share["< 5 %"], (1, 1, 0));
+    assert_eq!(bypass.balanced_transformers, 2);
+    assert_eq!(bypass.false_transformers, 1, "tx-5");
+    // tx-5's alert and tx-4's early alert over six transformer-weeks.
+    let rate = bypass.false_alerts_per_1000_transformer_weeks;
+    assert!((rate - 2.0 * 1000.0 / 6.0).abs() < 1e-9, "{rate}");
+    assert_eq!(bypass.other_alerts_on_transformers, 1);
+
+    let mining = &report.kinds["mining"];
+    assert_eq!(
+        mining.false_meters, 0,
+        "transformer meters are not scored as customers"
+    );
+    assert_eq!(mining.false_positive_rate, 0.0);
+    assert!(report.meters.contains_key("transformer"));
+}
+
+#[test]
+fn score_without_transformers_has_no_bypass() {
+    let labels = [label("c1", "clean", None, 0)];
+    assert_eq!(score(&labels, &[]).bypass, None);
 }

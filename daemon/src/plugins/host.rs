@@ -198,6 +198,20 @@ impl HostState {
         }
     }
 
+    /// Returns up to `hours` hours of the history of the meter `region/meter_id`.
+    fn hours_of(&self, key: &str, hours: u32) -> Vec<Hour> {
+        self.context
+            .history
+            .history(key, hours)
+            .into_iter()
+            .map(|(start_ms, energy_kwh, covered_secs)| Hour {
+                start_ms,
+                energy_kwh,
+                covered_secs,
+            })
+            .collect()
+    }
+
     /// Returns the full state key of `key` for the meter at `index`.
     fn state_key(&mut self, meter: u32, key: &str) -> Result<String> {
         let meter = self.meter_key(meter)?;
@@ -280,18 +294,12 @@ impl Host for HostState {
 
     fn history(&mut self, meter: u32, hours: u32) -> Result<Vec<Hour>> {
         let key = self.meter_key(meter)?;
-        let hours = self
-            .context
-            .history
-            .history(&key, hours)
-            .into_iter()
-            .map(|(start_ms, energy_kwh, covered_secs)| Hour {
-                start_ms,
-                energy_kwh,
-                covered_secs,
-            })
-            .collect();
-        Ok(hours)
+        Ok(self.hours_of(&key, hours))
+    }
+
+    fn meter_history(&mut self, region: String, meter_id: String, hours: u32) -> Result<Vec<Hour>> {
+        let key = format!("{region}/{meter_id}");
+        Ok(self.hours_of(&key, hours))
     }
 
     fn setting(&mut self, region: String, name: String) -> Result<Option<Value>> {

@@ -523,6 +523,10 @@ impl Host for CountingHost {
         self.reads += 1;
         self.inner.history(meter, hours)
     }
+    fn meter_history(&mut self, region: &str, meter_id: &str, hours: u32) -> Vec<Hour> {
+        self.reads += 1;
+        self.inner.meter_history(region, meter_id, hours)
+    }
 }
 
 #[test]

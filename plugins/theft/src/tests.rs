@@ -418,6 +418,15 @@ impl Host for CountingHost {
     ) -> Vec<gridwatch_plugin_sdk::prelude::Hour> {
         self.inner.history(meter, hours)
     }
+
+    fn meter_history(
+        &mut self,
+        region: &str,
+        meter_id: &str,
+        hours: u32,
+    ) -> Vec<gridwatch_plugin_sdk::prelude::Hour> {
+        self.inner.meter_history(region, meter_id, hours)
+    }
 }
 
 #[test]
