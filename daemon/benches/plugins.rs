@@ -4,13 +4,14 @@
 //! Every iteration passes one batch of 1,024 readings, one per meter, half of them flat 6.5 kW
 //! loads that the mining detector alerts on and half household loads it passes over:
 //!
-//! - `mining/native`: `gridwatch_plugin_mining::detect_with` on SDK records with an in-memory host;
-//! - `mining/native_in_daemon`: the same, plus the work a detector built into the daemon would
-//!   also do: converting the readings to the detector's batch columns and each finding to an
-//!   alert record with JSON evidence;
+//! - `mining/native`: the detector compiled into the daemon, doing the plugin's whole job
+//!   natively: the daemon's readings go in as the detector's batch columns, and each finding
+//!   comes out as a meter score and an alert record with JSON evidence;
 //! - `mining/plugin`: the same crate built for `wasm32-wasip2`, run by the daemon's plugin bank,
-//!   including the conversion of readings to WIT batch columns, the copies across the sandbox,
-//!   the host calls for state and settings, and the checks on every finding;
+//!   with the same input and output, plus the copies across the sandbox, the host calls for
+//!   state and settings, and the checks on every finding;
+//! - `mining/logic`: `gridwatch_plugin_mining::detect_with` alone, on a batch built beforehand,
+//!   returning SDK findings: the part of `native` that is the detector's own logic;
 //! - `trivial/plugin`: a plugin that returns nothing, which measures the host's own cost.
 //!
 //! Run with `cargo bench --bench plugins`; the plugins are built first (release, wasm32-wasip2,
@@ -200,24 +201,31 @@ fn run_plugin(bank: &mut PluginBank, items: &[MeterRef<'_>]) -> usize {
 }
 
 /// Converts findings to scores and alert records with JSON evidence, as the plugin bank does.
-fn native_alerts(batch: &sdk::Batch, findings: Vec<sdk::Finding>) -> Vec<AlertWrite> {
+fn native_alerts(
+    batch: &sdk::Batch,
+    findings: Vec<sdk::Finding>,
+) -> (Vec<(String, f64)>, Vec<AlertWrite>) {
     let mut scores = Vec::with_capacity(findings.len());
     let mut alerts = Vec::with_capacity(findings.len());
     for finding in findings {
         let meter = batch.reading(finding.reading as usize).meter();
         scores.push((format!("{}/{}", meter.region(), meter.id()), finding.score));
-        let mut evidence = serde_json::Map::new();
-        for entry in &finding.evidence {
-            let value = match &entry.value {
-                sdk::Value::Flag(b) => serde_json::Value::from(*b),
-                sdk::Value::Integer(i) => serde_json::Value::from(*i),
-                sdk::Value::Number(n) => serde_json::Value::from(*n),
-                sdk::Value::Text(t) => serde_json::Value::from(t.as_str()),
-            };
-            evidence.insert(entry.name.clone(), value);
-        }
-        evidence.insert("score".into(), serde_json::Value::from(finding.score));
-        evidence.insert("plugin".into(), serde_json::Value::from("mining"));
+        // Built like the plugin bank builds it: one bulk collect into the JSON object.
+        let value = |value: &sdk::Value| match value {
+            sdk::Value::Flag(b) => serde_json::Value::from(*b),
+            sdk::Value::Integer(i) => serde_json::Value::from(*i),
+            sdk::Value::Number(n) => serde_json::Value::from(*n),
+            sdk::Value::Text(t) => serde_json::Value::from(t.as_str()),
+        };
+        let evidence = finding
+            .evidence
+            .into_iter()
+            .map(|entry| (entry.name, value(&entry.value)))
+            .chain([
+                ("score".to_owned(), serde_json::Value::from(finding.score)),
+                ("plugin".to_owned(), serde_json::Value::from("mining")),
+            ])
+            .collect::<serde_json::Map<String, serde_json::Value>>();
         alerts.push(AlertWrite {
             region: meter.region().to_owned(),
             meter: meter.id().to_owned(),
@@ -234,7 +242,7 @@ fn native_alerts(batch: &sdk::Batch, findings: Vec<sdk::Finding>) -> Vec<AlertWr
             },
         });
     }
-    alerts
+    (scores, alerts)
 }
 
 fn plugins(c: &mut Criterion) {
@@ -266,14 +274,15 @@ fn plugins(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("mining");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("native", |b| {
+    group.bench_function("logic", |b| {
         b.iter(|| gridwatch_plugin_mining::detect_with(&mut native_host, &native_batch).len())
     });
-    group.bench_function("native_in_daemon", |b| {
+    group.bench_function("native", |b| {
         b.iter(|| {
             let records = sdk_batch(&batch);
             let findings = gridwatch_plugin_mining::detect_with(&mut native_host, &records);
-            native_alerts(&records, findings).len()
+            let (scores, alerts) = native_alerts(&records, findings);
+            scores.len() + alerts.len()
         })
     });
     let mut mining = bank(&out.join("gridwatch_plugin_mining.wasm"));
