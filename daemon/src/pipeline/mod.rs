@@ -255,7 +255,7 @@ impl Pipeline {
             }
         }
 
-        // Plugins read meter history, which holds every reading applied so far. So that they
+        // Plugins read meter history, which has every reading applied so far. So that they
         // see each meter as it was after the reading they examine, a batch with several
         // readings of one meter runs in rounds, each holding one reading per meter.
         let mut outputs: Vec<ShardOutput> = Vec::new();

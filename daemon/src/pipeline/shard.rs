@@ -81,7 +81,7 @@ impl ShardContext {
 }
 
 /// Splits each shard's readings into rounds in which each meter appears at most once: round
-/// `k` holds the `k`-th reading of every meter, in batch order. A batch without repeated meters
+/// `k` has the `k`-th reading of every meter, in batch order. A batch without repeated meters
 /// is one round.
 pub(super) fn rounds(routed: Vec<Vec<(usize, Reading)>>) -> Vec<Vec<Vec<(usize, Reading)>>> {
     let repeats = routed.iter().any(|readings| {

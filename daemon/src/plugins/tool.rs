@@ -286,7 +286,7 @@ fn run_plugin(
     let mut scores: HashMap<String, Vec<(String, f64)>> = HashMap::new();
     let mut readings = readings.into_iter().peekable();
     while readings.peek().is_some() {
-        // Like the daemon, a call holds at most one reading of each meter, so the history
+        // Like the daemon, a call has at most one reading of each meter, so the history
         // import shows each meter as it was after the reading the plugin examines.
         let mut applied: Vec<(Reading, MeterSnapshot)> = Vec::new();
         let mut keys = HashSet::new();
