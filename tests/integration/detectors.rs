@@ -397,3 +397,101 @@ async fn energy_balance_plugin_names_bypassed_meter() {
     let onset_ms = alert["evidence"]["onset_ms"].as_i64().unwrap();
     assert_eq!(onset_ms, 1_741_737_600_000 + 48 * 3_600_000, "{alert}");
 }
+
+/// Five weeks of hourly readings of meter `north/m`: 0.5 kWh an hour, 0.8 kWh from 17:00 to
+/// 22:00, and 3.5 kWh from 06:00 to 12:00 on day 24.
+fn five_weeks_with_surge() -> String {
+    const START_MS: i64 = 1_740_960_000_000; // 2025-03-03T00:00:00Z
+    let mut register_kwh = 1_000.0;
+    let mut lines = String::new();
+    for hour in 0..=35 * 24 {
+        let ts_ms = START_MS + hour * 3_600_000;
+        lines.push_str(&format!(
+            "{{\"topic\":\"meters/north/m/telemetry\",\"payload\":{{\"ts\":{ts_ms},\
+             \"energy_import_kwh\":{register_kwh:.3}}}}}\n"
+        ));
+        let hour_of_day = hour % 24;
+        register_kwh += if (24 * 24 + 6..24 * 24 + 12).contains(&hour) {
+            3.5
+        } else if (17..22).contains(&hour_of_day) {
+            0.8
+        } else {
+            0.5
+        };
+    }
+    lines
+}
+
+#[test]
+fn replay_alerts_do_not_depend_on_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        plugin_wasm("abnormal-load"),
+        plugins.join("abnormal-load.wasm"),
+    )
+    .unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    let input = dir.path().join("messages.jsonl");
+    std::fs::write(&input, five_weeks_with_surge()).unwrap();
+    // The fixture's four-week window: the surge on day 24 is judged against days 3, 10 and 17.
+    let state =
+        std::fs::read_to_string(repo_root().join("plugins/abnormal-load/tests/gridwatch.toml"))
+            .unwrap();
+
+    let mut runs = Vec::new();
+    for commit in [1, 5_000] {
+        let config = dir.path().join(format!("gridwatch-{commit}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "{state}\n[store]\ncommit_max_readings = {commit}\n\n[plugins]\n\
+                 dir = \"{}\"\ncache_dir = \"{}\"\n\n[plugins.detectors.abnormal-load]\n\
+                 regions = [\"*\"]\n",
+                plugins.display(),
+                dir.path().join("cache").display(),
+            ),
+        )
+        .unwrap();
+        let alerts = dir.path().join(format!("alerts-{commit}.jsonl"));
+        let (ok, out, err) = gridwatch(&[
+            "replay",
+            "--input",
+            input.to_str().unwrap(),
+            "--alerts",
+            alerts.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(ok, "replay with batches of {commit}: {out}{err}");
+        let found: Vec<(String, i64, String)> = std::fs::read_to_string(&alerts)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let alert: serde_json::Value = serde_json::from_str(line).unwrap();
+                (
+                    alert["meter"].as_str().unwrap().to_owned(),
+                    alert["evidence"]["hour_start_ms"].as_i64().unwrap(),
+                    alert["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        runs.push(found);
+    }
+
+    // With 5,000 readings in one batch, the day-24 readings were once judged on a history
+    // that had already moved on to day 35 and lost the first earlier week.
+    assert_eq!(
+        runs[0].len(),
+        1,
+        "one alert with batches of 1: {:?}",
+        runs[0]
+    );
+    assert_eq!(runs[0][0].0, "m");
+    assert_eq!(runs[1], runs[0], "batches of 5,000 against batches of 1");
+}

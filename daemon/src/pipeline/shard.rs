@@ -238,3 +238,49 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::rounds;
+    use crate::decode::Reading;
+
+    /// Routes readings of the given meters, one per message, to shards by a fixed map.
+    fn routed(meters: &[(&str, usize)]) -> Vec<Vec<(usize, Reading)>> {
+        let mut routed = vec![Vec::new(), Vec::new()];
+        for (index, (meter, shard)) in meters.iter().enumerate() {
+            let reading = Reading::new("north", meter, 1_000 * index as i64, 1.0);
+            routed[*shard].push((index, reading));
+        }
+        routed
+    }
+
+    fn indexes(rounds: &[Vec<Vec<(usize, Reading)>>]) -> Vec<Vec<Vec<usize>>> {
+        rounds
+            .iter()
+            .map(|round| {
+                let shard = |readings: &Vec<(usize, Reading)>| {
+                    readings.iter().map(|(index, _)| *index).collect()
+                };
+                round.iter().map(shard).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_without_repeats_is_one_round() {
+        let split = rounds(routed(&[("a", 0), ("b", 1), ("c", 0)]));
+        assert_eq!(indexes(&split), vec![vec![vec![0, 2], vec![1]]]);
+    }
+
+    #[test]
+    fn repeated_meter_goes_to_later_rounds() {
+        let meters = [("a", 0), ("b", 1), ("a", 0), ("c", 0), ("a", 0), ("b", 1)];
+        let split = rounds(routed(&meters));
+        let expected = vec![
+            vec![vec![0, 3], vec![1]],
+            vec![vec![2], vec![5]],
+            vec![vec![4], vec![]],
+        ];
+        assert_eq!(indexes(&split), expected);
+    }
+}
