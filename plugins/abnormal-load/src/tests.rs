@@ -221,6 +221,16 @@ fn short_history_is_reported() {
     assert!(outcome.findings.is_empty());
 }
 
+#[test]
+fn meter_without_history_is_not_short() {
+    let mut host = host_with(0, &[]);
+    let outcome = detect_with(&mut host, &reading_at(START_HOUR + 1));
+    assert_eq!(
+        outcome.short_history, None,
+        "a meter's first reading has no history yet"
+    );
+}
+
 /// Feeds one reading of each of `meters` per hour, all in one call, completing the hours at
 /// `offsets` after `weeks` full weeks, and returns the findings.
 fn feed_meters(
