@@ -454,7 +454,7 @@ impl DetectorConfig {
                     continue;
                 };
                 let path = base.join(file);
-                match std::fs::read_to_string(&path) {
+                match read_setting_file(&path) {
                     Ok(text) => *value = toml::Value::String(text),
                     Err(error) => problems.push(format!(
                         "plugins.detectors.{name}.{prefix}{key}: failed to read file '{}': \
@@ -465,6 +465,31 @@ impl DetectorConfig {
             }
         }
     }
+}
+
+/// Largest file a `{ file = "PATH" }` setting may name, bytes.
+pub const MAX_SETTING_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads the text of a setting file: a regular file (or a link to one) of UTF-8 text, at most
+/// [`MAX_SETTING_FILE_BYTES`]. A pipe or device would block or never end.
+fn read_setting_file(path: &Path) -> Result<String, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    if metadata.len() > MAX_SETTING_FILE_BYTES {
+        return Err(format!(
+            "{} bytes is over the limit of {MAX_SETTING_FILE_BYTES} bytes",
+            metadata.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "invalid UTF-8 at byte {}; expected UTF-8 text",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Returns the path of a setting written as `{ file = "PATH" }`, whose value is the file's
@@ -1361,6 +1386,39 @@ mod tests {
         assert_eq!(topology, Some("tx,north,m1\n"));
         let south = detector.region_settings["south"]["topology"].as_str();
         assert_eq!(south, Some("tx,south,m2\n"));
+    }
+
+    #[test]
+    fn plugin_setting_file_must_be_small_regular_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.csv");
+        let file = std::fs::File::create(&big).unwrap();
+        file.set_len(super::MAX_SETTING_FILE_BYTES + 1).unwrap();
+        std::fs::write(dir.path().join("latin1.csv"), b"tx,north,m\xe9\n").unwrap();
+        std::fs::create_dir(dir.path().join("folder")).unwrap();
+        let path = dir.path().join("gridwatch.toml");
+        let text = "[plugins.detectors.p]\n\
+                    settings = { a = { file = \"big.csv\" }, b = { file = \"latin1.csv\" }, \
+                    c = { file = \"folder\" } }\n";
+        std::fs::write(&path, text).unwrap();
+
+        let problems = Config::load(&path).unwrap_err().problems;
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let about = |key: &str| {
+            problems
+                .iter()
+                .find(|p| p.starts_with(&format!("plugins.detectors.p.settings.{key}:")))
+                .unwrap_or_else(|| panic!("no problem for {key}: {problems:?}"))
+        };
+        assert!(
+            about("a").ends_with("bytes is over the limit of 16777216 bytes"),
+            "{problems:?}"
+        );
+        assert!(
+            about("b").ends_with("invalid UTF-8 at byte 10; expected UTF-8 text"),
+            "{problems:?}"
+        );
+        assert!(about("c").ends_with("not a regular file"), "{problems:?}");
     }
 
     #[test]

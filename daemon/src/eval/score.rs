@@ -169,8 +169,17 @@ pub struct BypassScore {
 /// # Errors
 /// Returns an error when a file cannot be read or a line cannot be parsed.
 pub fn run(args: &ScoreArgs, out: &mut dyn std::io::Write) -> Result<Report, ScoreError> {
-    let labels: Vec<Label> = read_lines(&args.labels)?;
-    let mut alerts: Vec<Alert> = read_lines(&args.alerts)?;
+    let labels: Vec<Label> = read_lines(&args.labels, |label: &Label| {
+        match (&label.expected_kind, label.onset_ms) {
+            (Some(kind), None) => Err(format!(
+                "label of meter '{}' expects kind '{kind}' but has no onset_ms; expected the \
+                 onset in Unix milliseconds",
+                label.meter
+            )),
+            _ => Ok(()),
+        }
+    })?;
+    let mut alerts: Vec<Alert> = read_lines(&args.alerts, |_| Ok(()))?;
     for alert in &mut alerts {
         if let Some((_, labelled)) = args.count_as.iter().find(|(kind, _)| *kind == alert.kind) {
             alert.kind.clone_from(labelled);
@@ -190,7 +199,11 @@ pub fn run(args: &ScoreArgs, out: &mut dyn std::io::Write) -> Result<Report, Sco
     Ok(report)
 }
 
-fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, ScoreError> {
+/// Reads one JSON value per line, each passing `check`.
+fn read_lines<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> Result<(), String>,
+) -> Result<Vec<T>, ScoreError> {
     let io = |source| ScoreError::Io {
         path: path.to_owned(),
         source,
@@ -202,11 +215,14 @@ fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, Sco
         if line.trim().is_empty() {
             continue;
         }
-        let item = serde_json::from_str(&line).map_err(|e| ScoreError::Line {
-            path: path.to_owned(),
-            line: i + 1,
-            problem: e.to_string(),
-        })?;
+        let item = serde_json::from_str(&line)
+            .map_err(|e| e.to_string())
+            .and_then(|item| check(&item).map(|()| item))
+            .map_err(|problem| ScoreError::Line {
+                path: path.to_owned(),
+                line: i + 1,
+                problem,
+            })?;
         items.push(item);
     }
     Ok(items)
@@ -376,7 +392,9 @@ fn score_kind(
             if let Some(first) = first_after {
                 s.found += 1;
                 group.1 += 1;
-                hours.push((first - onset) as f64 / 3_600_000.0);
+                if let Some(onset_ms) = label.onset_ms {
+                    hours.push((first - onset_ms) as f64 / 3_600_000.0);
+                }
             }
         }
         if !alerts.is_empty() && !found {

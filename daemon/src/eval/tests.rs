@@ -385,6 +385,37 @@ fn score_counts_one_kind_as_another() {
     assert_eq!(counted.kinds["theft"].precision, 1.0);
 }
 
+#[test]
+fn labelled_meter_without_onset_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.jsonl");
+    let lines = [
+        label("c1", "clean", None, 0),
+        label("m1", "mining", None, 2),
+    ]
+    .map(|l| serde_json::to_string(&l).unwrap());
+    std::fs::write(&labels, lines.join("\n")).unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    std::fs::write(&alerts, "").unwrap();
+    let args = super::score::ScoreArgs {
+        labels,
+        alerts,
+        count_as: Vec::new(),
+        json: true,
+    };
+
+    let error = super::score::run(&args, &mut Vec::new()).unwrap_err();
+    let text = error.to_string();
+    assert!(text.starts_with("invalid line 2 of '"), "{text}");
+    assert!(
+        text.ends_with(
+            "label of meter 'm1' expects kind 'mining' but has no onset_ms; expected \
+                        the onset in Unix milliseconds"
+        ),
+        "{text}"
+    );
+}
+
 /// Writes a TSrepr-format file of `meters` synthetic half-hourly series into `dir`.
 fn write_tsrepr(dir: &Path, meters: usize) {
     let header: Vec<String> = (1..=672).map(|i| format!("V{i}")).collect();

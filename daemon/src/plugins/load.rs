@@ -179,7 +179,8 @@ impl LoadedPlugin {
                     values.insert(name.clone(), value);
                 }
                 None => problems.push(format!(
-                    "{prefix}.{name}: invalid value {value}, expected {}",
+                    "{prefix}.{name}: invalid value {}, expected {}",
+                    shown_value(value),
                     match kind_name(default) {
                         "number" => "a finite number",
                         other => other,
@@ -188,6 +189,17 @@ impl LoadedPlugin {
             }
         }
         values
+    }
+}
+
+/// Returns a config value as written for a message, cut to its first 80 characters: a text
+/// setting may hold a whole file.
+fn shown_value(value: &toml::Value) -> String {
+    const SHOWN_CHARS: usize = 80;
+    let text = value.to_string();
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text,
     }
 }
 
@@ -715,6 +727,18 @@ mod tests {
         assert!(matches!(text, Some(Value::Text(t)) if t == "7d"));
         let flag = convert_value(&toml::Value::Boolean(true), &number);
         assert!(flag.is_none(), "a flag is not a number");
+    }
+
+    #[test]
+    fn long_value_is_cut_in_messages() {
+        let long = toml::Value::String("x".repeat(1_000));
+        let shown = super::shown_value(&long);
+        assert!(shown.ends_with("… (1002 bytes)"), "{shown}");
+        assert!(
+            shown.starts_with(&format!("\"{}…", "x".repeat(79))),
+            "{shown}"
+        );
+        assert_eq!(super::shown_value(&toml::Value::Integer(7)), "7");
     }
 
     #[test]

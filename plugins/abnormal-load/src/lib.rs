@@ -16,6 +16,8 @@
 
 mod baseline;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use gridwatch_plugin_sdk::prelude::*;
 
 use std::collections::HashMap;
@@ -42,7 +44,11 @@ impl Detector for AbnormalLoad {
 
     fn detect(batch: Batch) -> Vec<Finding> {
         let outcome = detect_with(&mut WasmHost, &batch);
-        if let Some((got, needed)) = outcome.short_history {
+        // Once per instance: the cause is the daemon's config, which every call would repeat.
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if let Some((got, needed)) = outcome.short_history
+            && !WARNED.swap(true, Ordering::Relaxed)
+        {
             log(
                 Level::Warn,
                 &format!(
