@@ -403,6 +403,12 @@ pub struct DetectorConfig {
     /// Settings for single regions, replacing keys of `settings`, by region then setting name.
     #[serde(default)]
     pub region_settings: BTreeMap<String, toml::Table>,
+    /// Fuel of each call of this plugin, in place of `plugins.fuel_per_call`.
+    #[serde(default)]
+    pub fuel_per_call: Option<u64>,
+    /// Fuel per reading of a call of this plugin, in place of `plugins.fuel_per_reading`.
+    #[serde(default)]
+    pub fuel_per_reading: Option<u64>,
 }
 
 fn every_region() -> Vec<String> {

@@ -453,6 +453,25 @@ fn plugin_test_reports_deadline() {
 }
 
 #[test]
+fn detector_fuel_replaces_engine_fuel() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gridwatch.toml");
+    std::fs::write(
+        &config,
+        "[plugins.detectors.mining]\nfuel_per_call = 1000\nfuel_per_reading = 10\n",
+    )
+    .unwrap();
+    let wasm = plugin_wasm("mining");
+    let (ok, _, err) = plugin_test(&wasm, &["--config", config.to_str().unwrap()]);
+    assert!(!ok, "1,000 fuel and 10 per reading cannot run the detector");
+    assert!(err.contains("failed (fuel): fuel budget of "), "{err}");
+
+    // The engine's default fuel runs the same input.
+    let (ok, out, err) = plugin_test(&wasm, &[]);
+    assert!(ok, "{out}{err}");
+}
+
+#[test]
 fn python_detector_finds_flat_load() {
     let dir = tempfile::tempdir().unwrap();
     let wasm = dir.path().join("py-flat-load.wasm");

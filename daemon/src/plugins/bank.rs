@@ -102,6 +102,8 @@ impl PluginBank {
                         settings,
                         states: self.states.clone(),
                         history: self.history.clone(),
+                        fuel: config
+                            .map_or((None, None), |c| (c.fuel_per_call, c.fuel_per_reading)),
                     });
                     Runner::new(plugin.clone(), context)
                 }

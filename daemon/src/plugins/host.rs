@@ -75,6 +75,8 @@ pub struct PluginContext {
     pub states: Arc<PluginStates>,
     /// Meter history.
     pub history: Arc<dyn HistorySource>,
+    /// Fuel per call and per reading that replace the engine's, from the plugin's config.
+    pub fuel: (Option<u64>, Option<u64>),
 }
 
 /// The data of one plugin store.

@@ -109,6 +109,7 @@ impl LoadedPlugin {
             settings: Settings::default(),
             states: Arc::new(PluginStates::in_memory()),
             history: Arc::new(NoHistory),
+            fuel: (None, None),
         });
         let mut instance = Instance::new(engine, &pre, context).map_err(start_error)?;
         let raw = instance
@@ -466,6 +467,8 @@ impl PluginHost {
                 regions: vec!["*".into()],
                 settings: toml::Table::new(),
                 region_settings: BTreeMap::new(),
+                fuel_per_call: None,
+                fuel_per_reading: None,
             });
         if let Err(problems) = plugin.settings(config.detectors.get(&plugin.info.name)) {
             return Err(PluginError::Invalid {

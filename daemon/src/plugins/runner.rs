@@ -114,7 +114,7 @@ impl Instance {
         readings: usize,
         batch: Option<Arc<Batch>>,
     ) -> Result<(), Failure> {
-        let fuel = fuel_budget(engine, readings);
+        let fuel = fuel_budget(engine, &self.store.data().context, readings);
         self.store.set_fuel(fuel).map_err(|e| Failure {
             cause: "instantiate",
             message: super::chain(&e),
@@ -140,7 +140,7 @@ impl Instance {
                     "fuel",
                     format!(
                         "fuel budget of {} exhausted ({readings} readings)",
-                        fuel_budget(engine, readings)
+                        fuel_budget(engine, &self.store.data().context, readings)
                     ),
                 ),
                 Some(Trap::Interrupt) => (
@@ -168,11 +168,14 @@ impl Instance {
     }
 }
 
-fn fuel_budget(engine: &PluginEngine, readings: usize) -> u64 {
+/// Returns the fuel of a call on `readings` readings: the plugin's own fuel from its config,
+/// else the engine's.
+fn fuel_budget(engine: &PluginEngine, context: &PluginContext, readings: usize) -> u64 {
     let limits = &engine.limits;
-    limits
-        .fuel_per_call
-        .saturating_add(limits.fuel_per_reading.saturating_mul(readings as u64))
+    let (per_call, per_reading) = context.fuel;
+    let per_call = per_call.unwrap_or(limits.fuel_per_call);
+    let per_reading = per_reading.unwrap_or(limits.fuel_per_reading);
+    per_call.saturating_add(per_reading.saturating_mul(readings as u64))
 }
 
 fn output_bytes(finding: &Finding) -> usize {

@@ -95,6 +95,7 @@ fn host_with_one_meter() -> super::host::HostState {
         settings: super::Settings::default(),
         states: Arc::new(super::PluginStates::in_memory()),
         history: Arc::new(NoHistory),
+        fuel: (None, None),
     });
     let limits = StateLimits {
         max_value_bytes: 1_024,
