@@ -233,8 +233,8 @@ pub trait Host {
     fn setting(&mut self, region: &str, name: &str) -> Option<Value>;
     /// Returns up to `hours` hours of the meter's history, oldest first.
     fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour>;
-    /// Returns up to `hours` hours of the history of any meter, by region and meter id,
-    /// oldest first; empty for a meter the daemon does not hold.
+    /// Returns up to `hours` hours of the history of any meter, by region and meter id, oldest
+    /// first. The result is empty for a meter the daemon does not know.
     fn meter_history(&mut self, region: &str, meter_id: &str, hours: u32) -> Vec<Hour>;
 
     /// Returns a numeric setting; integers are widened and anything else reads as NaN.

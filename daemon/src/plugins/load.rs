@@ -181,7 +181,7 @@ impl LoadedPlugin {
                 }
                 None => problems.push(format!(
                     "{prefix}.{name}: invalid value {}, expected {}",
-                    shown_value(value),
+                    truncated_value(value),
                     match kind_name(default) {
                         "number" => "a finite number",
                         other => other,
@@ -195,7 +195,7 @@ impl LoadedPlugin {
 
 /// Returns a config value as written for a message, cut to its first 80 characters: a text
 /// setting may hold a whole file.
-fn shown_value(value: &toml::Value) -> String {
+fn truncated_value(value: &toml::Value) -> String {
     const SHOWN_CHARS: usize = 80;
     let text = value.to_string();
     match text.char_indices().nth(SHOWN_CHARS) {
@@ -735,13 +735,13 @@ mod tests {
     #[test]
     fn long_value_is_cut_in_messages() {
         let long = toml::Value::String("x".repeat(1_000));
-        let shown = super::shown_value(&long);
-        assert!(shown.ends_with("… (1002 bytes)"), "{shown}");
+        let truncated = super::truncated_value(&long);
+        assert!(truncated.ends_with("… (1002 bytes)"), "{truncated}");
         assert!(
-            shown.starts_with(&format!("\"{}…", "x".repeat(79))),
-            "{shown}"
+            truncated.starts_with(&format!("\"{}…", "x".repeat(79))),
+            "{truncated}"
         );
-        assert_eq!(super::shown_value(&toml::Value::Integer(7)), "7");
+        assert_eq!(super::truncated_value(&toml::Value::Integer(7)), "7");
     }
 
     #[test]

@@ -195,8 +195,8 @@ pub fn judge_hours(
     // reading's, so one more week is requested than the judged hours need.
     let needed = limits.history_weeks * WEEK_HOURS + (current - first) + 1;
     let hours = host.history(reading.meter(), (needed + WEEK_HOURS) as u32);
-    // The daemon returns every hour asked for, up to its longest window, once a meter has any
-    // history; a meter's first reading has none, which says nothing about the window.
+    // Once a meter has any history, the daemon returns every hour requested, up to its longest
+    // window. A meter's first reading has no history, which is no sign of a short window.
     if !hours.is_empty() && hours.len() < needed as usize {
         judgement.short_history = Some((hours.len(), needed as usize));
     }

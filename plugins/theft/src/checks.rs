@@ -55,8 +55,8 @@ pub struct Limits {
     pub vacancy_ratio: f64,
     /// Median daily energy of the baseline below which no drop is judged, kWh.
     pub min_baseline_kwh: f64,
-    /// Lowest ratio of the smaller to the larger median of the baseline's two halves; a
-    /// baseline that changed more than this holds a step of its own and is not judged.
+    /// Lowest ratio of the smaller to the larger median of the baseline's two halves. A
+    /// baseline that changed more than this contains a step of its own and is not judged.
     pub min_baseline_stability: f64,
     /// Hours after a finding of one check before the same check raises another.
     pub realert_hours: f64,

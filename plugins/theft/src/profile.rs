@@ -317,6 +317,8 @@ impl Profile {
         out.extend_from_slice(&self.last_export_kwh.unwrap_or(f64::NAN).to_le_bytes());
         put_i64(&mut out, self.day.unwrap_or(i64::MIN));
         put_i64(&mut out, self.next_hour_ms);
+
+        // The current day, hour by hour.
         for value in self.hour_kwh.iter().chain(&self.hour_covered) {
             out.extend_from_slice(&value.to_le_bytes());
         }
@@ -324,6 +326,8 @@ impl Profile {
         out.extend_from_slice(&self.day_kwh.to_le_bytes());
         out.extend_from_slice(&self.day_covered_hours.to_le_bytes());
         out.push(u8::from(self.day_exported));
+
+        // The zero run and recurring-pattern trackers.
         out.extend_from_slice(&self.zero_hours.to_le_bytes());
         put_i64(&mut out, self.zero_start_ms);
         out.extend_from_slice(&self.load_kwh.to_le_bytes());
@@ -334,6 +338,8 @@ impl Profile {
         for alerted in self.alerted_ms {
             put_i64(&mut out, alerted.unwrap_or(i64::MIN));
         }
+
+        // Earlier days' summaries, with their count first.
         out.extend_from_slice(&(self.days.len() as u32).to_le_bytes());
         for day in &self.days {
             put_i64(&mut out, day.day);
@@ -361,6 +367,7 @@ impl Profile {
             next_hour_ms: reader.i64()?,
             ..Profile::default()
         };
+
         for value in profile.hour_kwh.iter_mut() {
             *value = reader.f32()?;
         }
@@ -371,6 +378,7 @@ impl Profile {
         profile.day_kwh = reader.f32()?;
         profile.day_covered_hours = reader.f32()?;
         profile.day_exported = reader.u8()? != 0;
+
         profile.zero_hours = reader.u32()?;
         profile.zero_start_ms = reader.i64()?;
         profile.load_kwh = reader.f32()?;
@@ -381,6 +389,7 @@ impl Profile {
         for alerted in profile.alerted_ms.iter_mut() {
             *alerted = optional(reader.i64()?);
         }
+
         let days = reader.u32()? as usize;
         if reader.bytes.len() - reader.at != days * DAY_BYTES {
             return None;
