@@ -28,7 +28,7 @@ use gridwatch::config::PluginsConfig;
 use gridwatch::decode::Reading;
 use gridwatch::metrics::Metrics;
 use gridwatch::plugins::{HistorySource, MeterRef, PluginBank, PluginHost, PluginStates};
-use gridwatch::state::{Interval, IntervalKind, MeterSnapshot, WindowStats};
+use gridwatch::state::{Interval, IntervalKind, MeterSnapshot, RecentHours, WindowStats};
 use gridwatch::store::AlertWrite;
 use gridwatch_plugin_sdk::prelude as sdk;
 
@@ -170,10 +170,13 @@ fn sdk_batch(batch: &[(Reading, MeterSnapshot)]) -> sdk::Batch {
 struct FlatHistory;
 
 impl HistorySource for FlatHistory {
-    fn history(&self, _key: &str, hours: u32) -> Vec<(i64, f64, u32)> {
-        (0..i64::from(hours.min(48)))
-            .map(|h| (START_MS - (48 - h) * 3_600_000, 6.5, 3_600))
-            .collect()
+    fn history(&self, _key: &str, hours: u32) -> RecentHours {
+        let count = hours.min(48) as usize;
+        RecentHours {
+            start_ms: START_MS - count as i64 * 3_600_000,
+            energy_kwh: vec![6.5; count],
+            covered_secs: vec![3_600; count],
+        }
     }
 }
 

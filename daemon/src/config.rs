@@ -415,10 +415,15 @@ fn every_region() -> Vec<String> {
     vec!["*".to_owned()]
 }
 
+/// Returns true when `regions` names `region` or holds `"*"`.
+pub fn lists_region(regions: &[String], region: &str) -> bool {
+    regions.iter().any(|r| r == "*" || r == region)
+}
+
 impl DetectorConfig {
     /// Returns true when the plugin runs in `region`.
     pub fn runs_in(&self, region: &str) -> bool {
-        self.regions.iter().any(|r| r == "*" || r == region)
+        lists_region(&self.regions, region)
     }
 
     fn validate(&self, name: &str, problems: &mut Vec<String>) {

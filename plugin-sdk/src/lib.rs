@@ -70,7 +70,7 @@ pub mod bindings {
 }
 
 /// Version of the WIT package this SDK builds against.
-pub const INTERFACE_VERSION: &str = "1.0.0";
+pub const INTERFACE_VERSION: &str = "2.0.0";
 
 /// Everything a detector needs, in one import.
 pub mod prelude {
@@ -78,11 +78,11 @@ pub mod prelude {
     pub use crate::batch::{BatchBuilder, Interval, Meter, NewReading, Reading, Window};
     pub use crate::bindings::gridwatch::detector::host::{self, Level};
     pub use crate::bindings::gridwatch::detector::types::{
-        Batch, Entry, Finding, Hour, Info, IntervalKind, SettingSpec, Severity, Value, ValueKind,
+        Batch, Entry, Finding, Hourly, Info, IntervalKind, SettingSpec, Severity, Value, ValueKind,
         WindowColumns,
     };
     pub use crate::export_detector;
-    pub use crate::{Host, MemoryHost, WasmHost};
+    pub use crate::{Host, Hour, MemoryHost, WasmHost};
     pub use crate::{
         entry, interval_mean_kw, log, setting, setting_bool, setting_f64, setting_spec,
         setting_text, state,
@@ -92,7 +92,7 @@ pub mod prelude {
 pub use batch::{BatchBuilder, Interval, Meter, NewReading, Reading, Window};
 use bindings::gridwatch::detector::host;
 use bindings::gridwatch::detector::types::{
-    Entry, Hour, IntervalKind, Level, SettingSpec, Value, ValueKind,
+    Entry, Hourly, IntervalKind, Level, SettingSpec, Value, ValueKind,
 };
 
 /// The trait a detector implements: `describe` once at load, `detect` for every batch.
@@ -220,6 +220,31 @@ pub mod state {
     }
 }
 
+/// One hour of a meter's interval-energy history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hour {
+    /// Start of the hour, Unix milliseconds.
+    pub start_ms: i64,
+    /// Energy of the hour, kWh.
+    pub energy_kwh: f64,
+    /// Seconds of the hour covered by readings, 0 to 3600.
+    pub covered_secs: u32,
+}
+
+impl Hour {
+    /// Splits the host's history columns into hours, oldest first.
+    pub fn from_columns(hourly: &Hourly) -> Vec<Hour> {
+        (0_i64..)
+            .zip(hourly.energy_kwh.iter().zip(&hourly.covered_secs))
+            .map(|(h, (&energy_kwh, &covered_secs))| Hour {
+                start_ms: hourly.start_ms + h * 3_600_000,
+                energy_kwh,
+                covered_secs,
+            })
+            .collect()
+    }
+}
+
 /// The host functions as a trait, so detector logic written against it runs both inside the
 /// daemon ([`WasmHost`]) and in native unit tests and benchmarks ([`MemoryHost`]).
 pub trait Host {
@@ -233,8 +258,9 @@ pub trait Host {
     fn setting(&mut self, region: &str, name: &str) -> Option<Value>;
     /// Returns up to `hours` hours of the meter's history, oldest first.
     fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour>;
-    /// Returns up to `hours` hours of the history of any meter, by region and meter id, oldest
-    /// first. The result is empty for a meter the daemon does not know.
+    /// Returns up to `hours` hours of the history of another meter, by region and meter id,
+    /// oldest first. The result is empty for a meter the daemon does not hold and for a region
+    /// the plugin is not enabled in.
     fn meter_history(&mut self, region: &str, meter_id: &str, hours: u32) -> Vec<Hour>;
 
     /// Returns a numeric setting; integers are widened and anything else reads as NaN.
@@ -277,11 +303,11 @@ impl Host for WasmHost {
     }
 
     fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour> {
-        host::history(meter.index(), hours)
+        Hour::from_columns(&host::history(meter.index(), hours))
     }
 
     fn meter_history(&mut self, region: &str, meter_id: &str, hours: u32) -> Vec<Hour> {
-        host::meter_history(region, meter_id, hours)
+        Hour::from_columns(&host::meter_history(region, meter_id, hours))
     }
 }
 

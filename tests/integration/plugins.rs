@@ -109,7 +109,7 @@ async fn hostile_plugins_contained_rules_still_alert() {
         "wasm stack of 524288 bytes overflowed",
         "is over the limit of 1048576 bytes",
         "always-trap fails on every call",
-        "declares interface gridwatch:detector/detector@2.0.0",
+        "declares interface gridwatch:detector/detector@3.0.0",
         "noise.wasm' is not a WebAssembly component",
         "plugin quarantined after repeated failures",
     ] {
@@ -377,7 +377,7 @@ fn tools_inspect_and_test_mining() {
     for expected in [
         "name:        mining",
         "version:     1.0.0",
-        "interface:   gridwatch:detector/detector@1.0.0",
+        "interface:   gridwatch:detector/detector@2.0.0",
         "kinds:       mining",
         "min_base_kw (number, default 2.0)",
     ] {
@@ -412,7 +412,7 @@ fn inspect_and_check_name_bad_files() {
     let wrong = plugin_wasm("wrong_version");
     let (ok, _, err) = gridwatch(&["plugin", "inspect", wrong.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("gridwatch:detector/detector@2.0.0"), "{err}");
+    assert!(err.contains("gridwatch:detector/detector@3.0.0"), "{err}");
 
     // `gridwatch check` loads the plugins folder and reports the same problems.
     let plugins = dir.path().join("plugins");
@@ -491,7 +491,7 @@ fn python_detector_finds_flat_load() {
     assert!(ok, "{err}");
     assert!(out.contains("name:        py-flat-load"), "{out}");
     assert!(
-        out.contains("interface:   gridwatch:detector/detector@1.0.0"),
+        out.contains("interface:   gridwatch:detector/detector@2.0.0"),
         "{out}"
     );
 
@@ -545,15 +545,8 @@ fn partial_score_in_two_calls() -> gridwatch::plugins::BatchFindings {
     use gridwatch::config::PluginsConfig;
     use gridwatch::decode::Reading;
     use gridwatch::metrics::Metrics;
-    use gridwatch::plugins::{MeterRef, PluginBank, PluginHost, PluginStates};
+    use gridwatch::plugins::{MeterRef, NoHistory, PluginBank, PluginHost, PluginStates};
     use gridwatch::state::{Interval, IntervalKind, MeterSnapshot, WindowStats};
-
-    struct NoHistory;
-    impl gridwatch::plugins::HistorySource for NoHistory {
-        fn history(&self, _key: &str, _hours: u32) -> Vec<(i64, f64, u32)> {
-            Vec::new()
-        }
-    }
 
     let config = PluginsConfig {
         cache_dir: std::path::PathBuf::new(),

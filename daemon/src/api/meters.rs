@@ -234,7 +234,7 @@ fn fill_state(report: &mut MeterReport, state: &ApiState, meter: &MeterState, ho
     report.hourly = meter
         .history
         .recent(hours)
-        .into_iter()
+        .iter()
         .map(|(start_ms, energy_kwh, covered_secs)| HourView {
             start_ms,
             energy_kwh,

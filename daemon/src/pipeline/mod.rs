@@ -20,7 +20,7 @@ use crate::ingest::{Ack, Message};
 use crate::metrics::Metrics;
 use crate::plugins::{HistorySource, MeterRef, PluginBank, PluginHost, PluginStates};
 use crate::rules::RuleEngine;
-use crate::state::{MeterState, StateModel};
+use crate::state::{MeterState, RecentHours, StateModel};
 use crate::store::{AlertWrite, BatchWrite, RejectedMessage, Store, StoreError};
 
 use shard::{MeterMap, Shard, ShardContext, ShardOutput};
@@ -489,7 +489,7 @@ struct ShardHistory {
 }
 
 impl HistorySource for ShardHistory {
-    fn history(&self, key: &str, hours: u32) -> Vec<(i64, f64, u32)> {
+    fn history(&self, key: &str, hours: u32) -> RecentHours {
         let map = &self.maps[shard::shard_of(key, self.maps.len())];
         map.read()
             .get(key)

@@ -104,6 +104,7 @@ impl PluginBank {
                         history: self.history.clone(),
                         fuel: config
                             .map_or((None, None), |c| (c.fuel_per_call, c.fuel_per_reading)),
+                        regions: config.map(|c| c.regions.clone()).unwrap_or_default(),
                     });
                     Runner::new(plugin.clone(), context)
                 }

@@ -13,8 +13,9 @@ use wasmtime_wasi::{
 };
 
 use super::bindings::gridwatch::detector::host::Host;
-use super::bindings::gridwatch::detector::types::{self, Batch, Hour, Level, Value};
+use super::bindings::gridwatch::detector::types::{self, Batch, Hourly, Level, Value};
 use super::state::PluginStates;
+use crate::state::RecentHours;
 use crate::store::plugin_state_key;
 
 /// Bytes of a plugin's standard error kept for the log when a call fails.
@@ -40,9 +41,17 @@ pub struct StateLimits {
 
 /// Source of the meters' hourly energy for the `history` import.
 pub trait HistorySource: Send + Sync {
-    /// Returns up to `hours` hours of the meter `region/meter_id`, oldest first, as start in
-    /// Unix milliseconds, energy in kWh and seconds covered.
-    fn history(&self, key: &str, hours: u32) -> Vec<(i64, f64, u32)>;
+    /// Returns up to `hours` hours of the meter `region/meter_id`, oldest first.
+    fn history(&self, key: &str, hours: u32) -> RecentHours;
+}
+
+/// A history source with no hours for any meter, for plugins run without meter state.
+pub struct NoHistory;
+
+impl HistorySource for NoHistory {
+    fn history(&self, _key: &str, _hours: u32) -> RecentHours {
+        RecentHours::default()
+    }
 }
 
 /// A plugin's settings: per region, for every region, and the declared defaults.
@@ -77,6 +86,15 @@ pub struct PluginContext {
     pub history: Arc<dyn HistorySource>,
     /// Fuel per call and per reading that replace the engine's, from the plugin's config.
     pub fuel: (Option<u64>, Option<u64>),
+    /// Regions the plugin is enabled in, from its config; `*` stands for every region.
+    pub regions: Vec<String>,
+}
+
+impl PluginContext {
+    /// Returns true when the plugin is enabled in the region.
+    pub fn runs_in(&self, region: &str) -> bool {
+        crate::config::lists_region(&self.regions, region)
+    }
 }
 
 /// The data of one plugin store.
@@ -201,17 +219,8 @@ impl HostState {
     }
 
     /// Returns up to `hours` hours of the history of the meter `region/meter_id`.
-    fn hours_of(&self, key: &str, hours: u32) -> Vec<Hour> {
-        self.context
-            .history
-            .history(key, hours)
-            .into_iter()
-            .map(|(start_ms, energy_kwh, covered_secs)| Hour {
-                start_ms,
-                energy_kwh,
-                covered_secs,
-            })
-            .collect()
+    fn hours_of(&self, key: &str, hours: u32) -> Hourly {
+        hourly(self.context.history.history(key, hours))
     }
 
     /// Returns the full state key of `key` for the meter at `index`.
@@ -294,12 +303,15 @@ impl Host for HostState {
         Ok(())
     }
 
-    fn history(&mut self, meter: u32, hours: u32) -> Result<Vec<Hour>> {
+    fn history(&mut self, meter: u32, hours: u32) -> Result<Hourly> {
         let key = self.meter_key(meter)?;
         Ok(self.hours_of(&key, hours))
     }
 
-    fn meter_history(&mut self, region: String, meter_id: String, hours: u32) -> Result<Vec<Hour>> {
+    fn meter_history(&mut self, region: String, meter_id: String, hours: u32) -> Result<Hourly> {
+        if !self.context.runs_in(&region) {
+            return Ok(hourly(RecentHours::default()));
+        }
         let key = format!("{region}/{meter_id}");
         Ok(self.hours_of(&key, hours))
     }
@@ -357,5 +369,13 @@ impl HostMonotonicClock for FixedClock {
 
     fn now(&self) -> u64 {
         0
+    }
+}
+
+fn hourly(recent: RecentHours) -> Hourly {
+    Hourly {
+        start_ms: recent.start_ms,
+        energy_kwh: recent.energy_kwh,
+        covered_secs: recent.covered_secs,
     }
 }

@@ -12,7 +12,7 @@ use wasmtime::component::Component;
 use super::bindings::PluginPre;
 use super::bindings::gridwatch::detector::types::{self, Value, ValueKind};
 use super::engine::{PluginEngine, content_hash};
-use super::host::{HistorySource, HostState, PluginContext, Settings};
+use super::host::{HostState, NoHistory, PluginContext, Settings};
 use super::runner::Instance;
 use super::state::PluginStates;
 use super::{DETECTOR_INTERFACE, INTERFACE_VERSION, PluginError};
@@ -110,6 +110,7 @@ impl LoadedPlugin {
             states: Arc::new(PluginStates::in_memory()),
             history: Arc::new(NoHistory),
             fuel: (None, None),
+            regions: Vec::new(),
         });
         let mut instance = Instance::new(engine, &pre, context).map_err(start_error)?;
         let raw = instance
@@ -398,14 +399,6 @@ fn check_settings(
 /// Returns why the file does not load.
 pub fn inspect(engine: &PluginEngine, path: &Path) -> Result<PluginInfo, PluginError> {
     LoadedPlugin::load(engine, path).map(|plugin| plugin.info)
-}
-
-struct NoHistory;
-
-impl HistorySource for NoHistory {
-    fn history(&self, _key: &str, _hours: u32) -> Vec<(i64, f64, u32)> {
-        Vec::new()
-    }
 }
 
 /// The plugins in use, by file, and the problems of the last reload.

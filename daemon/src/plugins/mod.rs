@@ -36,7 +36,7 @@ use std::path::PathBuf;
 
 pub use bank::{BatchFindings, MeterRef, PluginBank};
 pub use engine::PluginEngine;
-pub use host::{HistorySource, PluginContext, Settings};
+pub use host::{HistorySource, NoHistory, PluginContext, Settings};
 pub use load::{LoadedPlugin, PluginHost, PluginInfo, PluginSet, SettingInfo, inspect};
 pub use runner::Failure;
 pub use state::PluginStates;
@@ -52,7 +52,7 @@ mod bindings {
 }
 
 /// Version of the WIT package this daemon implements.
-pub const INTERFACE_VERSION: &str = "1.0.0";
+pub const INTERFACE_VERSION: &str = "2.0.0";
 
 /// Name of the exported interface, without its version.
 pub const DETECTOR_INTERFACE: &str = "gridwatch:detector/detector";

@@ -51,17 +51,16 @@ fn truncated_component_fails_to_compile() {
     );
 }
 
-/// History with no hours for any meter.
-struct NoHistory;
-
-impl super::HistorySource for NoHistory {
-    fn history(&self, _key: &str, _hours: u32) -> Vec<(i64, f64, u32)> {
-        Vec::new()
-    }
-}
-
 /// Builds a store's data whose call examines one reading of meter `north/m-1`.
 fn host_with_one_meter() -> super::host::HostState {
+    host_for(vec!["*".to_owned()], std::sync::Arc::new(super::NoHistory))
+}
+
+/// Builds a store's data like [`host_with_one_meter`] for a plugin enabled in `regions`.
+fn host_for(
+    regions: Vec<String>,
+    history: std::sync::Arc<dyn super::HistorySource>,
+) -> super::host::HostState {
     use std::sync::Arc;
 
     use super::bank::MeterRef;
@@ -94,8 +93,9 @@ fn host_with_one_meter() -> super::host::HostState {
         name: "test".into(),
         settings: super::Settings::default(),
         states: Arc::new(super::PluginStates::in_memory()),
-        history: Arc::new(NoHistory),
+        history,
         fuel: (None, None),
+        regions,
     });
     let limits = StateLimits {
         max_value_bytes: 1_024,
@@ -137,4 +137,40 @@ fn meter_index_without_batch_fails_call() {
     let mut state = host_with_one_meter();
     state.end_call();
     assert!(state.history(0, 24).is_err());
+}
+
+/// Three hours of 1 kWh for every meter.
+struct ThreeHours;
+
+impl super::HistorySource for ThreeHours {
+    fn history(&self, _key: &str, hours: u32) -> crate::state::RecentHours {
+        let count = hours.min(3) as usize;
+        crate::state::RecentHours {
+            start_ms: 7_200_000,
+            energy_kwh: vec![1.0; count],
+            covered_secs: vec![3_600; count],
+        }
+    }
+}
+
+#[test]
+fn meter_history_reads_only_enabled_regions() {
+    use super::bindings::gridwatch::detector::host::Host;
+
+    let mut state = host_for(vec!["north".to_owned()], std::sync::Arc::new(ThreeHours));
+    let north = state
+        .meter_history("north".into(), "m-2".into(), 24)
+        .unwrap();
+    assert_eq!(north.start_ms, 7_200_000);
+    assert_eq!(north.energy_kwh, [1.0, 1.0, 1.0]);
+    assert_eq!(north.covered_secs, [3_600, 3_600, 3_600]);
+
+    let south = state
+        .meter_history("south".into(), "m-2".into(), 24)
+        .unwrap();
+    assert_eq!(south.start_ms, 0);
+    assert!(south.energy_kwh.is_empty() && south.covered_secs.is_empty());
+
+    let own = state.history(0, 2).unwrap();
+    assert_eq!(own.energy_kwh, [1.0, 1.0]);
 }

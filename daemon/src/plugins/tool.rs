@@ -21,7 +21,7 @@ use super::{PluginEngine, PluginError};
 use crate::config::Config;
 use crate::decode::{Decoder, Reading};
 use crate::metrics::Metrics;
-use crate::state::{IntervalKind, MeterSnapshot, MeterState, StateModel};
+use crate::state::{IntervalKind, MeterSnapshot, MeterState, RecentHours, StateModel};
 
 /// Command-line options of `gridwatch plugin`.
 #[derive(Debug, Clone, clap::Args)]
@@ -235,7 +235,7 @@ fn read_lines(path: &Path) -> Result<Vec<(usize, Json)>, ToolError> {
 struct Meters(RwLock<HashMap<String, MeterState>>);
 
 impl HistorySource for Meters {
-    fn history(&self, key: &str, hours: u32) -> Vec<(i64, f64, u32)> {
+    fn history(&self, key: &str, hours: u32) -> RecentHours {
         self.0
             .read()
             .get(key)

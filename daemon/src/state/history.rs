@@ -34,6 +34,27 @@ pub struct WindowStats {
     pub cv: f64,
 }
 
+/// Consecutive hourly buckets as columns, oldest first. Element `h` of both columns belongs to
+/// the hour that starts `h` hours after `start_ms`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecentHours {
+    /// Start of the oldest hour, Unix milliseconds; 0 when the columns are empty.
+    pub start_ms: i64,
+    /// Energy of each hour, kWh.
+    pub energy_kwh: Vec<f64>,
+    /// Seconds of each hour covered by readings, 0 to 3600.
+    pub covered_secs: Vec<u32>,
+}
+
+impl RecentHours {
+    /// Returns the hours as start in Unix milliseconds, energy in kWh and seconds covered.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, f64, u32)> + '_ {
+        (0_i64..)
+            .zip(self.energy_kwh.iter().zip(&self.covered_secs))
+            .map(|(h, (&energy, &covered))| (self.start_ms + h * HOUR_MS, energy, covered))
+    }
+}
+
 /// Ring of hourly energy buckets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HourlyHistory {
@@ -118,21 +139,25 @@ impl HourlyHistory {
         self.newest_hour = hour;
     }
 
-    /// Returns up to `hours` hourly buckets ending with the newest, oldest first, each as its
-    /// start in Unix milliseconds, its energy in kWh and the seconds covered by readings.
-    pub fn recent(&self, hours: u32) -> Vec<(i64, f64, u32)> {
+    /// Returns up to `hours` hourly buckets ending with the newest, oldest first.
+    pub fn recent(&self, hours: u32) -> RecentHours {
         let cap = self.capacity() as i64;
         if self.newest_hour == i64::MIN || cap == 0 {
-            return Vec::new();
+            return RecentHours::default();
         }
         let count = i64::from(hours).min(cap);
-        (self.newest_hour - count + 1..=self.newest_hour)
-            .map(|hour| {
-                let slot = hour.rem_euclid(cap) as usize;
-                let energy = f64::from(self.energy_kwh[slot]);
-                (hour * HOUR_MS, energy, u32::from(self.covered_secs[slot]))
-            })
-            .collect()
+        let oldest = self.newest_hour - count + 1;
+        let slots = (oldest..=self.newest_hour).map(|hour| hour.rem_euclid(cap) as usize);
+        RecentHours {
+            start_ms: oldest * HOUR_MS,
+            energy_kwh: slots
+                .clone()
+                .map(|slot| f64::from(self.energy_kwh[slot]))
+                .collect(),
+            covered_secs: slots
+                .map(|slot| u32::from(self.covered_secs[slot]))
+                .collect(),
+        }
     }
 
     /// Computes statistics over the `hours` hours ending with the newest bucket.

@@ -8,7 +8,7 @@ mod register;
 
 use serde::{Deserialize, Serialize};
 
-pub use history::{HourlyHistory, NightHours, WindowStats};
+pub use history::{HourlyHistory, NightHours, RecentHours, WindowStats};
 pub use register::{Interval, IntervalKind, RegisterLimits, RegisterTracker};
 
 use crate::config::StateConfig;

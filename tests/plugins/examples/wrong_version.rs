@@ -1,10 +1,10 @@
-//! Detector built against version 2.0.0 of the `gridwatch:detector` WIT package, which the
-//! host must reject because it implements 1.0.0.
+//! Detector built against version 3.0.0 of the `gridwatch:detector` WIT package, which the
+//! host must reject because it implements 2.0.0.
 //!
-//! `wit-v2/detector.wit` is a copy of the SDK's WIT file that differs only in the version on
+//! `wit-next/detector.wit` is a copy of the SDK's WIT file that differs only in the version on
 //! its `package` line. The bindings are generated here instead of coming from the SDK.
 
-wit_bindgen::generate!({ path: "wit-v2", world: "plugin" });
+wit_bindgen::generate!({ path: "wit-next", world: "plugin" });
 
 use exports::gridwatch::detector::detector::Guest;
 use gridwatch::detector::types::{Batch, Finding, Info};
@@ -16,7 +16,7 @@ impl Guest for WrongVersion {
         Info {
             name: "wrong-version".into(),
             version: "1.0.0".into(),
-            description: "Exports the detector interface at version 2.0.0".into(),
+            description: "Exports the detector interface at version 3.0.0".into(),
             kinds: vec!["none".into()],
             settings: Vec::new(),
         }
