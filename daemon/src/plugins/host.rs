@@ -16,7 +16,7 @@ use super::bindings::gridwatch::detector::host::Host;
 use super::bindings::gridwatch::detector::types::{self, Batch, Hourly, Level, Value};
 use super::state::PluginStates;
 use crate::state::RecentHours;
-use crate::store::plugin_state_key;
+use crate::store::push_plugin_state_key;
 
 /// Bytes of a plugin's standard error kept for the log when a call fails.
 const STDERR_CAPACITY: usize = 16 * 1024;
@@ -117,6 +117,10 @@ pub struct HostState {
     log_lines: usize,
     /// The limit a host function enforced by failing the call: cause and description.
     pub(super) limit_hit: Option<(&'static str, String)>,
+    /// `region/meter_id` of the meter of the last state or history call.
+    meter_key: String,
+    /// Full state key of the last state call.
+    state_key: String,
 }
 
 impl HostState {
@@ -148,6 +152,8 @@ impl HostState {
             written_bytes: 0,
             log_lines: 0,
             limit_hit: None,
+            meter_key: String::new(),
+            state_key: String::new(),
         }
     }
 
@@ -196,17 +202,22 @@ impl HostState {
         trimmed[start..].replace('\n', " | ")
     }
 
-    /// Returns `region/meter_id` of the meter at `index` in the call's batch, or fails the
-    /// call when there is no such meter.
-    fn meter_key(&mut self, index: u32) -> Result<String> {
+    /// Writes `region/meter_id` of the meter at `index` in the call's batch to `meter_key`, or
+    /// fails the call when there is no such meter. The buffer saves an allocation per call.
+    fn set_meter_key(&mut self, index: u32) -> Result<()> {
         let found = self.batch.as_deref().and_then(|batch| {
             let meter = batch.meters.get(index as usize)?;
             let region = batch.meter_region.get(index as usize)?;
             let region = batch.regions.get(*region as usize)?;
-            Some(format!("{region}/{meter}"))
+            Some((region, meter))
         });
         match found {
-            Some(key) => Ok(key),
+            Some((region, meter)) => {
+                self.meter_key.clear();
+                self.meter_key
+                    .extend([region.as_str(), "/", meter.as_str()]);
+                Ok(())
+            }
             None => {
                 let meters = self.batch.as_deref().map_or(0, |b| b.meters.len());
                 let detail = format!(
@@ -218,15 +229,22 @@ impl HostState {
         }
     }
 
-    /// Returns up to `hours` hours of the history of the meter `region/meter_id`.
-    fn hours_of(&self, key: &str, hours: u32) -> Hourly {
-        hourly(self.context.history.history(key, hours))
+    /// Returns up to `hours` hours of the history of the meter in `meter_key`.
+    fn hours_of_key(&self, hours: u32) -> Hourly {
+        hourly(self.context.history.history(&self.meter_key, hours))
     }
 
-    /// Returns the full state key of `key` for the meter at `index`.
-    fn state_key(&mut self, meter: u32, key: &str) -> Result<String> {
-        let meter = self.meter_key(meter)?;
-        Ok(plugin_state_key(&self.context.name, &meter, key))
+    /// Writes the full state key of `key` for the meter at `index` to `state_key`.
+    fn set_state_key(&mut self, meter: u32, key: &str) -> Result<()> {
+        self.set_meter_key(meter)?;
+        self.state_key.clear();
+        push_plugin_state_key(
+            &mut self.state_key,
+            &self.context.name,
+            &self.meter_key,
+            key,
+        );
+        Ok(())
     }
 }
 
@@ -267,10 +285,10 @@ impl types::Host for HostState {}
 
 impl Host for HostState {
     fn get_state(&mut self, meter: u32, key: String) -> Result<Option<Vec<u8>>> {
-        let full = self.state_key(meter, &key)?;
-        Ok(match self.writes.get(&full) {
+        self.set_state_key(meter, &key)?;
+        Ok(match self.writes.get(&self.state_key) {
             Some(value) => value.clone(),
-            None => self.context.states.get(&full),
+            None => self.context.states.get(&self.state_key),
         })
     }
 
@@ -292,28 +310,30 @@ impl Host for HostState {
             );
             return self.fail_call("state", detail);
         }
-        let full = self.state_key(meter, &key)?;
-        self.writes.insert(full, Some(value));
+        self.set_state_key(meter, &key)?;
+        self.writes.insert(self.state_key.clone(), Some(value));
         Ok(())
     }
 
     fn delete_state(&mut self, meter: u32, key: String) -> Result<()> {
-        let full = self.state_key(meter, &key)?;
-        self.writes.insert(full, None);
+        self.set_state_key(meter, &key)?;
+        self.writes.insert(self.state_key.clone(), None);
         Ok(())
     }
 
     fn history(&mut self, meter: u32, hours: u32) -> Result<Hourly> {
-        let key = self.meter_key(meter)?;
-        Ok(self.hours_of(&key, hours))
+        self.set_meter_key(meter)?;
+        Ok(self.hours_of_key(hours))
     }
 
     fn meter_history(&mut self, region: String, meter_id: String, hours: u32) -> Result<Hourly> {
         if !self.context.runs_in(&region) {
             return Ok(hourly(RecentHours::default()));
         }
-        let key = format!("{region}/{meter_id}");
-        Ok(self.hours_of(&key, hours))
+        self.meter_key.clear();
+        self.meter_key
+            .extend([region.as_str(), "/", meter_id.as_str()]);
+        Ok(self.hours_of_key(hours))
     }
 
     fn setting(&mut self, region: String, name: String) -> Result<Option<Value>> {

@@ -46,7 +46,7 @@ impl PluginStates {
         }
     }
 
-    /// Returns the value under a [`plugin_state_key`](crate::store::plugin_state_key), including uncommitted writes.
+    /// Returns the value under a [`push_plugin_state_key`](crate::store::push_plugin_state_key), including uncommitted writes.
     pub fn get(&self, full: &str) -> Option<Vec<u8>> {
         let mut inner = self.inner.lock();
         if let Some(value) = inner.pending.get(full).or_else(|| inner.cached.get(full)) {
@@ -61,7 +61,7 @@ impl PluginStates {
     }
 
     /// Records the writes (`Some`) and deletions (`None`) of one successful call, by
-    /// [`plugin_state_key`](crate::store::plugin_state_key).
+    /// [`push_plugin_state_key`](crate::store::push_plugin_state_key).
     pub fn apply(&self, writes: impl Iterator<Item = (String, Option<Vec<u8>>)>) {
         self.inner.lock().pending.extend(writes);
     }

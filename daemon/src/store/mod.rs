@@ -27,13 +27,14 @@ pub const ALERTS: TableDefinition<u128, &[u8]> = TableDefinition::new("alerts");
 pub const OPEN_ALERTS: TableDefinition<&str, u128> = TableDefinition::new("open_alerts");
 /// Rejected messages by sequence number, JSON-encoded [`RejectedMessage`].
 pub const REJECTED: TableDefinition<u64, &[u8]> = TableDefinition::new("rejected");
-/// Plugin state, by [`plugin_state_key`].
+/// Plugin state, by [`push_plugin_state_key`].
 pub const PLUGIN_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("plugin_state");
 
-/// Returns the key of a plugin's value for one meter: the plugin name, `region/meter_id` and
-/// the plugin's own key, separated by NUL bytes, which none of them may contain.
-pub fn plugin_state_key(plugin: &str, meter: &str, key: &str) -> String {
-    format!("{plugin}\0{meter}\0{key}")
+/// Appends the key of a plugin's value for one meter to `out`: the plugin name,
+/// `region/meter_id` and the plugin's own key, separated by NUL bytes, which none of them may
+/// contain.
+pub fn push_plugin_state_key(out: &mut String, plugin: &str, meter: &str, key: &str) {
+    out.extend([plugin, "\0", meter, "\0", key]);
 }
 
 /// A failure of the embedded database.
