@@ -397,6 +397,9 @@ pub struct DetectorConfig {
     /// Regions the plugin runs in; `"*"` means every region.
     #[serde(default = "every_region")]
     pub regions: Vec<String>,
+    /// More regions whose meters' history the plugin may read, besides `regions`.
+    #[serde(default)]
+    pub history_regions: Vec<String>,
     /// Settings for every region, by setting name.
     #[serde(default)]
     pub settings: toml::Table,

@@ -78,25 +78,127 @@ pub mod prelude {
     pub use crate::batch::{BatchBuilder, Interval, Meter, NewReading, Reading, Window};
     pub use crate::bindings::gridwatch::detector::host::{self, Level};
     pub use crate::bindings::gridwatch::detector::types::{
-        Batch, Entry, Finding, Hourly, Info, IntervalKind, SettingSpec, Severity, Value, ValueKind,
-        WindowColumns,
+        Batch, Hourly, Info, IntervalKind, SettingSpec, Severity, Value, ValueKind, WindowColumns,
     };
     pub use crate::export_detector;
-    pub use crate::{Host, Hour, MemoryHost, WasmHost};
+    pub use crate::{Entry, Finding, Host, Hour, MemoryHost, WasmHost};
     pub use crate::{
         entry, interval_mean_kw, log, setting, setting_bool, setting_f64, setting_spec,
         setting_text, state,
     };
 }
 
+use std::borrow::Cow;
+
 pub use batch::{BatchBuilder, Interval, Meter, NewReading, Reading, Window};
 use bindings::gridwatch::detector::host;
 use bindings::gridwatch::detector::types::{
-    Entry, Hourly, IntervalKind, Level, SettingSpec, Value, ValueKind,
+    self as wire, Batch, Hourly, Info, IntervalKind, Level, SettingSpec, Severity, Value, ValueKind,
 };
 
 /// The trait a detector implements: `describe` once at load, `detect` for every batch.
-pub use bindings::exports::gridwatch::detector::detector::Guest as Detector;
+pub trait Detector {
+    /// Describes the detector: its name, version, kinds and settings.
+    fn describe() -> Info;
+    /// Examines a batch of readings and returns what it found.
+    fn detect(batch: Batch) -> Vec<Finding>;
+}
+
+/// Something a detector found about the meter of one reading.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// Index of the reading in the batch, from [`Reading::index`]. The finding is about its
+    /// meter, and an alert it raises carries its time.
+    pub reading: u32,
+    /// One of the kinds listed in [`Info`].
+    pub kind: Cow<'static, str>,
+    /// How urgent the finding is; [`Severity::Info`] records the score without an alert.
+    pub severity: Severity,
+    /// Confidence from 0 to 1; stored as the meter's latest score for this plugin.
+    pub score: f64,
+    /// One line for the alert.
+    pub message: String,
+    /// Named values that back the finding.
+    pub evidence: Vec<Entry>,
+}
+
+/// One named value of a finding's evidence.
+///
+/// Names written as literals cost no allocation: [`export_detector!`] lists each distinct
+/// name once per call and the findings refer to it by index.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Name of the value, such as `mean_kw`.
+    pub name: Cow<'static, str>,
+    /// The value.
+    pub value: Value,
+}
+
+/// Converts findings to the interface's form, each kind and evidence name listed once.
+#[doc(hidden)]
+pub fn to_wire(findings: Vec<Finding>) -> wire::Findings {
+    let mut names = Names::default();
+    let items = findings
+        .into_iter()
+        .map(|finding| wire::Finding {
+            reading: finding.reading,
+            kind: names.index(0, finding.kind),
+            severity: finding.severity,
+            score: finding.score,
+            message: finding.message,
+            evidence: (1..)
+                .zip(finding.evidence)
+                .map(|(slot, entry)| wire::Entry {
+                    name: names.index(slot, entry.name),
+                    value: entry.value,
+                })
+                .collect(),
+        })
+        .collect();
+    wire::Findings {
+        names: names.names,
+        items,
+    }
+}
+
+/// The names of one call's findings, each listed once.
+#[derive(Default)]
+struct Names {
+    names: Vec<String>,
+    /// By position in a finding (0 for the kind, then the evidence entries): the address and
+    /// length of the last literal name seen there and its index. Findings built by the same
+    /// code repeat their names in the same positions, so most names are found without a
+    /// string comparison.
+    seen: Vec<(usize, usize, u32)>,
+}
+
+impl Names {
+    fn index(&mut self, slot: usize, name: Cow<'static, str>) -> u32 {
+        let key = (name.as_ptr() as usize, name.len());
+        if let Some(&(address, len, index)) = self.seen.get(slot)
+            && (address, len) == key
+        {
+            return index;
+        }
+        let literal = matches!(name, Cow::Borrowed(_));
+        let index = match self.names.iter().position(|known| *known == *name) {
+            Some(position) => position as u32,
+            None => {
+                self.names.push(name.into_owned());
+                (self.names.len() - 1) as u32
+            }
+        };
+        // Only a literal's address identifies its text: an owned name's memory is freed and
+        // can hold another name later.
+        if literal {
+            if self.seen.len() <= slot {
+                self.seen.resize(slot + 1, (0, 0, 0));
+            }
+            self.seen[slot] = (key.0, key.1, index);
+        }
+        index
+    }
+}
 
 /// Exports a type that implements [`Detector`] as the plugin's detector.
 ///
@@ -106,7 +208,23 @@ pub use bindings::exports::gridwatch::detector::detector::Guest as Detector;
 macro_rules! export_detector {
     ($detector:ident) => {
         #[cfg(target_family = "wasm")]
-        $crate::bindings::__export_plugin!($detector with_types_in $crate::bindings);
+        const _: () = {
+            struct Export;
+
+            impl $crate::bindings::exports::gridwatch::detector::detector::Guest for Export {
+                fn describe() -> $crate::bindings::gridwatch::detector::types::Info {
+                    <$detector as $crate::Detector>::describe()
+                }
+
+                fn detect(
+                    batch: $crate::bindings::gridwatch::detector::types::Batch,
+                ) -> $crate::bindings::gridwatch::detector::types::Findings {
+                    $crate::to_wire(<$detector as $crate::Detector>::detect(batch))
+                }
+            }
+
+    $crate::bindings::__export_plugin!(Export with_types_in $crate::bindings);
+        };
         // Native builds refer to the functions so they count as used.
         #[cfg(not(target_family = "wasm"))]
         const _: () = {
@@ -132,10 +250,10 @@ pub fn setting_spec(name: &str, default_value: Value, description: &str) -> Sett
     }
 }
 
-/// Builds a named evidence value.
-pub fn entry(name: &str, value: Value) -> Entry {
+/// Builds a named evidence value. A literal name is not copied.
+pub fn entry(name: impl Into<Cow<'static, str>>, value: Value) -> Entry {
     Entry {
-        name: name.to_owned(),
+        name: name.into(),
         value,
     }
 }
@@ -259,8 +377,8 @@ pub trait Host {
     /// Returns up to `hours` hours of the meter's history, oldest first.
     fn history(&mut self, meter: Meter<'_>, hours: u32) -> Vec<Hour>;
     /// Returns up to `hours` hours of the history of another meter, by region and meter id,
-    /// oldest first. The result is empty for a meter the daemon does not hold and for a region
-    /// the plugin is not enabled in.
+    /// oldest first. The result is empty for a meter the daemon does not hold, and for a region
+    /// outside the plugin's `regions` and `history_regions` in the daemon's config.
     fn meter_history(&mut self, region: &str, meter_id: &str, hours: u32) -> Vec<Hour>;
 
     /// Returns a numeric setting; integers are widened and anything else reads as NaN.
@@ -373,5 +491,63 @@ impl Host for MemoryHost {
             .unwrap_or_default();
         let skip = all.len().saturating_sub(hours as usize);
         all[skip..].to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Finding, Severity, Value, entry, to_wire};
+
+    fn finding(reading: u32, names: [&'static str; 2], owned: Option<String>) -> Finding {
+        let mut evidence = vec![
+            entry(names[0], Value::Integer(1)),
+            entry(names[1], Value::Number(2.0)),
+        ];
+        if let Some(name) = owned {
+            evidence.push(entry(name, Value::Flag(true)));
+        }
+        Finding {
+            reading,
+            kind: "mining".into(),
+            severity: Severity::Medium,
+            score: 0.5,
+            message: String::new(),
+            evidence,
+        }
+    }
+
+    fn names_of(wire: &super::wire::Findings, item: usize) -> Vec<&str> {
+        let finding = &wire.items[item];
+        std::iter::once(finding.kind)
+            .chain(finding.evidence.iter().map(|e| e.name))
+            .map(|index| wire.names[index as usize].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn names_are_listed_once_and_resolve_to_their_text() {
+        let wire = to_wire(vec![
+            finding(0, ["rigs", "kw"], None),
+            finding(1, ["rigs", "kw"], Some("suspect_1".to_owned())),
+            // Same texts in swapped positions, then a name that only an owned string has.
+            finding(2, ["kw", "rigs"], Some("suspect_2".to_owned())),
+            finding(3, ["rigs", "kw"], Some("suspect_1".to_owned())),
+        ]);
+        assert_eq!(
+            wire.names,
+            ["mining", "rigs", "kw", "suspect_1", "suspect_2"]
+        );
+        assert_eq!(names_of(&wire, 0), ["mining", "rigs", "kw"]);
+        assert_eq!(names_of(&wire, 1), ["mining", "rigs", "kw", "suspect_1"]);
+        assert_eq!(names_of(&wire, 2), ["mining", "kw", "rigs", "suspect_2"]);
+        assert_eq!(names_of(&wire, 3), ["mining", "rigs", "kw", "suspect_1"]);
+        let readings: Vec<u32> = wire.items.iter().map(|f| f.reading).collect();
+        assert_eq!(readings, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn no_findings_have_no_names() {
+        let wire = to_wire(Vec::new());
+        assert!(wire.names.is_empty() && wire.items.is_empty());
     }
 }

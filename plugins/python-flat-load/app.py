@@ -14,6 +14,7 @@ from wit_world.imports.types import (
     Batch,
     Entry,
     Finding,
+    Findings,
     Info,
     Level,
     SettingSpec,
@@ -28,6 +29,11 @@ from wit_world.imports.types import (
 NAME = "py-flat-load"
 VERSION = "1.0.0"
 KIND = "flat-load"
+
+# The kind and the evidence names, listed once in each call's findings. Findings refer to
+# them by their index in this list.
+NAMES = [KIND, "base_kw", "load_factor", "seen"]
+KIND_NAME, BASE_KW_NAME, LOAD_FACTOR_NAME, SEEN_NAME = range(len(NAMES))
 
 WINDOW = "7d"
 MIN_HOURS_WITH_DATA = 120.0
@@ -66,7 +72,7 @@ class Detector(exports.Detector):
             ],
         )
 
-    def detect(self, batch: Batch) -> list[Finding]:
+    def detect(self, batch: Batch) -> Findings:
         global _started
         if not _started:
             _started = True
@@ -101,7 +107,7 @@ class Detector(exports.Detector):
 
         for meter, seen in seen_by_meter.items():
             store_seen(meter, seen)
-        return findings
+        return Findings(names=NAMES, items=findings)
 
 
 def find_window(batch: Batch, index: int, window: int | None) -> int | None:
@@ -129,7 +135,7 @@ def make_finding(reading: int, windows: WindowColumns, row: int, seen: int) -> F
     load_factor = windows.load_factor[row]
     return Finding(
         reading=reading,
-        kind=KIND,
+        kind=KIND_NAME,
         severity=Severity.MEDIUM,
         score=1.0,
         message=(
@@ -137,9 +143,9 @@ def make_finding(reading: int, windows: WindowColumns, row: int, seen: int) -> F
             f"{load_factor:.2f} over window {windows.names[windows.name[row]]}"
         ),
         evidence=[
-            Entry(name="base_kw", value=Value_Number(base_kw)),
-            Entry(name="load_factor", value=Value_Number(load_factor)),
-            Entry(name="seen", value=Value_Integer(seen)),
+            Entry(name=BASE_KW_NAME, value=Value_Number(base_kw)),
+            Entry(name=LOAD_FACTOR_NAME, value=Value_Number(load_factor)),
+            Entry(name=SEEN_NAME, value=Value_Integer(seen)),
         ],
     )
 

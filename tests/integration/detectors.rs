@@ -356,7 +356,7 @@ async fn energy_balance_plugin_names_bypassed_meter() {
     let config = format!(
         "[mqtt]\nurl = \"{}\"\nclient_id = \"gridwatch-energy-balance\"\n\n\
          [rules]\ndir = \"{}\"\n\n[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n\n\
-         [plugins.detectors.energy-balance]\nregions = [\"east-tx\"]\n\
+         [plugins.detectors.energy-balance]\nregions = [\"east-tx\"]\nhistory_regions = [\"east\"]\n\
          settings = {{ topology = {{ file = \"topology.csv\" }} }}\n",
         broker.url(),
         rules_without_tamper(dir.path()).display(),

@@ -204,7 +204,7 @@ fn native_alerts(
         let evidence = finding
             .evidence
             .into_iter()
-            .map(|entry| (entry.name, value(&entry.value)))
+            .map(|entry| (entry.name.into_owned(), value(&entry.value)))
             .chain([
                 ("score".to_owned(), serde_json::Value::from(finding.score)),
                 ("plugin".to_owned(), serde_json::Value::from("mining")),
@@ -215,7 +215,7 @@ fn native_alerts(
             meter: meter.id().to_owned(),
             ts_ms: START_MS,
             draft: AlertDraft {
-                kind: finding.kind,
+                kind: finding.kind.into_owned(),
                 severity: Severity::Medium,
                 message: finding.message,
                 evidence: serde_json::Value::Object(evidence),

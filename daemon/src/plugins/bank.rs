@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::bindings::gridwatch::detector::types::{Finding, Severity};
+use super::bindings::gridwatch::detector::types::{Finding, Findings, Severity};
 use super::convert;
 use super::host::{HistorySource, PluginContext};
 use super::load::{PluginHost, runs_in};
@@ -104,7 +104,9 @@ impl PluginBank {
                         history: self.history.clone(),
                         fuel: config
                             .map_or((None, None), |c| (c.fuel_per_call, c.fuel_per_reading)),
-                        regions: config.map(|c| c.regions.clone()).unwrap_or_default(),
+                        history_regions: config
+                            .map(|c| [c.regions.as_slice(), &c.history_regions].concat())
+                            .unwrap_or_default(),
                     });
                     Runner::new(plugin.clone(), context)
                 }
@@ -172,7 +174,7 @@ impl PluginBank {
                 self.metrics
                     .plugin_findings
                     .get_or_create(&labels)
-                    .inc_by(findings.len() as u64);
+                    .inc_by(findings.items.len() as u64);
                 // Later calls of the batch see this call's scores as their meters' latest.
                 let later = (part_positions.len() < selected.len()).then_some(&mut earlier);
                 let call = Call {
@@ -202,7 +204,7 @@ struct Call<'c, 'a> {
 /// scores also go to `later` when it is given.
 fn accept<'a>(
     call: &Call<'_, 'a>,
-    findings: Vec<Finding>,
+    findings: Findings,
     metrics: &Metrics,
     mut later: Option<&mut convert::EarlierScores<'a>>,
     found: &mut BatchFindings,
@@ -216,6 +218,10 @@ fn accept<'a>(
     let info = &runner.plugin.info;
     let rule = format!("plugin:{}@{}", info.name, info.version);
     let mut rejected = Vec::new();
+    let Findings {
+        names,
+        items: findings,
+    } = findings;
     for finding in findings {
         let Some(&item) = positions.get(finding.reading as usize) else {
             rejected.push(format!(
@@ -225,8 +231,23 @@ fn accept<'a>(
             ));
             continue;
         };
-        if !info.kinds.contains(&finding.kind) {
-            rejected.push(format!("kind '{}' is not declared", finding.kind));
+        let kind = match names.get(finding.kind as usize) {
+            Some(kind) if info.kinds.contains(kind) => kind,
+            Some(kind) => {
+                rejected.push(format!("kind '{kind}' is not declared"));
+                continue;
+            }
+            None => {
+                rejected.push(name_out_of_range("kind", finding.kind, names.len()));
+                continue;
+            }
+        };
+        if let Some(entry) = finding
+            .evidence
+            .iter()
+            .find(|entry| entry.name as usize >= names.len())
+        {
+            rejected.push(name_out_of_range("evidence name", entry.name, names.len()));
             continue;
         }
         if !(0.0..=1.0).contains(&finding.score) {
@@ -246,17 +267,16 @@ fn accept<'a>(
             continue;
         }
         let Finding {
-            kind,
             severity,
             score,
             message,
             evidence,
             ..
         } = finding;
-        let evidence = convert::evidence(evidence, score, &info.name);
+        let evidence = convert::evidence(evidence, &names, score, &info.name);
         if record {
             found.recorded.push(record_json(
-                reading, &kind, severity, score, &message, &evidence,
+                reading, kind, severity, score, &message, &evidence,
             ));
         }
         if !alerting {
@@ -267,7 +287,7 @@ fn accept<'a>(
             meter: reading.meter_id.clone(),
             ts_ms: reading.ts_ms,
             draft: AlertDraft {
-                kind,
+                kind: kind.clone(),
                 severity: convert::severity(severity),
                 evidence,
                 message,
@@ -290,6 +310,11 @@ fn accept<'a>(
             .inc_by(rejected.len() as u64);
         tracing::warn!(plugin = %info.name, dropped = rejected.len(), error = %first, "plugin findings dropped");
     }
+}
+
+/// Describes a finding's index into the call's `names` that is out of range.
+fn name_out_of_range(what: &str, index: u32, names: usize) -> String {
+    format!("{what} index {index} is out of range; expected below {names}, the names in the call")
 }
 
 /// Builds the JSON record of an accepted finding that `gridwatch plugin test` compares.

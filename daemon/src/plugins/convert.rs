@@ -206,13 +206,15 @@ pub fn severity(severity: WitSeverity) -> Severity {
     }
 }
 
-/// Turns a finding's evidence into a JSON object, adding its score and the plugin. Of
-/// entries with the same name the last one is kept, and `score` and `plugin` replace any
-/// entries of theirs.
-pub fn evidence(entries: Vec<Entry>, score: f64, plugin: &str) -> Json {
-    let entries = entries
-        .into_iter()
-        .map(|Entry { name, value }| (name, owned_value_json(value)));
+/// Turns a finding's evidence into a JSON object, adding its score and the plugin. Entry names
+/// are indices into `names`; the caller rejects findings with one out of range, and any left
+/// are skipped. Of entries with the same name the last one is kept, and `score` and `plugin`
+/// replace any entries of theirs.
+pub fn evidence(entries: Vec<Entry>, names: &[String], score: f64, plugin: &str) -> Json {
+    let entries = entries.into_iter().filter_map(|Entry { name, value }| {
+        let name = names.get(name as usize)?;
+        Some((name.clone(), owned_value_json(value)))
+    });
     let added = [
         ("score".to_owned(), json_number(score)),
         ("plugin".to_owned(), Json::from(plugin)),
@@ -249,32 +251,49 @@ mod tests {
 
     use super::{Entry, Value, evidence};
 
-    fn entry(name: &str, value: Value) -> Entry {
-        Entry {
-            name: name.to_owned(),
-            value,
-        }
+    fn names() -> Vec<String> {
+        ["rigs", "kw", "score", "plugin"].map(String::from).to_vec()
     }
 
     #[test]
     fn evidence_keeps_last_entry_of_a_name() {
         let entries = vec![
-            entry("rigs", Value::Integer(1)),
-            entry("kw", Value::Number(f64::NAN)),
-            entry("rigs", Value::Integer(2)),
+            Entry {
+                name: 0,
+                value: Value::Integer(1),
+            },
+            Entry {
+                name: 1,
+                value: Value::Number(f64::NAN),
+            },
+            Entry {
+                name: 0,
+                value: Value::Integer(2),
+            },
+            Entry {
+                name: 9,
+                value: Value::Integer(3),
+            },
         ];
-        let json = evidence(entries, 0.5, "mining");
+        let json = evidence(entries, &names(), 0.5, "mining");
         assert_eq!(json["rigs"], json!(2));
         assert_eq!(json["kw"], json!(null), "NaN becomes null");
+        assert_eq!(json.as_object().unwrap().len(), 4, "{json}");
     }
 
     #[test]
     fn evidence_score_and_plugin_replace_entries() {
         let entries = vec![
-            entry("score", Value::Text("forged".into())),
-            entry("plugin", Value::Text("other".into())),
+            Entry {
+                name: 2,
+                value: Value::Text("forged".into()),
+            },
+            Entry {
+                name: 3,
+                value: Value::Text("other".into()),
+            },
         ];
-        let json = evidence(entries, 0.25, "mining");
+        let json = evidence(entries, &names(), 0.25, "mining");
         assert_eq!(json["score"], json!(0.25));
         assert_eq!(json["plugin"], json!("mining"));
     }

@@ -86,14 +86,15 @@ pub struct PluginContext {
     pub history: Arc<dyn HistorySource>,
     /// Fuel per call and per reading that replace the engine's, from the plugin's config.
     pub fuel: (Option<u64>, Option<u64>),
-    /// Regions the plugin is enabled in, from its config; `*` stands for every region.
-    pub regions: Vec<String>,
+    /// Regions whose meters' history `meter-history` may read: those the plugin runs in and
+    /// its `history_regions`, from its config; `*` stands for every region.
+    pub history_regions: Vec<String>,
 }
 
 impl PluginContext {
-    /// Returns true when the plugin is enabled in the region.
-    pub fn runs_in(&self, region: &str) -> bool {
-        crate::config::lists_region(&self.regions, region)
+    /// Returns true when `meter-history` may read meters of the region.
+    pub fn reads_history_of(&self, region: &str) -> bool {
+        crate::config::lists_region(&self.history_regions, region)
     }
 }
 
@@ -327,7 +328,7 @@ impl Host for HostState {
     }
 
     fn meter_history(&mut self, region: String, meter_id: String, hours: u32) -> Result<Hourly> {
-        if !self.context.runs_in(&region) {
+        if !self.context.reads_history_of(&region) {
             return Ok(hourly(RecentHours::default()));
         }
         self.meter_key.clear();

@@ -110,7 +110,7 @@ impl LoadedPlugin {
             states: Arc::new(PluginStates::in_memory()),
             history: Arc::new(NoHistory),
             fuel: (None, None),
-            regions: Vec::new(),
+            history_regions: Vec::new(),
         });
         let mut instance = Instance::new(engine, &pre, context).map_err(start_error)?;
         let raw = instance
@@ -458,6 +458,7 @@ impl PluginHost {
             .entry(plugin.info.name.clone())
             .or_insert_with(|| DetectorConfig {
                 regions: vec!["*".into()],
+                history_regions: Vec::new(),
                 settings: toml::Table::new(),
                 region_settings: BTreeMap::new(),
                 fuel_per_call: None,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
-use super::bindings::gridwatch::detector::types::{Batch, Finding, Info};
+use super::bindings::gridwatch::detector::types::{Batch, Finding, Findings, Info};
 use super::bindings::{Plugin, PluginPre};
 use super::engine::PluginEngine;
 use super::host::{HostState, PluginContext, StateLimits};
@@ -14,6 +14,9 @@ use crate::metrics::Metrics;
 
 /// Fixed bytes counted per finding on top of its strings.
 const FINDING_OVERHEAD_BYTES: usize = 64;
+
+/// Fixed bytes counted per evidence entry on top of its text: the name index and a number.
+const ENTRY_OVERHEAD_BYTES: usize = 16;
 
 /// Standard error bytes after which a healthy instance is rebuilt, to keep the pipe open.
 const STDERR_REBUILD_BYTES: usize = 8 * 1024;
@@ -73,7 +76,7 @@ impl Instance {
     ///
     /// # Errors
     /// Returns the cause when the call fails or its output is over the cap.
-    pub fn detect(&mut self, engine: &PluginEngine, batch: Batch) -> Result<Vec<Finding>, Failure> {
+    pub fn detect(&mut self, engine: &PluginEngine, batch: Batch) -> Result<Findings, Failure> {
         let readings = batch.meter.len();
         let batch = Arc::new(batch);
         self.arm(engine, readings, Some(batch.clone()))?;
@@ -87,7 +90,8 @@ impl Instance {
                 return Err(self.classify(engine, readings, &error));
             }
         };
-        let bytes: usize = findings.iter().map(output_bytes).sum();
+        let bytes: usize = findings.names.iter().map(String::len).sum::<usize>()
+            + findings.items.iter().map(output_bytes).sum::<usize>();
         let cap = engine.limits.max_output_bytes;
         if bytes > cap {
             self.store.data_mut().drop_writes();
@@ -95,7 +99,7 @@ impl Instance {
                 cause: "output",
                 message: format!(
                     "output of {bytes} bytes in {} findings is over the limit of {cap} bytes",
-                    findings.len()
+                    findings.items.len()
                 ),
             });
         }
@@ -185,12 +189,12 @@ fn output_bytes(finding: &Finding) -> usize {
         .map(|e| {
             let value = match &e.value {
                 super::bindings::gridwatch::detector::types::Value::Text(t) => t.len(),
-                _ => 8,
+                _ => 0,
             };
-            e.name.len() + value
+            ENTRY_OVERHEAD_BYTES + value
         })
         .sum();
-    FINDING_OVERHEAD_BYTES + finding.kind.len() + finding.message.len() + evidence
+    FINDING_OVERHEAD_BYTES + finding.message.len() + evidence
 }
 
 /// A plugin as the pipeline runs it: its live instance, failure count and quarantine.
@@ -249,7 +253,7 @@ impl Runner {
         engine: &PluginEngine,
         metrics: &Metrics,
         batch: Batch,
-    ) -> Result<Vec<Finding>, Failure> {
+    ) -> Result<Findings, Failure> {
         let readings = batch.meter.len();
         let result = self.call(engine, batch);
         match &result {
@@ -265,7 +269,7 @@ impl Runner {
         result
     }
 
-    fn call(&mut self, engine: &PluginEngine, batch: Batch) -> Result<Vec<Finding>, Failure> {
+    fn call(&mut self, engine: &PluginEngine, batch: Batch) -> Result<Findings, Failure> {
         if self.instance.is_none() {
             let instance =
                 Instance::new(engine, &self.plugin.pre, self.context.clone()).map_err(|e| {

@@ -95,7 +95,7 @@ fn host_for(
         states: Arc::new(super::PluginStates::in_memory()),
         history,
         fuel: (None, None),
-        regions,
+        history_regions: regions,
     });
     let limits = StateLimits {
         max_value_bytes: 1_024,
@@ -154,7 +154,7 @@ impl super::HistorySource for ThreeHours {
 }
 
 #[test]
-fn meter_history_reads_only_enabled_regions() {
+fn meter_history_reads_only_allowed_regions() {
     use super::bindings::gridwatch::detector::host::Host;
 
     let mut state = host_for(vec!["north".to_owned()], std::sync::Arc::new(ThreeHours));

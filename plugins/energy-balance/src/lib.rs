@@ -249,11 +249,11 @@ fn finding(
     for (rank, (customer, suspect_score)) in suspects.iter().enumerate() {
         let number = rank + 1;
         let name = format!("suspect_{number}");
-        evidence.push(entry(&name, Value::Text(customer.meter.clone())));
+        evidence.push(entry(name, Value::Text(customer.meter.clone())));
         let name = format!("suspect_{number}_region");
-        evidence.push(entry(&name, Value::Text(customer.region.clone())));
+        evidence.push(entry(name, Value::Text(customer.region.clone())));
         let name = format!("suspect_{number}_score");
-        evidence.push(entry(&name, Value::Number(*suspect_score)));
+        evidence.push(entry(name, Value::Number(*suspect_score)));
     }
     Finding {
         reading: reading.index(),

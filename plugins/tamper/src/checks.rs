@@ -291,7 +291,7 @@ fn events(limits: &Limits, reading: Reading<'_>) -> Vec<Cause> {
             score: *score,
             message: format!("{words} (meter event {list})"),
             evidence: vec![entry(
-                &format!("{}_events", kind.as_str()),
+                format!("{}_events", kind.as_str()),
                 Value::Text(list),
             )],
         });

@@ -190,7 +190,7 @@ fn cover_open_by_name_and_number() {
 
     let kinds: Vec<(&str, Severity, String)> = found
         .iter()
-        .map(|f| (f.kind.as_str(), f.severity, text(f, "causes")))
+        .map(|f| (f.kind.as_ref(), f.severity, text(f, "causes")))
         .collect();
     assert_eq!(
         kinds,

@@ -7,7 +7,7 @@
 wit_bindgen::generate!({ path: "wit-next", world: "plugin" });
 
 use exports::gridwatch::detector::detector::Guest;
-use gridwatch::detector::types::{Batch, Finding, Info};
+use gridwatch::detector::types::{Batch, Findings, Info};
 
 struct WrongVersion;
 
@@ -22,8 +22,11 @@ impl Guest for WrongVersion {
         }
     }
 
-    fn detect(_batch: Batch) -> Vec<Finding> {
-        Vec::new()
+    fn detect(_batch: Batch) -> Findings {
+        Findings {
+            names: Vec::new(),
+            items: Vec::new(),
+        }
     }
 }
 
