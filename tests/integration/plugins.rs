@@ -401,6 +401,34 @@ fn tools_inspect_and_test_mining() {
 }
 
 #[test]
+fn invalid_findings_are_dropped_and_the_valid_one_kept() {
+    let wasm = plugin_wasm("bad_findings");
+    let (ok, out, err) = plugin_test(&wasm, &[]);
+    assert!(ok, "{out}{err}");
+    // The mining fixture's readings arrive one per meter and call, so every call returns the
+    // same six findings about its first reading.
+    let findings: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(!findings.is_empty(), "{err}");
+    for finding in &findings {
+        assert_eq!(finding["kind"], "odd", "{finding}");
+        assert_eq!(finding["message"], "reading 0, kind 0, score 0.5, name 1");
+        assert_eq!(finding["evidence"]["count"], 1, "{finding}");
+    }
+    // The log names the first cause of each call: the reading outside the call.
+    assert!(err.contains("dropped=5"), "{err}");
+    assert!(err.contains("is out of range; expected below"), "{err}");
+    assert!(err.contains("the readings in the call"), "{err}");
+    assert_eq!(
+        err.matches("plugin findings dropped").count(),
+        findings.len(),
+        "one warning per call: {err}"
+    );
+}
+
+#[test]
 fn inspect_and_check_name_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let noise = dir.path().join("noise.wasm");
