@@ -418,7 +418,7 @@ fn every_region() -> Vec<String> {
     vec!["*".to_owned()]
 }
 
-/// Returns true when `regions` names `region` or holds `"*"`.
+/// Returns true when `regions` names `region` or contains `"*"`.
 pub fn lists_region(regions: &[String], region: &str) -> bool {
     regions.iter().any(|r| r == "*" || r == region)
 }

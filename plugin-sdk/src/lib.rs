@@ -525,7 +525,7 @@ mod tests {
     }
 
     #[test]
-    fn names_are_listed_once_and_resolve_to_their_text() {
+    fn wire_lists_each_name_once() {
         let wire = to_wire(vec![
             finding(0, ["rigs", "kw"], None),
             finding(1, ["rigs", "kw"], Some("suspect_1".to_owned())),
@@ -548,6 +548,7 @@ mod tests {
     #[test]
     fn no_findings_have_no_names() {
         let wire = to_wire(Vec::new());
-        assert!(wire.names.is_empty() && wire.items.is_empty());
+        assert!(wire.names.is_empty());
+        assert!(wire.items.is_empty());
     }
 }

@@ -401,12 +401,11 @@ fn tools_inspect_and_test_mining() {
 }
 
 #[test]
-fn invalid_findings_are_dropped_and_the_valid_one_kept() {
+fn invalid_findings_are_dropped() {
     let wasm = plugin_wasm("bad_findings");
     let (ok, out, err) = plugin_test(&wasm, &[]);
     assert!(ok, "{out}{err}");
-    // The mining fixture's readings arrive one per meter and call, so every call returns the
-    // same six findings about its first reading.
+    // Every call returns the same six findings about its first reading, so each call keeps one.
     let findings: Vec<serde_json::Value> = out
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())

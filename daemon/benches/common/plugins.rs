@@ -229,7 +229,8 @@ fn native_alerts(
     (scores, alerts)
 }
 
-/// The in-memory host of the native runs, with the same 48 flat hours as [`FlatHistory`].
+/// Returns the in-memory host of the native runs, with the same 48 flat hours as
+/// [`FlatHistory`].
 pub fn native_host() -> sdk::MemoryHost {
     let mut host = sdk::MemoryHost::with_defaults(&gridwatch_plugin_mining::settings());
     for i in 0..BATCH {

@@ -313,8 +313,8 @@ fn accept<'a>(
 }
 
 /// Describes a finding's index into the call's `names` that is out of range.
-fn name_out_of_range(what: &str, index: u32, names: usize) -> String {
-    format!("{what} index {index} is out of range; expected below {names}, the names in the call")
+fn name_out_of_range(field: &str, index: u32, names: usize) -> String {
+    format!("{field} index {index} is out of range; expected below {names}, the names in the call")
 }
 
 /// Builds the JSON record of an accepted finding that `gridwatch plugin test` compares.

@@ -169,7 +169,8 @@ fn meter_history_reads_only_allowed_regions() {
         .meter_history("south".into(), "m-2".into(), 24)
         .unwrap();
     assert_eq!(south.start_ms, 0);
-    assert!(south.energy_kwh.is_empty() && south.covered_secs.is_empty());
+    assert!(south.energy_kwh.is_empty());
+    assert!(south.covered_secs.is_empty());
 
     let own = state.history(0, 2).unwrap();
     assert_eq!(own.energy_kwh, [1.0, 1.0]);

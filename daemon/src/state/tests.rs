@@ -239,7 +239,7 @@ fn one_pass_stats_match_single_windows() {
 }
 
 #[test]
-fn recent_hours_are_consecutive_columns_ending_at_the_newest() {
+fn recent_hours_are_consecutive_columns() {
     let mut history = HourlyHistory::new(6);
     assert_eq!(history.recent(24), RecentHours::default());
     // Two and a half hours at 2 kW from T0, then one hour at 1 kW after a gap of two hours.
@@ -253,7 +253,7 @@ fn recent_hours_are_consecutive_columns_ending_at_the_newest() {
     let starts: Vec<i64> = recent.iter().map(|(start, _, _)| start).collect();
     assert_eq!(starts, [T0 + 2 * H, T0 + 3 * H, T0 + 4 * H, T0 + 5 * H]);
 
-    // More hours than the ring holds give the whole ring.
+    // Asking for more hours than the ring keeps gives the whole ring.
     let all = history.recent(100);
     assert_eq!(all.start_ms, T0);
     assert_eq!(all.energy_kwh, [2.0, 2.0, 1.0, 0.0, 0.5, 0.5]);

@@ -11,7 +11,8 @@ use gridwatch::detector::types::{Batch, Entry, Finding, Findings, Info, Severity
 
 struct BadFindings;
 
-/// Builds a finding about reading 0 of kind `kind` with one evidence entry named `name`.
+/// Builds a finding about reading `reading` of kind `kind` with one evidence entry named `name`,
+/// both indices into the call's `names`.
 fn finding(reading: u32, kind: u32, score: f64, name: u32) -> Finding {
     Finding {
         reading,
