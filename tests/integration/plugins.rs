@@ -428,6 +428,17 @@ fn invalid_findings_are_dropped() {
 }
 
 #[test]
+fn output_limit_counts_each_use_of_a_name() {
+    let wasm = plugin_wasm("repeated_names");
+    let (ok, out, err) = plugin_test(&wasm, &[]);
+    assert!(!ok, "{out}");
+    // Each of the 20 findings counts 64 bytes plus 100,000 for its kind, and the listed name
+    // counts 100,000 plus 8 once.
+    let expected = "output of 2101288 bytes in 20 findings is over the limit of 1048576 bytes";
+    assert!(err.contains(expected), "{err}");
+}
+
+#[test]
 fn inspect_and_check_name_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let noise = dir.path().join("noise.wasm");

@@ -217,28 +217,31 @@ fn accept<'a>(
     } = *call;
     let info = &runner.plugin.info;
     let rule = format!("plugin:{}@{}", info.name, info.version);
-    let mut rejected = Vec::new();
+    let mut rejected = Rejected::default();
     let Findings {
         names,
         items: findings,
     } = findings;
     for finding in findings {
         let Some(&item) = positions.get(finding.reading as usize) else {
-            rejected.push(format!(
-                "reading index {} is out of range; expected below {}, the readings in the call",
-                finding.reading,
-                positions.len()
-            ));
+            rejected.add(|| {
+                format!(
+                    "reading index {} is out of range; expected below {}, the readings in the \
+                     call",
+                    finding.reading,
+                    positions.len()
+                )
+            });
             continue;
         };
         let kind = match names.get(finding.kind as usize) {
             Some(kind) if info.kinds.contains(kind) => kind,
             Some(kind) => {
-                rejected.push(format!("kind '{kind}' is not declared"));
+                rejected.add(|| format!("kind {} is not declared", quoted(kind)));
                 continue;
             }
             None => {
-                rejected.push(name_out_of_range("kind", finding.kind, names.len()));
+                rejected.add(|| name_out_of_range("kind", finding.kind, names.len()));
                 continue;
             }
         };
@@ -247,11 +250,11 @@ fn accept<'a>(
             .iter()
             .find(|entry| entry.name as usize >= names.len())
         {
-            rejected.push(name_out_of_range("evidence name", entry.name, names.len()));
+            rejected.add(|| name_out_of_range("evidence name", entry.name, names.len()));
             continue;
         }
         if !(0.0..=1.0).contains(&finding.score) {
-            rejected.push(format!("score {} is outside 0 to 1", finding.score));
+            rejected.add(|| format!("score {} is outside 0 to 1", finding.score));
             continue;
         }
         let reading = items[item].reading;
@@ -299,7 +302,7 @@ fn accept<'a>(
         };
         found.alerts.push((items[item].index, alert));
     }
-    if let Some(first) = rejected.first() {
+    if let Some(first) = rejected.first {
         let labels = vec![
             ("plugin", info.name.clone()),
             ("cause", "invalid_finding".to_owned()),
@@ -307,8 +310,36 @@ fn accept<'a>(
         metrics
             .plugin_failures
             .get_or_create(&labels)
-            .inc_by(rejected.len() as u64);
-        tracing::warn!(plugin = %info.name, dropped = rejected.len(), error = %first, "plugin findings dropped");
+            .inc_by(rejected.count as u64);
+        tracing::warn!(plugin = %info.name, dropped = rejected.count, error = %first, "plugin findings dropped");
+    }
+}
+
+/// The findings of a call that were dropped: how many, and why the first was.
+#[derive(Default)]
+struct Rejected {
+    count: usize,
+    first: Option<String>,
+}
+
+impl Rejected {
+    /// Counts a dropped finding. Only the first one's message is built, since a plugin can
+    /// return millions of findings and only the first is logged.
+    fn add(&mut self, message: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(message());
+        }
+    }
+}
+
+/// Returns a plugin's text for a log line: quoted, with control characters escaped, and cut to
+/// its first 80 characters.
+fn quoted(text: &str) -> String {
+    const SHOWN_CHARS: usize = 80;
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+        None => format!("{text:?}"),
     }
 }
 
@@ -335,4 +366,25 @@ fn record_json(
         "message": message,
         "evidence": evidence,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn quoted_escapes_control_characters() {
+        assert_eq!(quoted("a\nFORGED\u{1b}[31m"), r#""a\nFORGED\u{1b}[31m""#);
+    }
+
+    #[test]
+    fn quoted_cuts_long_text() {
+        let long = "x".repeat(1_000);
+        let shown = quoted(&long);
+        assert!(
+            shown.starts_with(&format!("\"{}\"…", "x".repeat(80))),
+            "{shown}"
+        );
+        assert!(shown.ends_with("(1000 bytes)"), "{shown}");
+    }
 }

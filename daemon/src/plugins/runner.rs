@@ -15,8 +15,11 @@ use crate::metrics::Metrics;
 /// Fixed bytes counted per finding on top of its strings.
 const FINDING_OVERHEAD_BYTES: usize = 64;
 
-/// Fixed bytes counted per evidence entry on top of its text: the name index and a number.
+/// Fixed bytes counted per evidence entry on top of its name and text: the index and a number.
 const ENTRY_OVERHEAD_BYTES: usize = 16;
+
+/// Fixed bytes counted per listed name on top of its text, so that empty names are not free.
+const NAME_OVERHEAD_BYTES: usize = 8;
 
 /// Standard error bytes after which a healthy instance is rebuilt, to keep the pipe open.
 const STDERR_REBUILD_BYTES: usize = 8 * 1024;
@@ -90,8 +93,7 @@ impl Instance {
                 return Err(self.classify(engine, readings, &error));
             }
         };
-        let bytes: usize = findings.names.iter().map(String::len).sum::<usize>()
-            + findings.items.iter().map(output_bytes).sum::<usize>();
+        let bytes = output_bytes(&findings);
         let cap = engine.limits.max_output_bytes;
         if bytes > cap {
             self.store.data_mut().drop_writes();
@@ -182,7 +184,24 @@ fn fuel_budget(engine: &PluginEngine, context: &PluginContext, readings: usize) 
     per_call.saturating_add(per_reading.saturating_mul(readings as u64))
 }
 
-fn output_bytes(finding: &Finding) -> usize {
+/// Returns the bytes a call's findings count against the output cap. A kind or evidence name
+/// counts its full length at every use, since the host copies it into each alert and message.
+fn output_bytes(findings: &Findings) -> usize {
+    let name_len = |index: u32| findings.names.get(index as usize).map_or(0, String::len);
+    let names: usize = findings
+        .names
+        .iter()
+        .map(|name| NAME_OVERHEAD_BYTES + name.len())
+        .sum();
+    let items: usize = findings
+        .items
+        .iter()
+        .map(|finding| finding_bytes(finding, name_len))
+        .sum();
+    names + items
+}
+
+fn finding_bytes(finding: &Finding, name_len: impl Fn(u32) -> usize) -> usize {
     let evidence: usize = finding
         .evidence
         .iter()
@@ -191,10 +210,10 @@ fn output_bytes(finding: &Finding) -> usize {
                 super::bindings::gridwatch::detector::types::Value::Text(t) => t.len(),
                 _ => 0,
             };
-            ENTRY_OVERHEAD_BYTES + value
+            ENTRY_OVERHEAD_BYTES + name_len(e.name) + value
         })
         .sum();
-    FINDING_OVERHEAD_BYTES + finding.message.len() + evidence
+    FINDING_OVERHEAD_BYTES + name_len(finding.kind) + finding.message.len() + evidence
 }
 
 /// A plugin as the pipeline runs it: its live instance, failure count and quarantine.

@@ -46,7 +46,9 @@ impl PluginStates {
         }
     }
 
-    /// Returns the value under a [`push_plugin_state_key`](crate::store::push_plugin_state_key), including uncommitted writes.
+    /// Returns the value under a key built by
+    /// [`push_plugin_state_key`](crate::store::push_plugin_state_key), including uncommitted
+    /// writes.
     pub fn get(&self, full: &str) -> Option<Vec<u8>> {
         let mut inner = self.inner.lock();
         if let Some(value) = inner.pending.get(full).or_else(|| inner.cached.get(full)) {
@@ -60,8 +62,8 @@ impl PluginStates {
         loaded
     }
 
-    /// Records the writes (`Some`) and deletions (`None`) of one successful call, by
-    /// [`push_plugin_state_key`](crate::store::push_plugin_state_key).
+    /// Records the writes (`Some`) and deletions (`None`) of one successful call, by the key
+    /// that [`push_plugin_state_key`](crate::store::push_plugin_state_key) builds.
     pub fn apply(&self, writes: impl Iterator<Item = (String, Option<Vec<u8>>)>) {
         self.inner.lock().pending.extend(writes);
     }

@@ -247,7 +247,7 @@ impl Store {
             })
     }
 
-    /// Loads one plugin value stored under a [`plugin_state_key`].
+    /// Loads one plugin value, by the key that [`push_plugin_state_key`] builds.
     ///
     /// # Errors
     /// Returns an error when the read fails.
@@ -420,7 +420,8 @@ fn standin() -> Result<Database, StoreError> {
 pub struct BatchWrite<'a> {
     /// Meter states changed by the batch, by `region/meter_id`.
     pub meters: Vec<(&'a String, &'a MeterState)>,
-    /// Plugin values written (`Some`) or deleted (`None`), by [`plugin_state_key`].
+    /// Plugin values written (`Some`) or deleted (`None`), by the key that
+    /// [`push_plugin_state_key`] builds.
     pub plugin_state: Vec<(String, Option<Vec<u8>>)>,
     /// Alerts raised by rules and plugins.
     pub alerts: Vec<AlertWrite>,
