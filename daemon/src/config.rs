@@ -418,6 +418,12 @@ fn every_region() -> Vec<String> {
     vec!["*".to_owned()]
 }
 
+/// Returns true when `region` can name a region: 1 to 128 bytes without `/`, `+` or `#`,
+/// which would clash with the `region/meter_id` keys and MQTT topic levels.
+fn is_region_name(region: &str) -> bool {
+    !region.is_empty() && region.len() <= 128 && !region.contains(['/', '+', '#'])
+}
+
 /// Returns true when `regions` names `region` or contains `"*"`.
 pub fn lists_region(regions: &[String], region: &str) -> bool {
     regions.iter().any(|r| r == "*" || r == region)
@@ -430,6 +436,18 @@ impl DetectorConfig {
     }
 
     fn validate(&self, name: &str, problems: &mut Vec<String>) {
+        let lists = [
+            ("regions", &self.regions),
+            ("history_regions", &self.history_regions),
+        ];
+        for (field, regions) in lists {
+            for region in regions.iter().filter(|r| *r != "*" && !is_region_name(r)) {
+                problems.push(format!(
+                    "plugins.detectors.{name}.{field}: invalid region '{region}', expected \"*\" \
+                     or 1 to 128 bytes without '/', '+' or '#'"
+                ));
+            }
+        }
         let tables = std::iter::once(("settings.".to_owned(), &self.settings)).chain(
             self.region_settings
                 .iter()
@@ -822,15 +840,11 @@ impl DecoderConfig {
                 None
             }
         };
-        if let Some(region) = &self.region {
-            let valid =
-                !region.is_empty() && region.len() <= 128 && !region.contains(['/', '+', '#']);
-            if !valid {
-                problems.push(format!(
-                    "{at}.region: invalid value '{region}', expected 1 to 128 bytes without \
-                     '/', '+' or '#'"
-                ));
-            }
+        if let Some(region) = self.region.as_deref().filter(|r| !is_region_name(r)) {
+            problems.push(format!(
+                "{at}.region: invalid value '{region}', expected 1 to 128 bytes without '/', \
+                 '+' or '#'"
+            ));
         }
         if let Some(script) = self.script.as_deref().filter(|s| s.ends_with(".rhai")) {
             problems.push(format!(
@@ -1444,6 +1458,26 @@ mod tests {
             problems[0].starts_with("plugins.detectors.p.settings.topology: unsupported table"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn plugin_region_lists_take_region_names() {
+        let text = "[plugins.detectors.p]\nregions = [\"*\", \"\"]\n\
+                    history_regions = [\"east\", \"a/b\", \"+\"]\n";
+        let problems = Config::parse(text).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("plugins.detectors.p.regions: invalid region ''"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("plugins.detectors.p.history_regions: invalid region 'a/b'"),
+            "{problems:?}"
+        );
+        assert!(problems[2].contains("invalid region '+'"), "{problems:?}");
+
+        let valid = "[plugins.detectors.p]\nregions = [\"east-tx\"]\nhistory_regions = [\"*\"]\n";
+        assert!(Config::parse(valid).is_ok());
     }
 
     #[test]
