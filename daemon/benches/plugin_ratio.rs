@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 )]
 mod common;
 
-use common::{BATCH, bank, batch, build_plugins, items, native_host, run_native, run_plugin};
+use common::{BATCH, bank, batch, build_plugins, native_host, run_native, run_plugin};
+use gridwatch::plugins::MeterRef;
 
 /// Rounds of the measurement.
 const ROUNDS: usize = 61;
@@ -34,43 +35,43 @@ fn main() {
     };
     let out = build_plugins();
     let batch = batch();
-    let items = items(&batch);
+    let items = MeterRef::list(&batch);
     let mut host = native_host();
     let mut plugin = bank(&out.join("gridwatch_plugin_mining.wasm"));
 
-    let mut native = |n: u32| {
+    let mut time_native = |runs: u32| {
         let started = Instant::now();
-        for _ in 0..n {
+        for _ in 0..runs {
             std::hint::black_box(run_native(&mut host, &batch));
         }
         started.elapsed()
     };
-    let mut wasm = |n: u32| {
+    let mut time_plugin = |runs: u32| {
         let started = Instant::now();
-        for _ in 0..n {
+        for _ in 0..runs {
             std::hint::black_box(run_plugin(&mut plugin, &items));
         }
         started.elapsed()
     };
     // Warm-up: caches, the allocator's pools and the plugin instance.
-    native(ITERATIONS);
-    wasm(ITERATIONS);
+    time_native(ITERATIONS);
+    time_plugin(ITERATIONS);
 
     let mut native_ms = Vec::with_capacity(rounds);
     let mut plugin_ms = Vec::with_capacity(rounds);
     let mut ratios = Vec::with_capacity(rounds);
     for round in 0..rounds {
-        let (n, p) = if round % 2 == 0 {
-            let n = native(ITERATIONS);
-            (n, wasm(ITERATIONS))
+        let (native, plugin) = if round % 2 == 0 {
+            let native = time_native(ITERATIONS);
+            (native, time_plugin(ITERATIONS))
         } else {
-            let p = wasm(ITERATIONS);
-            (native(ITERATIONS), p)
+            let plugin = time_plugin(ITERATIONS);
+            (time_native(ITERATIONS), plugin)
         };
-        let per_run = |d: Duration| d.as_secs_f64() * 1e3 / f64::from(ITERATIONS);
-        native_ms.push(per_run(n));
-        plugin_ms.push(per_run(p));
-        ratios.push(p.as_secs_f64() / n.as_secs_f64());
+        let per_run = |total: Duration| total.as_secs_f64() * 1e3 / f64::from(ITERATIONS);
+        native_ms.push(per_run(native));
+        plugin_ms.push(per_run(plugin));
+        ratios.push(plugin.as_secs_f64() / native.as_secs_f64());
     }
     let (native_q, plugin_q, ratio_q) = (
         quartiles(&mut native_ms),

@@ -22,14 +22,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 #[path = "common/plugins.rs"]
 mod common;
 
-use common::{
-    BATCH, bank, batch, build_plugins, items, native_host, run_native, run_plugin, sdk_batch,
-};
+use common::{BATCH, bank, batch, build_plugins, native_host, run_native, run_plugin, sdk_batch};
+use gridwatch::plugins::MeterRef;
 
 fn plugins(c: &mut Criterion) {
     let out = build_plugins();
     let batch = batch();
-    let items = items(&batch);
+    let items = MeterRef::list(&batch);
     let native_batch = sdk_batch(&batch);
     let mut native_host = native_host();
 

@@ -112,7 +112,7 @@ pub struct Finding {
     pub reading: u32,
     /// One of the kinds listed in [`Info`].
     pub kind: Cow<'static, str>,
-    /// How urgent the finding is; [`Severity::Info`] records the score without an alert.
+    /// Urgency of the finding. [`Severity::Info`] records the score without an alert.
     pub severity: Severity,
     /// Confidence from 0 to 1; stored as the meter's latest score for this plugin.
     pub score: f64,

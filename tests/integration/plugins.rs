@@ -625,15 +625,7 @@ fn partial_score_in_two_calls() -> gridwatch::plugins::BatchFindings {
             (reading, snapshot)
         })
         .collect();
-    let items: Vec<MeterRef<'_>> = readings
-        .iter()
-        .enumerate()
-        .map(|(index, (reading, snapshot))| MeterRef {
-            index,
-            reading,
-            snapshot,
-        })
-        .collect();
+    let items = MeterRef::list(&readings);
 
     let metrics = Arc::new(Metrics::new());
     let host = PluginHost::single(&config, metrics.clone(), &plugin_wasm("mining")).unwrap();

@@ -255,16 +255,3 @@ pub fn run_native(host: &mut sdk::MemoryHost, batch: &[(Reading, MeterSnapshot)]
     let (scores, alerts) = native_alerts(&records, findings);
     scores.len() + alerts.len()
 }
-
-/// Returns the daemon's view of the batch, as the pipeline passes it to the plugin bank.
-pub fn items(batch: &[(Reading, MeterSnapshot)]) -> Vec<MeterRef<'_>> {
-    batch
-        .iter()
-        .enumerate()
-        .map(|(index, (reading, snapshot))| MeterRef {
-            index,
-            reading,
-            snapshot,
-        })
-        .collect()
-}

@@ -28,6 +28,21 @@ pub struct MeterRef<'a> {
     pub snapshot: &'a MeterSnapshot,
 }
 
+impl<'a> MeterRef<'a> {
+    /// Returns the plugins' view of readings and their meters' state, each at its position.
+    pub fn list(applied: &'a [(Reading, MeterSnapshot)]) -> Vec<MeterRef<'a>> {
+        applied
+            .iter()
+            .enumerate()
+            .map(|(index, (reading, snapshot))| MeterRef {
+                index,
+                reading,
+                snapshot,
+            })
+            .collect()
+    }
+}
+
 /// Findings of one batch.
 #[derive(Debug, Default)]
 pub struct BatchFindings {
@@ -380,11 +395,11 @@ mod tests {
     #[test]
     fn quoted_cuts_long_text() {
         let long = "x".repeat(1_000);
-        let shown = quoted(&long);
+        let printed = quoted(&long);
         assert!(
-            shown.starts_with(&format!("\"{}\"…", "x".repeat(80))),
-            "{shown}"
+            printed.starts_with(&format!("\"{}\"…", "x".repeat(80))),
+            "{printed}"
         );
-        assert!(shown.ends_with("(1000 bytes)"), "{shown}");
+        assert!(printed.ends_with("(1000 bytes)"), "{printed}");
     }
 }

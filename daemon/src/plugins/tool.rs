@@ -309,15 +309,7 @@ fn run_plugin(
             }
             keys.insert(key);
         }
-        let items: Vec<MeterRef<'_>> = applied
-            .iter()
-            .enumerate()
-            .map(|(index, (reading, snapshot))| MeterRef {
-                index,
-                reading,
-                snapshot,
-            })
-            .collect();
+        let items = MeterRef::list(&applied);
         let found = bank.run_detailed(&items);
         if let Some((plugin, failure)) = found.failures.into_iter().next() {
             return Err(ToolError::CallFailed {
