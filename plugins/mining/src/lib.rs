@@ -38,6 +38,8 @@
 mod settings;
 mod step;
 
+use std::fmt::Write as _;
+
 use gridwatch_plugin_sdk::prelude::*;
 
 use settings::Thresholds;
@@ -406,16 +408,31 @@ fn finding(
         (true, false) => Severity::Medium,
         (true, true) => Severity::High,
     };
-    let message = match step {
-        Some(step) => format!(
-            "base load up {:.1} kW to {:.1} kW over {} h, about {rigs} rig(s)",
-            step.step_kw, window.base_kw, window.hours
-        ),
-        None => format!(
-            "flat load of {:.1} kW mean, {:.1} kW base over {} h, about {rigs} rig(s)",
-            window.mean_kw, window.base_kw, window.hours
-        ),
-    };
+    // Built piece by piece: `format!` with `{:.1}` costs more than the rest of the finding,
+    // and several times more in WebAssembly than natively.
+    let mut message = String::with_capacity(80);
+    match step {
+        Some(step) => {
+            message.push_str("base load up ");
+            push_tenths(&mut message, step.step_kw);
+            message.push_str(" kW to ");
+        }
+        None => {
+            message.push_str("flat load of ");
+            push_tenths(&mut message, window.mean_kw);
+            message.push_str(" kW mean, ");
+        }
+    }
+    push_tenths(&mut message, window.base_kw);
+    message.push_str(if step.is_some() {
+        " kW over "
+    } else {
+        " kW base over "
+    });
+    message.push_str(itoa::Buffer::new().format(window.hours));
+    message.push_str(" h, about ");
+    message.push_str(itoa::Buffer::new().format(rigs));
+    message.push_str(" rig(s)");
     Finding {
         reading: reading.index(),
         kind: KIND.into(),
@@ -424,6 +441,26 @@ fn finding(
         message,
         evidence: evidence(window, rigs, step),
     }
+}
+
+/// Appends `value` with one decimal, rounded half away from zero, as in "6.8". NaN, the
+/// infinities and values of 10^14 or more are written by `{:.1}`.
+fn push_tenths(out: &mut String, value: f64) {
+    let tenths = (value * 10.0).round();
+    if tenths.is_nan() || tenths.abs() >= 1e15 {
+        // Writing to a `String` does not fail.
+        let _ = write!(out, "{value:.1}");
+        return;
+    }
+    // Exact: the magnitude is below 10^15.
+    let tenths = tenths as i64;
+    if tenths < 0 {
+        out.push('-');
+    }
+    let tenths = tenths.unsigned_abs();
+    out.push_str(itoa::Buffer::new().format(tenths / 10));
+    out.push('.');
+    out.push(char::from(b'0' + (tenths % 10) as u8));
 }
 
 fn evidence(window: &Window<'_>, rigs: u32, step: Option<StepFound>) -> Vec<Entry> {

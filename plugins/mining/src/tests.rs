@@ -1,7 +1,7 @@
 use gridwatch_plugin_sdk::prelude::*;
 
 use super::step::{Before, fit_rigs, in_season, month_of};
-use super::{STEP_KEY, detect_with, ramp, settings};
+use super::{STEP_KEY, detect_with, push_tenths, ramp, settings};
 
 const HOUR_MS: i64 = 3_600_000;
 /// Monday 2 June 2025, 00:00 UTC: outside the heating season.
@@ -620,4 +620,22 @@ fn ramp_is_zero_for_unusable_values() {
     assert_eq!(ramp(f64::NAN, 2.0), 0.0);
     assert_eq!(ramp(5.0, 0.0), 0.0);
     assert_eq!(ramp(5.0, f64::NAN), 0.0);
+}
+
+#[test]
+fn tenths_round_half_away_from_zero() {
+    let tenths = |value: f64| {
+        let mut out = String::new();
+        push_tenths(&mut out, value);
+        out
+    };
+    assert_eq!(tenths(6.825), "6.8");
+    assert_eq!(tenths(6.85), "6.9");
+    assert_eq!(tenths(0.0), "0.0");
+    assert_eq!(tenths(-0.04), "0.0", "no negative zero");
+    assert_eq!(tenths(-2.35), "-2.4");
+    assert_eq!(tenths(12_345.96), "12346.0");
+    assert_eq!(tenths(f64::NAN), "NaN");
+    assert_eq!(tenths(f64::NEG_INFINITY), "-inf");
+    assert_eq!(tenths(2e15), "2000000000000000.0");
 }
