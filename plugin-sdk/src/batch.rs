@@ -304,7 +304,8 @@ pub struct NewReading<'a, 'b> {
 #[derive(Debug)]
 pub struct BatchBuilder<'a> {
     batch: Batch,
-    meters: std::collections::HashMap<(&'a str, &'a str), u32>,
+    /// Index in `batch.meters` by region and meter id.
+    meters: std::collections::HashMap<(&'a str, &'a str), u32, foldhash::fast::FixedState>,
 }
 
 impl Default for BatchBuilder<'_> {
@@ -318,7 +319,7 @@ impl<'a> BatchBuilder<'a> {
     pub fn new() -> BatchBuilder<'a> {
         BatchBuilder {
             batch: empty_batch(),
-            meters: std::collections::HashMap::new(),
+            meters: std::collections::HashMap::default(),
         }
     }
 

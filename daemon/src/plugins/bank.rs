@@ -161,7 +161,7 @@ impl PluginBank {
                 continue;
             }
             let chunk = config.max_readings_per_call;
-            let mut earlier = convert::EarlierScores::new();
+            let mut earlier = convert::EarlierScores::default();
             for part_positions in selected.chunks(chunk) {
                 let labels = vec![("plugin", runner.name().to_owned())];
                 self.metrics

@@ -110,7 +110,7 @@ pub struct HostState {
     /// Set when the plugin tried to grow its memory past the cap.
     pub(super) memory_limit_hit: bool,
     /// State writes of the call in progress, by full key; kept only if the call succeeds.
-    writes: HashMap<String, Option<Vec<u8>>>,
+    writes: foldhash::HashMap<String, Option<Vec<u8>>>,
     limits: StateLimits,
     /// State bytes written by the call in progress.
     written_bytes: usize,
@@ -148,7 +148,7 @@ impl HostState {
             batch: None,
             memory_cap,
             memory_limit_hit: false,
-            writes: HashMap::new(),
+            writes: foldhash::HashMap::default(),
             limits,
             written_bytes: 0,
             log_lines: 0,

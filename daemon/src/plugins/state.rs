@@ -5,7 +5,7 @@
 //! before the commit leaves the state as it was before the batch, matching the readings the
 //! broker redelivers.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
