@@ -80,7 +80,8 @@ pub struct Metrics {
     /// Findings returned by plugins, by `plugin`.
     pub plugin_findings: Family<Labels, Counter>,
     /// Failed plugin calls, by `plugin` and `cause` (fuel, deadline, memory, stack, output,
-    /// state, trap, instantiate), and dropped findings under `cause="invalid_finding"`.
+    /// invalid_output, state, trap, instantiate), and dropped findings under
+    /// `cause="invalid_finding"`.
     pub plugin_failures: Family<Labels, Counter>,
     /// Time spent in a plugin's detect calls, by `plugin`: converting the batch, the call
     /// itself and reading the findings.

@@ -34,13 +34,19 @@ impl Batch {
         (0..self.len()).map(|index| Reading { batch: self, index })
     }
 
+    /// Returns the number of meters, each counted once however many readings it has.
+    #[inline]
+    pub fn meter_count(&self) -> usize {
+        self.meter_ends.len()
+    }
+
     /// Returns the meter at `index` of [`Batch::meters`].
     ///
     /// # Panics
     /// Panics when `index` is not below the number of meters.
     #[inline]
     pub fn meter_at(&self, index: usize) -> Meter<'_> {
-        assert!(index < self.meters.len(), "meter {index} is out of range");
+        assert!(index < self.meter_count(), "meter {index} is out of range");
         Meter { batch: self, index }
     }
 }
@@ -82,7 +88,7 @@ impl<'a> Meter<'a> {
     /// Returns the meter id within its region.
     #[inline]
     pub fn id(&self) -> &'a str {
-        &self.batch.meters[self.index]
+        &self.batch.meters[span(&self.batch.meter_ends, self.index)]
     }
 
     /// Returns this plugin's latest score for the meter from the findings of earlier calls.
@@ -373,8 +379,9 @@ impl<'a> BatchBuilder<'a> {
                 batch.regions.len() - 1
             }
         };
-        let index = batch.meters.len() as u32;
-        batch.meters.push(reading.meter.to_owned());
+        let index = end(&batch.meter_ends);
+        batch.meters.push_str(reading.meter);
+        batch.meter_ends.push(batch.meters.len() as u32);
         batch.meter_region.push(region as u32);
         batch
             .last_score
@@ -411,7 +418,8 @@ fn push_window(columns: &mut WindowColumns, window: &Window<'_>) {
 fn empty_batch() -> Batch {
     Batch {
         regions: Vec::new(),
-        meters: Vec::new(),
+        meters: String::new(),
+        meter_ends: Vec::new(),
         meter_region: Vec::new(),
         last_score: Vec::new(),
         meter: Vec::new(),

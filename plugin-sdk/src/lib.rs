@@ -70,7 +70,7 @@ pub mod bindings {
 }
 
 /// Version of the WIT package this SDK builds against.
-pub const INTERFACE_VERSION: &str = "2.0.0";
+pub const INTERFACE_VERSION: &str = "3.0.0";
 
 /// Everything a detector needs, in one import.
 pub mod prelude {
@@ -134,31 +134,46 @@ pub struct Entry {
     pub value: Value,
 }
 
-/// Converts findings to the interface's form, each kind and evidence name listed once.
+/// Converts findings to the interface's columns, each kind and evidence name listed once.
 #[doc(hidden)]
 pub fn to_wire(findings: Vec<Finding>) -> wire::Findings {
+    let count = findings.len();
+    let entries = findings.iter().map(|f| f.evidence.len()).sum();
+    let message_bytes = findings.iter().map(|f| f.message.len()).sum();
     let mut names = Names::default();
-    let items = findings
-        .into_iter()
-        .map(|finding| wire::Finding {
-            reading: finding.reading,
-            kind: names.index(0, finding.kind),
-            severity: finding.severity,
-            score: finding.score,
-            message: finding.message,
-            evidence: (1..)
-                .zip(finding.evidence)
-                .map(|(slot, entry)| wire::Entry {
-                    name: names.index(slot, entry.name),
-                    value: entry.value,
-                })
-                .collect(),
-        })
-        .collect();
-    wire::Findings {
-        names: names.names,
-        items,
+    let mut wire = wire::Findings {
+        names: Vec::new(),
+        reading: Vec::with_capacity(count),
+        kind: Vec::with_capacity(count),
+        severity: Vec::with_capacity(count),
+        score: Vec::with_capacity(count),
+        messages: String::with_capacity(message_bytes),
+        message_ends: Vec::with_capacity(count),
+        entry_ends: Vec::with_capacity(count),
+        entry_name: Vec::with_capacity(entries),
+        entry_value: Vec::with_capacity(entries),
+    };
+    for finding in findings {
+        wire.reading.push(finding.reading);
+        wire.kind.push(names.index(0, finding.kind));
+        wire.severity.push(finding.severity);
+        wire.score.push(finding.score);
+        wire.messages.push_str(&finding.message);
+        wire.message_ends.push(end(wire.messages.len()));
+        for (slot, entry) in (1..).zip(finding.evidence) {
+            wire.entry_name.push(names.index(slot, entry.name));
+            wire.entry_value.push(entry.value);
+        }
+        wire.entry_ends.push(end(wire.entry_name.len()));
     }
+    wire.names = names.names;
+    wire
+}
+
+/// Returns a column length as an end offset. Past `u32::MAX` the host rejects the columns
+/// anyway, since no WebAssembly memory holds that much.
+fn end(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
 }
 
 /// The names of one call's findings, each listed once.
@@ -511,15 +526,20 @@ mod tests {
             kind: "mining".into(),
             severity: Severity::Medium,
             score: 0.5,
-            message: String::new(),
+            message: format!("m{reading}"),
             evidence,
         }
     }
 
     fn names_of(wire: &super::wire::Findings, item: usize) -> Vec<&str> {
-        let finding = &wire.items[item];
-        std::iter::once(finding.kind)
-            .chain(finding.evidence.iter().map(|e| e.name))
+        let from = if item == 0 {
+            0
+        } else {
+            wire.entry_ends[item - 1] as usize
+        };
+        let to = wire.entry_ends[item] as usize;
+        std::iter::once(wire.kind[item])
+            .chain(wire.entry_name[from..to].iter().copied())
             .map(|index| wire.names[index as usize].as_str())
             .collect()
     }
@@ -541,14 +561,17 @@ mod tests {
         assert_eq!(names_of(&wire, 1), ["mining", "rigs", "kw", "suspect_1"]);
         assert_eq!(names_of(&wire, 2), ["mining", "kw", "rigs", "suspect_2"]);
         assert_eq!(names_of(&wire, 3), ["mining", "rigs", "kw", "suspect_1"]);
-        let readings: Vec<u32> = wire.items.iter().map(|f| f.reading).collect();
-        assert_eq!(readings, [0, 1, 2, 3]);
+        assert_eq!(wire.reading, [0, 1, 2, 3]);
+        assert_eq!(wire.entry_ends, [2, 5, 8, 11]);
+        assert_eq!(wire.messages, "m0m1m2m3");
+        assert_eq!(wire.message_ends, [2, 4, 6, 8]);
     }
 
     #[test]
     fn no_findings_have_no_names() {
         let wire = to_wire(Vec::new());
         assert!(wire.names.is_empty());
-        assert!(wire.items.is_empty());
+        assert!(wire.reading.is_empty());
+        assert!(wire.messages.is_empty());
     }
 }

@@ -12,8 +12,6 @@ from wit_world import exports
 from wit_world.imports import host
 from wit_world.imports.types import (
     Batch,
-    Entry,
-    Finding,
     Findings,
     Info,
     Level,
@@ -88,7 +86,7 @@ class Detector(exports.Detector):
         seen_by_meter: dict[int, int] = {}
         windows = batch.windows
         window = windows.names.index(WINDOW) if WINDOW in windows.names else None
-        findings: list[Finding] = []
+        findings = FindingColumns()
 
         for index, meter in enumerate(batch.meter):
             if meter not in seen_by_meter:
@@ -103,11 +101,11 @@ class Detector(exports.Detector):
             if row is None:
                 continue
             if is_flat_load(windows, row, min_base_kw_by_region[region]):
-                findings.append(make_finding(index, windows, row, seen_by_meter[meter]))
+                add_finding(findings, index, windows, row, seen_by_meter[meter])
 
         for meter, seen in seen_by_meter.items():
             store_seen(meter, seen)
-        return Findings(names=NAMES, items=findings)
+        return findings.build()
 
 
 def find_window(batch: Batch, index: int, window: int | None) -> int | None:
@@ -130,10 +128,69 @@ def is_flat_load(windows: WindowColumns, row: int, min_base_kw: float) -> bool:
     )
 
 
-def make_finding(reading: int, windows: WindowColumns, row: int, seen: int) -> Finding:
+class FindingColumns:
+    """The columns of one call's findings, filled one finding at a time.
+
+    Finding `i` is element `i` of each per-finding column. Its message ends at byte
+    `message_ends[i]` of the UTF-8 `messages`, and its evidence entries end at
+    `entry_ends[i]` of `entry_name` and `entry_value`.
+    """
+
+    def __init__(self) -> None:
+        self.reading: list[int] = []
+        self.kind: list[int] = []
+        self.severity: list[Severity] = []
+        self.score: list[float] = []
+        self.messages: list[str] = []
+        self.message_ends: list[int] = []
+        self.message_bytes = 0
+        self.entry_ends: list[int] = []
+        self.entry_name: list[int] = []
+        self.entry_value: list[Value] = []
+
+    def add(
+        self,
+        reading: int,
+        kind: int,
+        severity: Severity,
+        score: float,
+        message: str,
+        evidence: list[tuple[int, Value]],
+    ) -> None:
+        self.reading.append(reading)
+        self.kind.append(kind)
+        self.severity.append(severity)
+        self.score.append(score)
+        self.messages.append(message)
+        # Ends count UTF-8 bytes, not Python characters.
+        self.message_bytes += len(message.encode())
+        self.message_ends.append(self.message_bytes)
+        for name, value in evidence:
+            self.entry_name.append(name)
+            self.entry_value.append(value)
+        self.entry_ends.append(len(self.entry_name))
+
+    def build(self) -> Findings:
+        return Findings(
+            names=NAMES,
+            reading=self.reading,
+            kind=self.kind,
+            severity=self.severity,
+            score=self.score,
+            messages="".join(self.messages),
+            message_ends=self.message_ends,
+            entry_ends=self.entry_ends,
+            entry_name=self.entry_name,
+            entry_value=self.entry_value,
+        )
+
+
+def add_finding(
+    findings: FindingColumns, reading: int, windows: WindowColumns, row: int, seen: int
+) -> None:
     base_kw = windows.base_kw[row]
     load_factor = windows.load_factor[row]
-    return Finding(
+    findings.add(
         reading=reading,
         kind=KIND_NAME,
         severity=Severity.MEDIUM,
@@ -143,9 +200,9 @@ def make_finding(reading: int, windows: WindowColumns, row: int, seen: int) -> F
             f"{load_factor:.2f} over window {windows.names[windows.name[row]]}"
         ),
         evidence=[
-            Entry(name=BASE_KW_NAME, value=Value_Number(base_kw)),
-            Entry(name=LOAD_FACTOR_NAME, value=Value_Number(load_factor)),
-            Entry(name=SEEN_NAME, value=Value_Integer(seen)),
+            (BASE_KW_NAME, Value_Number(base_kw)),
+            (LOAD_FACTOR_NAME, Value_Number(load_factor)),
+            (SEEN_NAME, Value_Integer(seen)),
         ],
     )
 

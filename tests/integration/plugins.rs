@@ -109,7 +109,7 @@ async fn hostile_plugins_contained_rules_still_alert() {
         "wasm stack of 524288 bytes overflowed",
         "is over the limit of 1048576 bytes",
         "always-trap fails on every call",
-        "declares interface gridwatch:detector/detector@3.0.0",
+        "declares interface gridwatch:detector/detector@4.0.0",
         "noise.wasm' is not a WebAssembly component",
         "plugin quarantined after repeated failures",
     ] {
@@ -377,7 +377,7 @@ fn tools_inspect_and_test_mining() {
     for expected in [
         "name:        mining",
         "version:     1.0.0",
-        "interface:   gridwatch:detector/detector@2.0.0",
+        "interface:   gridwatch:detector/detector@3.0.0",
         "kinds:       mining",
         "min_base_kw (number, default 2.0)",
     ] {
@@ -439,6 +439,16 @@ fn output_limit_counts_each_use_of_a_name() {
 }
 
 #[test]
+fn findings_columns_that_disagree_fail_the_call() {
+    let wasm = plugin_wasm("torn_columns");
+    let (ok, out, err) = plugin_test(&wasm, &[]);
+    assert!(!ok, "{out}");
+    let expected = "findings column severity has 1 elements; expected 2, the length of reading";
+    assert!(err.contains(expected), "{err}");
+    assert!(err.contains("invalid_output"), "{err}");
+}
+
+#[test]
 fn inspect_and_check_name_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let noise = dir.path().join("noise.wasm");
@@ -450,7 +460,7 @@ fn inspect_and_check_name_bad_files() {
     let wrong = plugin_wasm("wrong_version");
     let (ok, _, err) = gridwatch(&["plugin", "inspect", wrong.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("gridwatch:detector/detector@3.0.0"), "{err}");
+    assert!(err.contains("gridwatch:detector/detector@4.0.0"), "{err}");
 
     // `gridwatch check` loads the plugins folder and reports the same problems.
     let plugins = dir.path().join("plugins");
@@ -529,7 +539,7 @@ fn python_detector_finds_flat_load() {
     assert!(ok, "{err}");
     assert!(out.contains("name:        py-flat-load"), "{out}");
     assert!(
-        out.contains("interface:   gridwatch:detector/detector@2.0.0"),
+        out.contains("interface:   gridwatch:detector/detector@3.0.0"),
         "{out}"
     );
 

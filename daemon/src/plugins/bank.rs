@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::bindings::gridwatch::detector::types::{Finding, Findings, Severity};
+use super::bindings::gridwatch::detector::types::{Findings, Severity, Value};
 use super::convert;
 use super::host::{HistorySource, PluginContext};
 use super::load::{PluginHost, runs_in};
@@ -189,7 +189,7 @@ impl PluginBank {
                 self.metrics
                     .plugin_findings
                     .get_or_create(&labels)
-                    .inc_by(findings.items.len() as u64);
+                    .inc_by(findings.reading.len() as u64);
                 // Later calls of the batch see this call's scores as their meters' latest.
                 let later = (part_positions.len() < selected.len()).then_some(&mut earlier);
                 let call = Call {
@@ -233,65 +233,77 @@ fn accept<'a>(
     let info = &runner.plugin.info;
     let rule = format!("plugin:{}@{}", info.name, info.version);
     let mut rejected = Rejected::default();
+    // The runner checked that the columns agree, so every index below is in range.
     let Findings {
         names,
-        items: findings,
+        reading: readings,
+        kind: kinds,
+        severity: severities,
+        score: scores,
+        messages,
+        message_ends,
+        entry_ends,
+        entry_name,
+        mut entry_value,
     } = findings;
-    for finding in findings {
-        let Some(&item) = positions.get(finding.reading as usize) else {
+    let mut message_start = 0;
+    let mut entry_start = 0;
+    for (i, &position) in readings.iter().enumerate() {
+        let message = message_start..message_ends[i] as usize;
+        let entries = entry_start..entry_ends[i] as usize;
+        message_start = message.end;
+        entry_start = entries.end;
+        let Some(&item) = positions.get(position as usize) else {
             rejected.add(|| {
                 format!(
-                    "reading index {} is out of range; expected below {}, the readings in the \
-                     call",
-                    finding.reading,
+                    "reading index {position} is out of range; expected below {}, the readings \
+                     in the call",
                     positions.len()
                 )
             });
             continue;
         };
-        let kind = match names.get(finding.kind as usize) {
+        let kind = match names.get(kinds[i] as usize) {
             Some(kind) if info.kinds.contains(kind) => kind,
             Some(kind) => {
                 rejected.add(|| format!("kind {} is not declared", quoted(kind)));
                 continue;
             }
             None => {
-                rejected.add(|| name_out_of_range("kind", finding.kind, names.len()));
+                rejected.add(|| name_out_of_range("kind", kinds[i], names.len()));
                 continue;
             }
         };
-        if let Some(entry) = finding
-            .evidence
+        let entry_names = &entry_name[entries.clone()];
+        if let Some(&name) = entry_names
             .iter()
-            .find(|entry| entry.name as usize >= names.len())
+            .find(|&&name| name as usize >= names.len())
         {
-            rejected.add(|| name_out_of_range("evidence name", entry.name, names.len()));
+            rejected.add(|| name_out_of_range("evidence name", name, names.len()));
             continue;
         }
-        if !(0.0..=1.0).contains(&finding.score) {
-            rejected.add(|| format!("score {} is outside 0 to 1", finding.score));
+        let score = scores[i];
+        if !(0.0..=1.0).contains(&score) {
+            rejected.add(|| format!("score {score} is outside 0 to 1"));
             continue;
         }
         let reading = items[item].reading;
         if let Some(later) = later.as_deref_mut() {
-            later.insert((&reading.region, &reading.meter_id), finding.score);
+            later.insert((&reading.region, &reading.meter_id), score);
         }
         let meter_key = format!("{}/{}", reading.region, reading.meter_id);
-        found
-            .scores
-            .push((meter_key, info.name.clone(), finding.score));
-        let alerting = finding.severity != Severity::Info;
+        found.scores.push((meter_key, info.name.clone(), score));
+        let severity = severities[i];
+        let alerting = severity != Severity::Info;
         if !alerting && !record {
             continue;
         }
-        let Finding {
-            severity,
-            score,
-            message,
-            evidence,
-            ..
-        } = finding;
-        let evidence = convert::evidence(evidence, &names, score, &info.name);
+        let message = messages[message].to_owned();
+        // Text values move out of the column; each entry belongs to one finding.
+        let values = entry_value[entries]
+            .iter_mut()
+            .map(|value| std::mem::replace(value, Value::Flag(false)));
+        let evidence = convert::evidence(entry_names, values, &names, score, &info.name);
         if record {
             found.recorded.push(record_json(
                 reading, kind, severity, score, &message, &evidence,

@@ -5,7 +5,7 @@ use serde_json::{Map, Value as Json};
 
 use super::bank::MeterRef;
 use super::bindings::gridwatch::detector::types::{
-    Batch, Entry, IntervalKind as WitKind, Severity as WitSeverity, Value, WindowColumns,
+    Batch, IntervalKind as WitKind, Severity as WitSeverity, Value, WindowColumns,
 };
 use crate::alerts::Severity;
 use crate::state::{IntervalKind, MeterSnapshot, WindowStats};
@@ -87,8 +87,9 @@ impl<'a> BatchBuilder<'a> {
             score.map_or(f64::NAN, |(_, score)| *score)
         };
         let score = earlier.get(&key).copied().unwrap_or_else(snapshot);
-        let index = end(&batch.meters);
-        batch.meters.push(reading.meter_id.clone());
+        let index = end(&batch.meter_ends);
+        batch.meters.push_str(&reading.meter_id);
+        batch.meter_ends.push(end(batch.meters.as_bytes()));
         batch.meter_region.push(region as u32);
         batch.last_score.push(score);
         self.meters.insert(key, index);
@@ -142,7 +143,9 @@ fn empty_batch(readings: usize) -> Batch {
     let windows = readings * 2;
     Batch {
         regions: Vec::new(),
-        meters: Vec::with_capacity(readings),
+        // Room for ids of 16 bytes; longer ones grow the string.
+        meters: String::with_capacity(readings * 16),
+        meter_ends: Vec::with_capacity(readings),
         meter_region: Vec::with_capacity(readings),
         last_score: Vec::with_capacity(readings),
         meter: Vec::with_capacity(readings),
@@ -211,8 +214,14 @@ pub fn severity(severity: WitSeverity) -> Severity {
 /// are indices into `names`; the caller rejects findings with one out of range, and any left
 /// are skipped. Of entries with the same name the last one is kept, and `score` and `plugin`
 /// replace any entries of theirs.
-pub fn evidence(entries: Vec<Entry>, names: &[String], score: f64, plugin: &str) -> Json {
-    let entries = entries.into_iter().filter_map(|Entry { name, value }| {
+pub fn evidence(
+    entry_names: &[u32],
+    values: impl Iterator<Item = Value>,
+    names: &[String],
+    score: f64,
+    plugin: &str,
+) -> Json {
+    let entries = entry_names.iter().zip(values).filter_map(|(&name, value)| {
         let name = names.get(name as usize)?;
         Some((name.clone(), owned_value_json(value)))
     });
@@ -250,7 +259,7 @@ fn json_number(n: f64) -> Json {
 mod tests {
     use serde_json::json;
 
-    use super::{Entry, Value, evidence};
+    use super::{Value, evidence};
 
     fn names() -> Vec<String> {
         ["rigs", "kw", "score", "plugin"].map(String::from).to_vec()
@@ -258,25 +267,13 @@ mod tests {
 
     #[test]
     fn evidence_keeps_last_entry_of_a_name() {
-        let entries = vec![
-            Entry {
-                name: 0,
-                value: Value::Integer(1),
-            },
-            Entry {
-                name: 1,
-                value: Value::Number(f64::NAN),
-            },
-            Entry {
-                name: 0,
-                value: Value::Integer(2),
-            },
-            Entry {
-                name: 9,
-                value: Value::Integer(3),
-            },
+        let values = [
+            Value::Integer(1),
+            Value::Number(f64::NAN),
+            Value::Integer(2),
+            Value::Integer(3),
         ];
-        let json = evidence(entries, &names(), 0.5, "mining");
+        let json = evidence(&[0, 1, 0, 9], values.into_iter(), &names(), 0.5, "mining");
         assert_eq!(json["rigs"], json!(2));
         assert_eq!(json["kw"], json!(null), "NaN becomes null");
         assert_eq!(json.as_object().unwrap().len(), 4, "{json}");
@@ -284,17 +281,8 @@ mod tests {
 
     #[test]
     fn evidence_score_and_plugin_replace_entries() {
-        let entries = vec![
-            Entry {
-                name: 2,
-                value: Value::Text("forged".into()),
-            },
-            Entry {
-                name: 3,
-                value: Value::Text("other".into()),
-            },
-        ];
-        let json = evidence(entries, &names(), 0.25, "mining");
+        let values = [Value::Text("forged".into()), Value::Text("other".into())];
+        let json = evidence(&[2, 3], values.into_iter(), &names(), 0.25, "mining");
         assert_eq!(json["score"], json!(0.25));
         assert_eq!(json["plugin"], json!("mining"));
     }

@@ -207,20 +207,25 @@ impl HostState {
     /// fails the call when there is no such meter. The buffer saves an allocation per call.
     fn set_meter_key(&mut self, index: u32) -> Result<()> {
         let found = self.batch.as_deref().and_then(|batch| {
-            let meter = batch.meters.get(index as usize)?;
-            let region = batch.meter_region.get(index as usize)?;
+            let index = index as usize;
+            let end = *batch.meter_ends.get(index)? as usize;
+            let start = match index {
+                0 => 0,
+                _ => batch.meter_ends[index - 1] as usize,
+            };
+            let meter = batch.meters.get(start..end)?;
+            let region = batch.meter_region.get(index)?;
             let region = batch.regions.get(*region as usize)?;
             Some((region, meter))
         });
         match found {
             Some((region, meter)) => {
                 self.meter_key.clear();
-                self.meter_key
-                    .extend([region.as_str(), "/", meter.as_str()]);
+                self.meter_key.extend([region.as_str(), "/", meter]);
                 Ok(())
             }
             None => {
-                let meters = self.batch.as_deref().map_or(0, |b| b.meters.len());
+                let meters = self.batch.as_deref().map_or(0, |b| b.meter_ends.len());
                 let detail = format!(
                     "meter index {index} is out of range; expected below {meters}, the meters \
                      in the batch"

@@ -52,7 +52,7 @@ mod bindings {
 }
 
 /// Version of the WIT package this daemon implements.
-pub const INTERFACE_VERSION: &str = "2.0.0";
+pub const INTERFACE_VERSION: &str = "3.0.0";
 
 /// Name of the exported interface, without its version.
 pub const DETECTOR_INTERFACE: &str = "gridwatch:detector/detector";

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
-use super::bindings::gridwatch::detector::types::{Batch, Finding, Findings, Info};
+use super::bindings::gridwatch::detector::types::{Batch, Findings, Info, Value};
 use super::bindings::{Plugin, PluginPre};
 use super::engine::PluginEngine;
 use super::host::{HostState, PluginContext, StateLimits};
@@ -27,8 +27,8 @@ const STDERR_REBUILD_BYTES: usize = 8 * 1024;
 /// Cause of a failed call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    /// Short cause for metrics: fuel, deadline, memory, stack, output, state, trap or
-    /// instantiate.
+    /// Short cause for metrics: fuel, deadline, memory, stack, output, invalid_output, state,
+    /// trap or instantiate.
     pub cause: &'static str,
     /// Description for the log.
     pub message: String,
@@ -101,8 +101,15 @@ impl Instance {
                 cause: "output",
                 message: format!(
                     "output of {bytes} bytes in {} findings is over the limit of {cap} bytes",
-                    findings.items.len()
+                    findings.reading.len()
                 ),
+            });
+        }
+        if let Err(message) = check_columns(&findings) {
+            self.store.data_mut().drop_writes();
+            return Err(Failure {
+                cause: "invalid_output",
+                message,
             });
         }
         self.store.data_mut().keep_writes();
@@ -187,33 +194,99 @@ fn fuel_budget(engine: &PluginEngine, context: &PluginContext, readings: usize) 
 /// Returns the bytes a call's findings count against the output cap. A kind or evidence name
 /// counts its full length at every use, since the host copies it into each alert and message.
 fn output_bytes(findings: &Findings) -> usize {
-    let name_len = |index: u32| findings.names.get(index as usize).map_or(0, String::len);
+    let name_len = |index: &u32| findings.names.get(*index as usize).map_or(0, String::len);
     let names: usize = findings
         .names
         .iter()
         .map(|name| NAME_OVERHEAD_BYTES + name.len())
         .sum();
-    let items: usize = findings
-        .items
+    let kinds: usize = findings.kind.iter().map(name_len).sum();
+    let entry_names: usize = findings.entry_name.iter().map(name_len).sum();
+    let texts: usize = findings
+        .entry_value
         .iter()
-        .map(|finding| finding_bytes(finding, name_len))
-        .sum();
-    names + items
-}
-
-fn finding_bytes(finding: &Finding, name_len: impl Fn(u32) -> usize) -> usize {
-    let evidence: usize = finding
-        .evidence
-        .iter()
-        .map(|e| {
-            let value = match &e.value {
-                super::bindings::gridwatch::detector::types::Value::Text(t) => t.len(),
-                _ => 0,
-            };
-            ENTRY_OVERHEAD_BYTES + name_len(e.name) + value
+        .map(|value| match value {
+            Value::Text(text) => text.len(),
+            _ => 0,
         })
         .sum();
-    FINDING_OVERHEAD_BYTES + name_len(finding.kind) + finding.message.len() + evidence
+    let findings_count = findings.reading.len().max(findings.kind.len());
+    let entries = findings.entry_name.len().max(findings.entry_value.len());
+    names
+        + FINDING_OVERHEAD_BYTES * findings_count
+        + kinds
+        + findings.messages.len()
+        + ENTRY_OVERHEAD_BYTES * entries
+        + entry_names
+        + texts
+}
+
+/// Checks that the columns of a call's findings agree, so that finding `i` is element `i` of
+/// each per-finding column and its message and entries lie where its ends say.
+///
+/// # Errors
+/// Returns a description of the first disagreement.
+fn check_columns(findings: &Findings) -> Result<(), String> {
+    let count = findings.reading.len();
+    let lengths = [
+        ("kind", findings.kind.len()),
+        ("severity", findings.severity.len()),
+        ("score", findings.score.len()),
+        ("message-ends", findings.message_ends.len()),
+        ("entry-ends", findings.entry_ends.len()),
+    ];
+    if let Some((column, len)) = lengths.iter().find(|(_, len)| *len != count) {
+        return Err(format!(
+            "findings column {column} has {len} elements; expected {count}, the length of \
+             reading"
+        ));
+    }
+    if findings.entry_value.len() != findings.entry_name.len() {
+        return Err(format!(
+            "findings column entry-value has {} elements; expected {}, the length of entry-name",
+            findings.entry_value.len(),
+            findings.entry_name.len()
+        ));
+    }
+    check_ends(
+        "message-ends",
+        &findings.message_ends,
+        findings.messages.len(),
+    )?;
+    check_ends(
+        "entry-ends",
+        &findings.entry_ends,
+        findings.entry_name.len(),
+    )?;
+    if let Some(end) = findings
+        .message_ends
+        .iter()
+        .find(|&&end| !findings.messages.is_char_boundary(end as usize))
+    {
+        return Err(format!(
+            "findings column message-ends has {end}, inside a UTF-8 character of messages"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an `-ends` column: non-decreasing, and ending at `len`, the length of the column it
+/// splits (0 when it is empty).
+fn check_ends(column: &str, ends: &[u32], len: usize) -> Result<(), String> {
+    if let Some(pair) = ends.windows(2).find(|pair| pair[1] < pair[0]) {
+        return Err(format!(
+            "findings column {column} decreases from {} to {}; expected non-decreasing ends",
+            pair[0], pair[1]
+        ));
+    }
+    let last = ends.last().map_or(0, |&end| end as usize);
+    if last != len {
+        return Err(format!(
+            "findings column {column} ends at {last}; expected {len}, the length of the column \
+             it splits"
+        ));
+    }
+    Ok(())
 }
 
 /// A plugin as the pipeline runs it: its live instance, failure count and quarantine.
@@ -343,5 +416,91 @@ impl Runner {
 
     fn labels(&self) -> Vec<(&'static str, String)> {
         vec![("plugin", self.name().to_owned())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::bindings::gridwatch::detector::types::Severity;
+    use super::{Findings, Value, check_columns, output_bytes};
+
+    /// Two findings: "ab" with one entry and "c" with none.
+    fn findings() -> Findings {
+        Findings {
+            names: vec!["odd".into(), "kw".into()],
+            reading: vec![0, 1],
+            kind: vec![0, 0],
+            severity: vec![Severity::Low, Severity::Info],
+            score: vec![0.5, 0.25],
+            messages: "abc".into(),
+            message_ends: vec![2, 3],
+            entry_ends: vec![1, 1],
+            entry_name: vec![1],
+            entry_value: vec![Value::Text("xyz".into())],
+        }
+    }
+
+    #[test]
+    fn columns_that_agree_pass() {
+        assert_eq!(check_columns(&findings()), Ok(()));
+    }
+
+    #[test]
+    fn columns_of_other_lengths_fail() {
+        let mut short = findings();
+        short.score.pop();
+        let error = check_columns(&short).unwrap_err();
+        assert_eq!(
+            error,
+            "findings column score has 1 elements; expected 2, the length of reading"
+        );
+        let mut values = findings();
+        values.entry_value.clear();
+        let error = check_columns(&values).unwrap_err();
+        assert!(
+            error.starts_with("findings column entry-value has 0 elements"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn decreasing_ends_fail() {
+        let mut torn = findings();
+        torn.message_ends = vec![3, 2];
+        let error = check_columns(&torn).unwrap_err();
+        assert_eq!(
+            error,
+            "findings column message-ends decreases from 3 to 2; expected non-decreasing ends"
+        );
+    }
+
+    #[test]
+    fn ends_short_of_their_column_fail() {
+        let mut torn = findings();
+        torn.entry_ends = vec![0, 0];
+        let error = check_columns(&torn).unwrap_err();
+        assert_eq!(
+            error,
+            "findings column entry-ends ends at 0; expected 1, the length of the column it splits"
+        );
+    }
+
+    #[test]
+    fn message_end_inside_a_character_fails() {
+        let mut torn = findings();
+        torn.messages = "aé".into();
+        torn.message_ends = vec![2, 3];
+        let error = check_columns(&torn).unwrap_err();
+        assert_eq!(
+            error,
+            "findings column message-ends has 2, inside a UTF-8 character of messages"
+        );
+    }
+
+    #[test]
+    fn output_counts_names_messages_and_texts() {
+        // Names 8 + 3 and 8 + 2, two findings of 64 + 3 for the kind, 3 message bytes, and one
+        // entry of 16 + 2 for its name + 3 for its text.
+        assert_eq!(output_bytes(&findings()), 11 + 10 + 2 * 67 + 3 + 21);
     }
 }

@@ -102,7 +102,12 @@ fn host_for(
         max_bytes_per_call: 4_096,
     };
     let mut state = HostState::new(context, 1 << 20, limits);
-    let batch = super::convert::batch(&items, &[0], "test", &super::convert::EarlierScores::default());
+    let batch = super::convert::batch(
+        &items,
+        &[0],
+        "test",
+        &super::convert::EarlierScores::default(),
+    );
     state.begin_call(Some(Arc::new(batch)));
     state
 }

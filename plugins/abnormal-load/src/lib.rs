@@ -79,7 +79,7 @@ pub fn detect_with(host: &mut impl Host, batch: &Batch) -> Outcome {
     // Settings are read once per region and batch, and meter state once per meter and batch.
     let mut regions: Vec<Option<Limits>> = Vec::new();
     regions.resize_with(batch.regions.len(), || None);
-    let mut runs: Vec<Option<Run>> = vec![None; batch.meters.len()];
+    let mut runs: Vec<Option<Run>> = vec![None; batch.meter_count()];
     let mut outcome = Outcome::default();
 
     // Every reading's hours are judged first, so that each hour can be compared with the same

@@ -71,7 +71,7 @@ pub fn detect_with(host: &mut impl Host, batch: &Batch) -> Outcome {
     let mut outcome = Outcome::default();
     let mut regions: Vec<Option<Region>> = Vec::new();
     regions.resize_with(batch.regions.len(), || None);
-    let mut balances: Vec<Option<Balance>> = vec![None; batch.meters.len()];
+    let mut balances: Vec<Option<Balance>> = vec![None; batch.meter_count()];
 
     for reading in batch.readings() {
         let meter = reading.meter();

@@ -58,7 +58,7 @@ pub fn detect_with(host: &mut impl Host, batch: &Batch) -> Vec<Finding> {
     // Settings are read once per region and batch, and meter state once per meter and batch.
     let mut regions: Vec<Option<checks::Limits>> = Vec::new();
     regions.resize_with(batch.regions.len(), || None);
-    let mut tracks: Vec<Option<checks::Track>> = vec![None; batch.meters.len()];
+    let mut tracks: Vec<Option<checks::Track>> = vec![None; batch.meter_count()];
     let mut findings = Vec::new();
 
     for reading in batch.readings() {

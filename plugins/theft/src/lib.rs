@@ -104,7 +104,7 @@ pub fn detect_with(host: &mut impl Host, cache: &mut Cache, batch: &Batch) -> Ve
     let mut regions: Vec<Option<Limits>> = Vec::new();
     regions.resize_with(batch.regions.len(), || None);
     let mut entries: Vec<Option<MeterEntry>> = Vec::new();
-    entries.resize_with(batch.meters.len(), || None);
+    entries.resize_with(batch.meter_count(), || None);
     let mut findings = Vec::new();
 
     for reading in batch.readings() {

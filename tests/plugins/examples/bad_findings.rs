@@ -2,28 +2,43 @@
 //! call, to test that the host drops invalid findings and keeps the valid one.
 //!
 //! The SDK always writes valid name indices, so this fixture uses the interface's own
-//! bindings and builds the `findings` record by hand.
+//! bindings and builds the `findings` columns by hand.
 
 wit_bindgen::generate!({ path: "../../plugin-sdk/wit", world: "plugin" });
 
 use exports::gridwatch::detector::detector::Guest;
-use gridwatch::detector::types::{Batch, Entry, Finding, Findings, Info, Severity, Value};
+use gridwatch::detector::types::{Batch, Findings, Info, Severity, Value};
 
 struct BadFindings;
 
-/// Builds a finding about reading `reading` of kind `kind` with one evidence entry named `name`,
-/// both indices into the call's `names`.
-fn finding(reading: u32, kind: u32, score: f64, name: u32) -> Finding {
-    Finding {
-        reading,
-        kind,
-        severity: Severity::Low,
-        score,
-        message: format!("reading {reading}, kind {kind}, score {score}, name {name}"),
-        evidence: vec![Entry {
-            name,
-            value: Value::Integer(1),
-        }],
+/// Appends a finding about reading `reading` of kind `kind` with one evidence entry named
+/// `name`, both indices into the call's `names`.
+fn push(findings: &mut Findings, reading: u32, kind: u32, score: f64, name: u32) {
+    findings.reading.push(reading);
+    findings.kind.push(kind);
+    findings.severity.push(Severity::Low);
+    findings.score.push(score);
+    findings.messages.push_str(&format!(
+        "reading {reading}, kind {kind}, score {score}, name {name}"
+    ));
+    findings.message_ends.push(findings.messages.len() as u32);
+    findings.entry_name.push(name);
+    findings.entry_value.push(Value::Integer(1));
+    findings.entry_ends.push(findings.entry_name.len() as u32);
+}
+
+fn empty(names: Vec<String>) -> Findings {
+    Findings {
+        names,
+        reading: Vec::new(),
+        kind: Vec::new(),
+        severity: Vec::new(),
+        score: Vec::new(),
+        messages: String::new(),
+        message_ends: Vec::new(),
+        entry_ends: Vec::new(),
+        entry_name: Vec::new(),
+        entry_value: Vec::new(),
     }
 }
 
@@ -40,29 +55,23 @@ impl Guest for BadFindings {
 
     fn detect(batch: Batch) -> Findings {
         if batch.meter.is_empty() {
-            return Findings {
-                names: Vec::new(),
-                items: Vec::new(),
-            };
+            return empty(Vec::new());
         }
         let readings = batch.meter.len() as u32;
-        Findings {
-            // Index 0 is the declared kind, 1 an evidence name and 2 a kind never declared.
-            names: vec!["odd".into(), "count".into(), "undeclared".into()],
-            items: vec![
-                finding(0, 0, 0.5, 1),
-                // A reading outside the call.
-                finding(readings, 0, 0.5, 1),
-                // A kind index outside `names`.
-                finding(0, 7, 0.5, 1),
-                // A kind that `describe` did not declare.
-                finding(0, 2, 0.5, 1),
-                // A score outside 0 to 1.
-                finding(0, 0, 1.5, 1),
-                // An evidence name index outside `names`.
-                finding(0, 0, 0.5, 9),
-            ],
-        }
+        // Index 0 is the declared kind, 1 an evidence name and 2 a kind never declared.
+        let mut findings = empty(vec!["odd".into(), "count".into(), "undeclared".into()]);
+        push(&mut findings, 0, 0, 0.5, 1);
+        // A reading outside the call.
+        push(&mut findings, readings, 0, 0.5, 1);
+        // A kind index outside `names`.
+        push(&mut findings, 0, 7, 0.5, 1);
+        // A kind that `describe` did not declare.
+        push(&mut findings, 0, 2, 0.5, 1);
+        // A score outside 0 to 1.
+        push(&mut findings, 0, 0, 1.5, 1);
+        // An evidence name index outside `names`.
+        push(&mut findings, 0, 0, 0.5, 9);
+        findings
     }
 }
 

@@ -4,7 +4,7 @@
 wit_bindgen::generate!({ path: "../../plugin-sdk/wit", world: "plugin" });
 
 use exports::gridwatch::detector::detector::Guest;
-use gridwatch::detector::types::{Batch, Finding, Findings, Info, Severity};
+use gridwatch::detector::types::{Batch, Findings, Info, Severity};
 
 /// Findings per call.
 const FINDINGS: u32 = 20;
@@ -26,23 +26,24 @@ impl Guest for RepeatedNames {
     }
 
     fn detect(batch: Batch) -> Findings {
-        if batch.meter.is_empty() {
-            return Findings {
-                names: Vec::new(),
-                items: Vec::new(),
-            };
-        }
-        let finding = Finding {
-            reading: 0,
-            kind: 0,
-            severity: Severity::Low,
-            score: 0.5,
-            message: String::new(),
-            evidence: Vec::new(),
+        let count = if batch.meter.is_empty() { 0 } else { FINDINGS };
+        let names = if count == 0 {
+            Vec::new()
+        } else {
+            vec!["x".repeat(NAME_BYTES)]
         };
+        let findings = count as usize;
         Findings {
-            names: vec!["x".repeat(NAME_BYTES)],
-            items: vec![finding; FINDINGS as usize],
+            names,
+            reading: vec![0; findings],
+            kind: vec![0; findings],
+            severity: vec![Severity::Low; findings],
+            score: vec![0.5; findings],
+            messages: String::new(),
+            message_ends: vec![0; findings],
+            entry_ends: vec![0; findings],
+            entry_name: Vec::new(),
+            entry_value: Vec::new(),
         }
     }
 }

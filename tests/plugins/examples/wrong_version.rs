@@ -1,5 +1,5 @@
-//! Detector built against version 3.0.0 of the `gridwatch:detector` WIT package, which the
-//! host must reject because it implements 2.0.0.
+//! Detector built against version 4.0.0 of the `gridwatch:detector` WIT package, which the
+//! host must reject because it implements 3.0.0.
 //!
 //! `wit-next/detector.wit` is a copy of the SDK's WIT file that differs only in the version on
 //! its `package` line. The bindings are generated here instead of coming from the SDK.
@@ -16,7 +16,7 @@ impl Guest for WrongVersion {
         Info {
             name: "wrong-version".into(),
             version: "1.0.0".into(),
-            description: "Exports the detector interface at version 3.0.0".into(),
+            description: "Exports the detector interface at version 4.0.0".into(),
             kinds: vec!["none".into()],
             settings: Vec::new(),
         }
@@ -25,7 +25,15 @@ impl Guest for WrongVersion {
     fn detect(_batch: Batch) -> Findings {
         Findings {
             names: Vec::new(),
-            items: Vec::new(),
+            reading: Vec::new(),
+            kind: Vec::new(),
+            severity: Vec::new(),
+            score: Vec::new(),
+            messages: String::new(),
+            message_ends: Vec::new(),
+            entry_ends: Vec::new(),
+            entry_name: Vec::new(),
+            entry_value: Vec::new(),
         }
     }
 }
