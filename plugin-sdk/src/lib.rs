@@ -171,7 +171,7 @@ pub fn to_wire(findings: Vec<Finding>) -> wire::Findings {
 }
 
 /// Returns a column length as an end offset. Past `u32::MAX` the host rejects the columns
-/// anyway, since no WebAssembly memory holds that much.
+/// anyway, since no WebAssembly memory is that large.
 fn end(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }

@@ -11,7 +11,7 @@ use crate::alerts::Severity;
 use crate::state::{IntervalKind, MeterSnapshot, WindowStats};
 
 /// Latest scores by region and meter id, from earlier calls of the same batch. The maps of
-/// the batch path use foldhash: meter ids are short keys, and SipHash took a third of the
+/// the batch path use foldhash: meter ids are short keys, and SipHash took a sixth of the
 /// time of a plugin that returns nothing.
 pub type EarlierScores<'a> = HashMap<(&'a str, &'a str), f64>;
 

@@ -222,7 +222,7 @@ fn output_bytes(findings: &Findings) -> usize {
 }
 
 /// Checks that the columns of a call's findings agree, so that finding `i` is element `i` of
-/// each per-finding column and its message and entries lie where its ends say.
+/// each per-finding column and its message and entries lie where its ends point.
 ///
 /// # Errors
 /// Returns a description of the first disagreement.
