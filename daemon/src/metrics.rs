@@ -80,9 +80,10 @@ pub struct Metrics {
     /// Findings returned by plugins, by `plugin`.
     pub plugin_findings: Family<Labels, Counter>,
     /// Failed plugin calls, by `plugin` and `cause` (fuel, deadline, memory, stack, output,
-    /// invalid_output, state, trap, instantiate), and dropped findings under
-    /// `cause="invalid_finding"`.
+    /// invalid_output, state, trap, instantiate).
     pub plugin_failures: Family<Labels, Counter>,
+    /// Findings dropped as invalid from calls that succeeded, by `plugin`.
+    pub plugin_findings_dropped: Family<Labels, Counter>,
     /// Time spent in a plugin's detect calls, by `plugin`: converting the batch, the call
     /// itself and reading the findings.
     pub plugin_call_seconds: Family<Labels, SecondsCounter>,
@@ -134,6 +135,7 @@ impl Metrics {
             plugin_reloads: Family::default(),
             plugin_readings: Family::default(),
             plugin_findings: Family::default(),
+            plugin_findings_dropped: Family::default(),
             plugin_failures: Family::default(),
             plugin_call_seconds: Family::default(),
             plugin_quarantined: Family::default(),
@@ -275,6 +277,11 @@ impl Metrics {
             "plugin_findings",
             "Findings returned by plugins, by plugin",
             m.plugin_findings.clone(),
+        );
+        r.register(
+            "plugin_findings_dropped",
+            "Findings dropped as invalid from calls that succeeded, by plugin",
+            m.plugin_findings_dropped.clone(),
         );
         r.register(
             "plugin_failures",

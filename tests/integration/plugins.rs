@@ -585,9 +585,9 @@ fn oversized_state_fails_call() {
     );
 }
 
-/// Runs the mining plugin's bank on two readings of one meter whose `7d` window scores 0.5,
-/// one reading per call.
-fn partial_score_in_two_calls() -> gridwatch::plugins::BatchFindings {
+/// Runs the plugin `name` on two readings of one meter, one reading per call, and returns the
+/// findings and the metrics' text. The meter's `7d` window scores 0.5 in the mining plugin.
+fn two_calls_of(name: &str) -> (gridwatch::plugins::BatchFindings, String) {
     use std::sync::Arc;
 
     use gridwatch::config::PluginsConfig;
@@ -638,19 +638,37 @@ fn partial_score_in_two_calls() -> gridwatch::plugins::BatchFindings {
     let items = MeterRef::list(&readings);
 
     let metrics = Arc::new(Metrics::new());
-    let host = PluginHost::single(&config, metrics.clone(), &plugin_wasm("mining")).unwrap();
+    let host = PluginHost::single(&config, metrics.clone(), &plugin_wasm(name)).unwrap();
     let mut bank = PluginBank::new(
         Arc::new(host),
         Arc::new(PluginStates::in_memory()),
         Arc::new(NoHistory),
-        metrics,
+        metrics.clone(),
     );
-    bank.run(&items)
+    let found = bank.run(&items);
+    (found, metrics.encode())
+}
+
+#[test]
+fn dropped_findings_and_invalid_output_are_counted() {
+    let (found, metrics) = two_calls_of("bad_findings");
+    assert!(found.failures.is_empty(), "{:?}", found.failures);
+    assert_eq!(found.scores.len(), 2, "one valid finding per call");
+    let dropped = "gridwatch_plugin_findings_dropped_total{plugin=\"bad-findings\"} 10";
+    assert!(metrics.contains(dropped), "{metrics}");
+    assert!(!metrics.contains("invalid_finding"), "{metrics}");
+
+    let (found, metrics) = two_calls_of("torn_columns");
+    assert_eq!(found.failures.len(), 2, "{:?}", found.failures);
+    assert_eq!(found.failures[0].1.cause, "invalid_output");
+    let failed =
+        "gridwatch_plugin_failures_total{plugin=\"torn-columns\",cause=\"invalid_output\"} 2";
+    assert!(metrics.contains(failed), "{metrics}");
 }
 
 #[test]
 fn later_call_sees_earlier_call_score() {
-    let found = partial_score_in_two_calls();
+    let (found, _) = two_calls_of("mining");
     assert!(found.failures.is_empty(), "{:?}", found.failures);
     // The second call gets 0.5 as the meter's last score, so an unchanged score is not reported
     // again.

@@ -330,13 +330,9 @@ fn accept<'a>(
         found.alerts.push((items[item].index, alert));
     }
     if let Some(first) = rejected.first {
-        let labels = vec![
-            ("plugin", info.name.clone()),
-            ("cause", "invalid_finding".to_owned()),
-        ];
         metrics
-            .plugin_failures
-            .get_or_create(&labels)
+            .plugin_findings_dropped
+            .get_or_create(&vec![("plugin", info.name.clone())])
             .inc_by(rejected.count as u64);
         tracing::warn!(plugin = %info.name, dropped = rejected.count, error = %first, "plugin findings dropped");
     }
