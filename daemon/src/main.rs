@@ -132,6 +132,14 @@ fn main() -> ExitCode {
                 if let Some(backtest) = &summary.backtest {
                     print!("{backtest}");
                 }
+                if summary.plugin_failures > 0 {
+                    eprintln!(
+                        "error: {} plugin calls failed, so their findings are missing from the \
+                         alerts; the log names the plugin and cause of each",
+                        summary.plugin_failures
+                    );
+                    return ExitCode::FAILURE;
+                }
                 ExitCode::SUCCESS
             }
             Err(error) => fail(&error),

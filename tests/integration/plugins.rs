@@ -449,6 +449,63 @@ fn findings_columns_that_disagree_fail_the_call() {
 }
 
 #[test]
+fn replay_with_failing_plugin_exits_with_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin_wasm("always_trap"), plugins.join("always_trap.wasm")).unwrap();
+    let config = dir.path().join("gridwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n\n\
+             [plugins.detectors.always-trap]\nregions = [\"*\"]\n",
+            plugins.display(),
+            dir.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let input = dir.path().join("messages.jsonl");
+    let lines: String = (0..3)
+        .map(|hour| {
+            let ts_ms = 1_740_960_000_000_i64 + hour * 3_600_000;
+            let kwh = 1_000 + hour;
+            format!(
+                "{{\"topic\":\"meters/north/m/telemetry\",\"payload\":{{\"ts\":{ts_ms},\
+                 \"energy_import_kwh\":{kwh}}}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let (ok, out, err) = gridwatch(&[
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--alerts",
+        alerts.to_str().unwrap(),
+        "--rules",
+        repo_root().join("rules").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        !ok,
+        "a replay whose plugin failed must not exit 0: {out}{err}"
+    );
+    assert!(
+        out.contains("replayed 3 messages: 3 readings accepted"),
+        "{out}"
+    );
+    assert!(
+        err.contains("plugin calls failed, so their findings are missing from the alerts"),
+        "{err}"
+    );
+    assert!(alerts.exists(), "the alerts are written all the same");
+}
+
+#[test]
 fn inspect_and_check_name_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let noise = dir.path().join("noise.wasm");

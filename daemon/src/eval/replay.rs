@@ -69,6 +69,9 @@ pub struct ReplaySummary {
     pub rejected: u64,
     /// Alerts in the store at the end.
     pub alerts: u64,
+    /// Failed plugin calls, whose findings are missing from the alerts; both runs of a
+    /// backtest count.
+    pub plugin_failures: u64,
     /// Comparison with the candidate rules, when they were given.
     pub backtest: Option<Backtest>,
 }
@@ -163,7 +166,9 @@ pub fn run(args: &ReplayArgs) -> Result<ReplaySummary, ReplayError> {
     };
     if let Some(candidate) = candidate {
         let store_path = scratch.path().join("candidate.redb");
-        let (_, candidate_alerts, candidate_errors) = replay(args, &candidate, &store_path)?;
+        let (candidate_summary, candidate_alerts, candidate_errors) =
+            replay(args, &candidate, &store_path)?;
+        summary.plugin_failures += candidate_summary.plugin_failures;
         if let Some(path) = &args.candidate_alerts {
             write_alerts(path, &candidate_alerts)?;
         }
@@ -179,7 +184,7 @@ pub fn run(args: &ReplayArgs) -> Result<ReplaySummary, ReplayError> {
 }
 
 /// Runs the pipeline with `config` over the input into a new store and returns its alerts and
-/// the number of failed rule calls.
+/// the number of failed rule calls. The summary counts the failed plugin calls.
 fn replay(
     args: &ReplayArgs,
     config: &Config,
@@ -188,17 +193,19 @@ fn replay(
     let store = Arc::new(Store::open(store_path).map_err(|e| ReplayError::Start(e.to_string()))?);
     let metrics = Arc::new(Metrics::new());
     let mut pipeline = build_pipeline(config, store.clone(), metrics.clone())?;
-    let summary = feed(args, config, &mut pipeline)?;
+    let mut summary = feed(args, config, &mut pipeline)?;
     let alerts = store.list_alerts(usize::MAX)?;
-    let rule_errors = rule_error_total(&metrics);
+    let text = metrics.encode();
+    summary.plugin_failures = counter_total(&text, "gridwatch_plugin_failures_total{");
+    let rule_errors = counter_total(&text, "gridwatch_rule_errors_total{");
     Ok((summary, alerts, rule_errors))
 }
 
-/// Adds up `gridwatch_rule_errors_total` over its labels.
-fn rule_error_total(metrics: &Metrics) -> u64 {
-    let text = metrics.encode();
+/// Adds up a counter over its labels in the metrics text; `prefix` is its name and the opening
+/// brace.
+fn counter_total(text: &str, prefix: &str) -> u64 {
     text.lines()
-        .filter(|line| line.starts_with("gridwatch_rule_errors_total{"))
+        .filter(|line| line.starts_with(prefix))
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
