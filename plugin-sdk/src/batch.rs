@@ -40,7 +40,7 @@ impl Batch {
         self.meter_ends.len()
     }
 
-    /// Returns the meter at `index` of [`Batch::meters`].
+    /// Returns the meter with index `index`, its position in [`Batch::meter_ends`].
     ///
     /// # Panics
     /// Panics when `index` is not below the number of meters.
@@ -72,7 +72,8 @@ pub struct Meter<'a> {
 }
 
 impl<'a> Meter<'a> {
-    /// Returns the meter's index in [`Batch::meters`], which the `host` functions take.
+    /// Returns the meter's index, its position in [`Batch::meter_ends`], which the `host`
+    /// functions take.
     #[inline]
     pub fn index(&self) -> u32 {
         self.index as u32

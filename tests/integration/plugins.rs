@@ -405,7 +405,8 @@ fn invalid_findings_are_dropped() {
     let wasm = plugin_wasm("bad_findings");
     let (ok, out, err) = plugin_test(&wasm, &[]);
     assert!(ok, "{out}{err}");
-    // Every call returns the same six findings about its first reading, so each call keeps one.
+    // Every call returns the same seven findings about its first reading, so each call keeps
+    // one.
     let findings: Vec<serde_json::Value> = out
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -417,7 +418,7 @@ fn invalid_findings_are_dropped() {
         assert_eq!(finding["evidence"]["count"], 1, "{finding}");
     }
     // The log names the first cause of each call: the reading outside the call.
-    assert!(err.contains("dropped=5"), "{err}");
+    assert!(err.contains("dropped=6"), "{err}");
     assert!(err.contains("is out of range; expected below"), "{err}");
     assert!(err.contains("the readings in the call"), "{err}");
     assert_eq!(
@@ -435,6 +436,22 @@ fn output_limit_counts_each_use_of_a_name() {
     // Each of the 20 findings counts 64 bytes plus 100,000 for its kind, and the listed name
     // counts 100,000 plus 8 once.
     let expected = "output of 2101288 bytes in 20 findings is over the limit of 1048576 bytes";
+    assert!(err.contains(expected), "{err}");
+}
+
+#[test]
+fn output_past_copy_limit_fails_as_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gridwatch.toml");
+    // A copy limit of 2 × 256 KiB + 1 MiB, below the 2 MB of messages the plugin returns.
+    std::fs::write(&config, "[plugins]\nmax_output_bytes = 262144\n").unwrap();
+    let (ok, out, err) = plugin_test(
+        &plugin_wasm("huge_output"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(!ok, "{out}");
+    let expected = "failed (output): the plugin passed more than 1572864 bytes to the host in \
+                    one transfer";
     assert!(err.contains(expected), "{err}");
 }
 
@@ -711,7 +728,7 @@ fn dropped_findings_and_invalid_output_are_counted() {
     let (found, metrics) = two_calls_of("bad_findings");
     assert!(found.failures.is_empty(), "{:?}", found.failures);
     assert_eq!(found.scores.len(), 2, "one valid finding per call");
-    let dropped = "gridwatch_plugin_findings_dropped_total{plugin=\"bad-findings\"} 10";
+    let dropped = "gridwatch_plugin_findings_dropped_total{plugin=\"bad-findings\"} 12";
     assert!(metrics.contains(dropped), "{metrics}");
     assert!(!metrics.contains("invalid_finding"), "{metrics}");
 

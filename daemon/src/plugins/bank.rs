@@ -246,6 +246,9 @@ fn accept<'a>(
         entry_name,
         mut entry_value,
     } = findings;
+    // One finding per reading and kind: further ones would only repeat the alert, and each
+    // costs the host far more memory than the output cap counts for it.
+    let mut reported = foldhash::HashSet::<(u32, &str)>::default();
     let mut message_start = 0;
     let mut entry_start = 0;
     for (i, &position) in readings.iter().enumerate() {
@@ -285,6 +288,16 @@ fn accept<'a>(
         let score = scores[i];
         if !(0.0..=1.0).contains(&score) {
             rejected.add(|| format!("score {score} is outside 0 to 1"));
+            continue;
+        }
+        if !reported.insert((position, kind.as_str())) {
+            rejected.add(|| {
+                format!(
+                    "reading index {position} has a finding of kind {} already; expected one \
+                     per reading and kind",
+                    quoted(kind)
+                )
+            });
             continue;
         }
         let reading = items[item].reading;

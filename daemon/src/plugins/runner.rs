@@ -57,6 +57,7 @@ impl Instance {
         let state = HostState::new(context, engine.limits.max_memory_bytes, limits);
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|state| state);
+        store.set_hostcall_fuel(copy_limit(&engine.limits));
         store.set_fuel(engine.limits.fuel_per_call)?;
         store.set_epoch_deadline(engine.deadline_ticks());
         let plugin = pre.instantiate(&mut store)?;
@@ -142,6 +143,15 @@ impl Instance {
         let limits = &engine.limits;
         let (cause, what) = if let Some((cause, detail)) = &self.store.data().limit_hit {
             (*cause, detail.clone())
+        } else if super::chain(error).contains("fuel allocated for hostcalls has been exhausted") {
+            (
+                "output",
+                format!(
+                    "the plugin passed more than {} bytes to the host in one transfer, the \
+                     copy limit that follows from max_output_bytes",
+                    copy_limit(limits)
+                ),
+            )
         } else if self.store.data().memory_limit_hit {
             (
                 "memory",
@@ -179,6 +189,16 @@ impl Instance {
         };
         Failure { cause, message }
     }
+}
+
+/// Returns the most bytes the plugin may pass to the host in one transfer: the findings of a
+/// call or the arguments of a host function. Wasmtime copies them before the host can check
+/// them, so this bounds the copy; twice the larger of the output and state value caps, plus
+/// 1 MiB, leaves room for the parts the caps count less than their size.
+pub(super) fn copy_limit(limits: &crate::config::PluginsConfig) -> usize {
+    const SLACK_BYTES: usize = 1 << 20;
+    let largest = limits.max_output_bytes.max(limits.max_state_value_bytes);
+    largest.saturating_mul(2).saturating_add(SLACK_BYTES)
 }
 
 /// Returns the fuel of a call on `readings` readings: the plugin's own fuel from its config,

@@ -1,4 +1,4 @@
-//! Detector that returns one valid finding and five invalid ones for the first reading of each
+//! Detector that returns one valid finding and six invalid ones for the first reading of each
 //! call, to test that the host drops invalid findings and keeps the valid one.
 //!
 //! The SDK always writes valid name indices, so this fixture uses the interface's own
@@ -47,7 +47,7 @@ impl Guest for BadFindings {
         Info {
             name: "bad-findings".into(),
             version: "1.0.0".into(),
-            description: "Returns one valid and five invalid findings per call".into(),
+            description: "Returns one valid and six invalid findings per call".into(),
             kinds: vec!["odd".into()],
             settings: Vec::new(),
         }
@@ -71,6 +71,8 @@ impl Guest for BadFindings {
         push(&mut findings, 0, 0, 1.5, 1);
         // An evidence name index outside `names`.
         push(&mut findings, 0, 0, 0.5, 9);
+        // A second finding of the same reading and kind.
+        push(&mut findings, 0, 0, 0.75, 1);
         findings
     }
 }
