@@ -332,6 +332,22 @@ pub const MAX_PLUGIN_STACK_BYTES: usize = 1 << 20;
 pub const MAX_QUARANTINE_SECS: u64 = 7 * 24 * 3600;
 
 impl PluginsConfig {
+    /// Returns the problem of a `cache_dir` inside `dir`, comparing the two paths as `resolve`
+    /// returns them.
+    fn cache_dir_problem(&self, resolve: fn(&Path) -> PathBuf) -> Option<String> {
+        if self.cache_dir.as_os_str().is_empty()
+            || !resolve(&self.cache_dir).starts_with(resolve(&self.dir))
+        {
+            return None;
+        }
+        Some(format!(
+            "plugins.cache_dir: '{}' is inside plugins.dir '{}', expected a separate folder \
+             that only the daemon can write, because compiled code there is trusted",
+            self.cache_dir.display(),
+            self.dir.display()
+        ))
+    }
+
     fn validate(&self, problems: &mut Vec<String>) {
         for (key, value) in [
             ("plugins.fuel_per_reading", self.fuel_per_reading),
@@ -369,13 +385,8 @@ impl PluginsConfig {
                 self.quarantine_max_secs
             ));
         }
-        if !self.cache_dir.as_os_str().is_empty() && self.cache_dir.starts_with(&self.dir) {
-            problems.push(format!(
-                "plugins.cache_dir: '{}' is inside plugins.dir '{}', expected a separate folder \
-                 that only the daemon can write, because compiled code there is trusted",
-                self.cache_dir.display(),
-                self.dir.display()
-            ));
+        if let Some(problem) = self.cache_dir_problem(normalized) {
+            problems.push(problem);
         }
         if self.quarantine_max_secs < self.quarantine_initial_secs {
             problems.push(format!(
@@ -928,6 +939,10 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         let mut problems = Vec::new();
+        // `parse` compared the folders as written. Now that their base is known, links count too.
+        if let Some(problem) = config.plugins.cache_dir_problem(resolved) {
+            problems.push(problem);
+        }
         for (name, detector) in &mut config.plugins.detectors {
             detector.read_setting_files(name, base, &mut problems);
         }
@@ -1369,6 +1384,45 @@ fn toml_error(text: &str, error: &toml::de::Error) -> String {
 #[cfg(test)]
 mod reference;
 
+/// Returns `path` made absolute, with `.` and `..` removed by their names alone.
+fn normalized(path: &Path) -> PathBuf {
+    use std::path::Component;
+
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut normal = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    normal
+}
+
+/// Returns `path` as [`normalized`] returns it, with the symbolic links of its longest existing
+/// ancestor resolved, so that two spellings of one folder compare equal. The rest of the path
+/// does not exist yet, so it contains no link.
+fn resolved(path: &Path) -> PathBuf {
+    let normal = normalized(path);
+    let mut existing = normal.as_path();
+    let mut missing = Vec::new();
+    while !existing.exists() {
+        let (Some(name), Some(parent)) = (existing.file_name(), existing.parent()) else {
+            break;
+        };
+        missing.push(name);
+        existing = parent;
+    }
+    let mut result = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_owned());
+    result.extend(missing.iter().rev());
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1383,6 +1437,35 @@ mod tests {
             "{problems:?}"
         );
         assert!(Config::parse("[mqtt]\nkeep_alive_secs = 5\n").is_ok());
+    }
+
+    #[test]
+    fn cache_dir_inside_plugins_dir_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("plugins"), dir.path().join("link")).unwrap();
+        let path = dir.path().join("gridwatch.toml");
+        for cache_dir in [
+            "plugins/cache",
+            "./plugins/../plugins/c",
+            "link/c",
+            "other/../link",
+        ] {
+            let text = format!("[plugins]\ndir = \"plugins\"\ncache_dir = \"{cache_dir}\"\n");
+            std::fs::write(&path, text).unwrap();
+            let error = Config::load(&path).unwrap_err();
+            assert!(
+                error.problems[0].contains("is inside plugins.dir"),
+                "{cache_dir}: {:?}",
+                error.problems
+            );
+        }
+        std::fs::write(
+            &path,
+            "[plugins]\ndir = \"plugins\"\ncache_dir = \"plugins-cache\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(&path).is_ok());
     }
 
     #[test]

@@ -21,8 +21,18 @@ use crate::store::push_plugin_state_key;
 /// Bytes of a plugin's standard error kept for the log when a call fails.
 const STDERR_CAPACITY: usize = 16 * 1024;
 
-/// Table elements an instance may grow its tables to.
+/// Table elements an instance may hold in all its tables together.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Linear memories an instance may create. Each one reserves address space even when empty,
+/// so their number is limited besides their total size.
+const MAX_MEMORIES: usize = 100;
+
+/// Tables an instance may create.
+const MAX_TABLES: usize = 1_000;
+
+/// Bytes of one state key.
+pub const MAX_STATE_KEY_BYTES: usize = 1024;
 
 /// Log lines one call may write; later ones are dropped.
 const MAX_LOG_LINES_PER_CALL: usize = 100;
@@ -107,6 +117,10 @@ pub struct HostState {
     /// The batch of the `detect` call in progress, whose meters the state functions index.
     batch: Option<Arc<Batch>>,
     memory_cap: usize,
+    /// Bytes of all linear memories of the instance together.
+    memory_bytes: usize,
+    /// Elements of all tables of the instance together.
+    table_elements: usize,
     /// Set when the plugin tried to grow its memory past the cap.
     pub(super) memory_limit_hit: bool,
     /// State writes of the call in progress, by full key; kept only if the call succeeds.
@@ -147,6 +161,8 @@ impl HostState {
             context,
             batch: None,
             memory_cap,
+            memory_bytes: 0,
+            table_elements: 0,
             memory_limit_hit: false,
             writes: foldhash::HashMap::default(),
             limits,
@@ -176,6 +192,21 @@ impl HostState {
         let error = wasmtime::Error::msg(detail.clone());
         self.limit_hit = Some((cause, detail));
         Err(error)
+    }
+
+    /// Adds a write or deletion of `bytes` to the call's state bytes, failing the call past
+    /// `max_bytes_per_call`.
+    fn count_state_bytes(&mut self, bytes: usize) -> Result<()> {
+        self.written_bytes += bytes;
+        let limit = self.limits.max_bytes_per_call;
+        if self.written_bytes > limit {
+            let detail = format!(
+                "state writes of {} bytes in one call are over the limit of {limit} bytes",
+                self.written_bytes
+            );
+            return self.fail_call("state", detail);
+        }
+        Ok(())
     }
 
     /// Hands the state writes of a successful call to the batch.
@@ -240,8 +271,16 @@ impl HostState {
         hourly(self.context.history.history(&self.meter_key, hours))
     }
 
-    /// Writes the full state key of `key` for the meter at `index` to `state_key`.
+    /// Writes the full state key of `key` for the meter at index `meter` to `state_key`. Fails the
+    /// call when `key` is longer than [`MAX_STATE_KEY_BYTES`].
     fn set_state_key(&mut self, meter: u32, key: &str) -> Result<()> {
+        if key.len() > MAX_STATE_KEY_BYTES {
+            let detail = format!(
+                "state key of {} bytes is over the limit of {MAX_STATE_KEY_BYTES} bytes",
+                key.len()
+            );
+            return self.fail_call("state", detail);
+        }
         self.set_meter_key(meter)?;
         self.state_key.clear();
         push_plugin_state_key(
@@ -263,27 +302,54 @@ impl WasiView for HostState {
     }
 }
 
+/// The caps cover all memories and all tables of an instance together: a component can hold
+/// many core modules, and a module many memories, so a cap per memory would bound nothing.
+/// Memories and tables never shrink, and a failed call gets a fresh store.
 impl ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> Result<bool> {
-        if desired > self.memory_cap {
+        let total = self
+            .memory_bytes
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_cap {
             self.memory_limit_hit = true;
-            wasmtime::bail!("memory limit of {} bytes reached", self.memory_cap);
+            wasmtime::bail!(
+                "memory limit of {} bytes reached (all linear memories of the plugin together)",
+                self.memory_cap
+            );
         }
+        self.memory_bytes = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        let total = self
+            .table_elements
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -308,21 +374,15 @@ impl Host for HostState {
             );
             return self.fail_call("state", detail);
         }
-        self.written_bytes += key.len() + value.len();
-        if self.written_bytes > limits.max_bytes_per_call {
-            let detail = format!(
-                "state writes of {} bytes in one call are over the limit of {} bytes",
-                self.written_bytes, limits.max_bytes_per_call
-            );
-            return self.fail_call("state", detail);
-        }
         self.set_state_key(meter, &key)?;
+        self.count_state_bytes(key.len() + value.len())?;
         self.writes.insert(self.state_key.clone(), Some(value));
         Ok(())
     }
 
     fn delete_state(&mut self, meter: u32, key: String) -> Result<()> {
         self.set_state_key(meter, &key)?;
+        self.count_state_bytes(key.len())?;
         self.writes.insert(self.state_key.clone(), None);
         Ok(())
     }

@@ -88,9 +88,9 @@ impl LoadedPlugin {
     /// Returns the first problem: unreadable file, not a component, compile failure, wrong
     /// interface version, failed `describe` or an invalid description.
     pub fn load(engine: &PluginEngine, path: &Path) -> Result<LoadedPlugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        let bytes = std::fs::read(path).map_err(|error| PluginError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let component = engine.compile(path, &bytes)?;
         let interface = check_interface(engine, path, &component)?;
@@ -684,10 +684,10 @@ fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>, PluginError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
+        Err(error) => {
             return Err(PluginError::Folder {
                 path: dir.to_owned(),
-                source,
+                error,
             });
         }
     };

@@ -61,13 +61,13 @@ pub const DETECTOR_INTERFACE: &str = "gridwatch:detector/detector";
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     /// The file could not be read.
-    #[error("failed to read plugin '{}': {source}", path.display())]
+    #[error("failed to read plugin '{}': {error}", path.display())]
     Read {
         /// The plugin file.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error. It is part of the message, so it is not also the error's source,
+        /// which would print it twice in a chain.
+        error: std::io::Error,
     },
     /// The file is not a WebAssembly component.
     #[error("plugin '{}' is not a WebAssembly component: {detail}", path.display())]
@@ -113,13 +113,13 @@ pub enum PluginError {
     #[error("failed to set up the plugin engine: {0}")]
     Engine(String),
     /// The plugins folder could not be listed.
-    #[error("failed to list plugins folder '{}': {source}", path.display())]
+    #[error("failed to list plugins folder '{}': {error}", path.display())]
     Folder {
         /// The folder.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error. It is part of the message, so it is not also the error's source,
+        /// which would print it twice in a chain.
+        error: std::io::Error,
     },
 }
 

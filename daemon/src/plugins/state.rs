@@ -12,21 +12,52 @@ use parking_lot::Mutex;
 
 use crate::store::Store;
 
-/// Cached values above which the cache of committed values is cleared.
-const MAX_CACHED_VALUES: usize = 1_000_000;
+/// Bytes of keys and values above which the cache of committed values is cleared. Plugins
+/// choose their keys, so the cache is bounded by size, not by entries.
+const MAX_CACHED_BYTES: usize = 256 * 1024 * 1024;
+
+/// Bytes counted for a cache entry besides its key and value: the map's slot and the two
+/// allocations' headers, an estimate.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// Plugin state for every plugin.
 pub struct PluginStates {
     store: Option<Arc<Store>>,
     inner: Mutex<Inner>,
+    /// Bytes of cached entries above which the cache is cleared.
+    cache_limit_bytes: usize,
 }
 
 #[derive(Default)]
 struct Inner {
     /// Committed values read from the store, `None` for absent ones.
     cached: HashMap<String, Option<Vec<u8>>>,
+    /// Bytes of the entries in `cached`, counted by [`entry_bytes`].
+    cached_bytes: usize,
     /// Values written since the last [`PluginStates::take_pending`].
     pending: HashMap<String, Option<Vec<u8>>>,
+}
+
+impl Inner {
+    /// Caches a committed value, clearing the cache first when the entry would take it past
+    /// `limit_bytes`.
+    fn cache(&mut self, key: String, value: Option<Vec<u8>>, limit_bytes: usize) {
+        let bytes = entry_bytes(&key, &value);
+        if self.cached_bytes + bytes > limit_bytes {
+            self.cached.clear();
+            self.cached_bytes = 0;
+        }
+        if let Some(old) = self.cached.get(&key) {
+            self.cached_bytes -= entry_bytes(&key, old);
+        }
+        self.cached_bytes += bytes;
+        self.cached.insert(key, value);
+    }
+}
+
+/// Returns the bytes counted for a cache entry.
+fn entry_bytes(key: &str, value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
 }
 
 impl PluginStates {
@@ -35,6 +66,7 @@ impl PluginStates {
         PluginStates {
             store: Some(store),
             inner: Mutex::new(Inner::default()),
+            cache_limit_bytes: MAX_CACHED_BYTES,
         }
     }
 
@@ -43,6 +75,7 @@ impl PluginStates {
         PluginStates {
             store: None,
             inner: Mutex::new(Inner::default()),
+            cache_limit_bytes: MAX_CACHED_BYTES,
         }
     }
 
@@ -55,10 +88,7 @@ impl PluginStates {
             return value.clone();
         }
         let loaded = self.load(full);
-        if inner.cached.len() >= MAX_CACHED_VALUES {
-            inner.cached.clear();
-        }
-        inner.cached.insert(full.to_owned(), loaded.clone());
+        inner.cache(full.to_owned(), loaded.clone(), self.cache_limit_bytes);
         loaded
     }
 
@@ -73,13 +103,16 @@ impl PluginStates {
     pub fn take_pending(&self) -> Vec<(String, Option<Vec<u8>>)> {
         let mut inner = self.inner.lock();
         let pending: Vec<_> = inner.pending.drain().collect();
-        if inner.cached.len() + pending.len() > MAX_CACHED_VALUES {
-            inner.cached.clear();
-        }
         for (key, value) in &pending {
-            inner.cached.insert(key.clone(), value.clone());
+            inner.cache(key.clone(), value.clone(), self.cache_limit_bytes);
         }
         pending
+    }
+
+    /// Returns the bytes the cache holds, by [`entry_bytes`].
+    #[cfg(test)]
+    fn cached_bytes(&self) -> usize {
+        self.inner.lock().cached_bytes
     }
 
     fn load(&self, key: &str) -> Option<Vec<u8>> {
@@ -93,5 +126,30 @@ impl PluginStates {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_stays_under_byte_limit() {
+        let states = PluginStates {
+            cache_limit_bytes: 10_000,
+            ..PluginStates::in_memory()
+        };
+        for i in 0..100 {
+            let key = format!("{i:04}{}", "k".repeat(996));
+            assert_eq!(states.get(&key), None);
+            assert!(states.cached_bytes() <= 10_000, "{}", states.cached_bytes());
+        }
+        states.apply([("w".to_owned(), Some(vec![0; 5_000]))].into_iter());
+        states.take_pending();
+        // The value's entry replaced earlier entries to stay under the limit.
+        let cached = states.cached_bytes();
+        assert!(cached >= 1 + 5_000 + ENTRY_OVERHEAD_BYTES, "{cached}");
+        assert!(cached <= 10_000, "{cached}");
+        assert_eq!(states.get("w"), Some(vec![0; 5_000]));
     }
 }

@@ -180,3 +180,131 @@ fn meter_history_reads_only_allowed_regions() {
     let own = state.history(0, 2).unwrap();
     assert_eq!(own.energy_kwh, [1.0, 1.0]);
 }
+
+/// Builds a core module with two empty memories and a function `grow{i}` per memory that grows
+/// it by the pages given and returns the old size, or -1.
+fn two_memories_module() -> Vec<u8> {
+    use wasm_encoder::{
+        CodeSection, ExportKind, ExportSection, Function, FunctionSection, Instruction,
+        MemorySection, MemoryType, Module, TypeSection, ValType,
+    };
+
+    let mut types = TypeSection::new();
+    types.ty().function([ValType::I32], [ValType::I32]);
+    let mut functions = FunctionSection::new();
+    let mut memories = MemorySection::new();
+    let mut exports = ExportSection::new();
+    let mut code = CodeSection::new();
+    for index in 0..2 {
+        functions.function(0);
+        memories.memory(MemoryType {
+            minimum: 0,
+            maximum: None,
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        exports.export(&format!("grow{index}"), ExportKind::Func, index);
+        let mut body = Function::new([]);
+        body.instruction(&Instruction::LocalGet(0))
+            .instruction(&Instruction::MemoryGrow(index))
+            .instruction(&Instruction::End);
+        code.function(&body);
+    }
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&functions)
+        .section(&memories)
+        .section(&exports)
+        .section(&code);
+    module.finish()
+}
+
+#[test]
+fn memory_cap_covers_all_memories() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let module = wasmtime::Module::new(&engine.engine, two_memories_module()).unwrap();
+    let mut store = wasmtime::Store::new(&engine.engine, host_with_one_meter());
+    store.limiter(|state| state);
+    store.set_fuel(1_000_000).unwrap();
+    store.set_epoch_deadline(1_000_000);
+    let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+    let grow0 = instance
+        .get_typed_func::<i32, i32>(&mut store, "grow0")
+        .unwrap();
+    let grow1 = instance
+        .get_typed_func::<i32, i32>(&mut store, "grow1")
+        .unwrap();
+
+    // The cap of `host_with_one_meter` is 1 MiB, 16 pages: 10 pages fit once, not twice.
+    assert_eq!(grow0.call(&mut store, 10).unwrap(), 0);
+    let error = grow1.call(&mut store, 10).unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("memory limit of 1048576 bytes reached"),
+        "{message}"
+    );
+    assert!(store.data().memory_limit_hit);
+}
+
+#[test]
+fn table_cap_covers_all_tables() {
+    use wasmtime::ResourceLimiter;
+
+    let mut state = host_with_one_meter();
+    assert!(state.table_growing(0, 60_000, None).unwrap());
+    assert!(!state.table_growing(0, 60_000, None).unwrap());
+    // Growing the first table again counts only what it adds.
+    assert!(state.table_growing(60_000, 100_000, None).unwrap());
+}
+
+#[test]
+fn long_state_key_fails_call() {
+    use super::bindings::gridwatch::detector::host::Host;
+
+    let key = "k".repeat(super::host::MAX_STATE_KEY_BYTES + 1);
+    for result in [
+        state_call(|state| state.get_state(0, key.clone()).map(drop)),
+        state_call(|state| state.set_state(0, key.clone(), vec![1])),
+        state_call(|state| state.delete_state(0, key.clone())),
+    ] {
+        let (error, cause) = result;
+        assert!(
+            error.contains("state key of 1025 bytes is over the limit of 1024 bytes"),
+            "{error}"
+        );
+        assert_eq!(cause, Some("state"));
+    }
+}
+
+#[test]
+fn deletions_count_toward_call_state_bytes() {
+    use super::bindings::gridwatch::detector::host::Host;
+
+    // `host_with_one_meter` allows 4,096 bytes per call: four deletions of 1,000-byte keys fit.
+    let mut state = host_with_one_meter();
+    for i in 0..4 {
+        let key = format!("{i}{}", "k".repeat(999));
+        state.delete_state(0, key).unwrap();
+    }
+    let error = state.delete_state(0, "k".repeat(1_000)).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("state writes of 5000 bytes in one call are over the limit of 4096 bytes"),
+        "{error}"
+    );
+    let cause = state.limit_hit.as_ref().map(|(cause, _)| *cause);
+    assert_eq!(cause, Some("state"));
+}
+
+/// Runs `call` on a fresh store's data and returns its error and the cause it recorded.
+fn state_call(
+    call: impl FnOnce(&mut super::host::HostState) -> wasmtime::Result<()>,
+) -> (String, Option<&'static str>) {
+    let mut state = host_with_one_meter();
+    let error = call(&mut state).unwrap_err().to_string();
+    (error, state.limit_hit.as_ref().map(|(cause, _)| *cause))
+}

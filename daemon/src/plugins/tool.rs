@@ -71,13 +71,13 @@ pub enum ToolError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A file could not be read or written.
-    #[error("failed to read or write '{}': {source}", path.display())]
+    #[error("failed to read or write '{}': {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error. It is part of the message, so it is not also the error's source,
+        /// which would print it twice in a chain.
+        error: std::io::Error,
     },
     /// An input or expected line is not what was expected.
     #[error("{}:{line}: {detail}", path.display())]
@@ -156,10 +156,10 @@ fn uncached(config: &Config) -> crate::config::PluginsConfig {
     }
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> ToolError {
+fn io_error(path: &Path, error: std::io::Error) -> ToolError {
     ToolError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
