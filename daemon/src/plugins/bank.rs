@@ -119,6 +119,7 @@ impl PluginBank {
                         history: self.history.clone(),
                         fuel: config
                             .map_or((None, None), |c| (c.fuel_per_call, c.fuel_per_reading)),
+                        log_budget: Default::default(),
                         history_regions: config
                             .map(|c| [c.regions.as_slice(), &c.history_regions].concat())
                             .unwrap_or_default(),

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
@@ -39,6 +39,10 @@ const MAX_LOG_LINES_PER_CALL: usize = 100;
 
 /// Characters of one plugin log message.
 const MAX_LOG_CHARS: usize = 1_000;
+
+/// Log lines one plugin may write per minute over all its calls; later ones are dropped. Small
+/// batches mean many calls, so the limit per call alone does not bound the log.
+const MAX_LOG_LINES_PER_MINUTE: u32 = 600;
 
 /// Limits on a call's state writes.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +100,8 @@ pub struct PluginContext {
     pub history: Arc<dyn HistorySource>,
     /// Fuel per call and per reading that replace the engine's, from the plugin's config.
     pub fuel: (Option<u64>, Option<u64>),
+    /// Log lines of the plugin in the current minute, over all its calls.
+    pub log_budget: LogBudget,
     /// Regions whose meters' history `meter-history` may read: those the plugin runs in and
     /// its `history_regions`, from its config; `*` stands for every region.
     pub history_regions: Vec<String>,
@@ -106,6 +112,79 @@ impl PluginContext {
     pub fn reads_history_of(&self, region: &str) -> bool {
         crate::config::lists_region(&self.history_regions, region)
     }
+}
+
+/// Counts a plugin's log lines per minute, across its calls and instances.
+#[derive(Default)]
+pub struct LogBudget {
+    window: parking_lot::Mutex<LogWindow>,
+}
+
+#[derive(Default)]
+struct LogWindow {
+    /// Start of the current minute, set by its first line.
+    start: Option<Instant>,
+    /// Lines counted in the current minute, dropped ones included.
+    lines: u32,
+    /// Lines dropped in the current minute.
+    dropped: u64,
+}
+
+/// The decision of [`LogBudget::take`] on one log line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LogPermit {
+    /// Whether the line may be written.
+    pub write: bool,
+    /// Lines dropped in the minute that ended before this line, reported once.
+    pub dropped_before: u64,
+    /// Whether this line is the first one dropped in its minute.
+    pub first_dropped: bool,
+}
+
+impl LogBudget {
+    /// Counts one log line written at `now`.
+    pub fn take(&self, now: Instant) -> LogPermit {
+        let mut window = self.window.lock();
+        let mut dropped_before = 0;
+        let expired = window
+            .start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(60));
+        if expired {
+            dropped_before = std::mem::take(&mut window.dropped);
+            window.start = Some(now);
+            window.lines = 0;
+        }
+        window.lines = window.lines.saturating_add(1);
+        let write = window.lines <= MAX_LOG_LINES_PER_MINUTE;
+        if !write {
+            window.dropped += 1;
+        }
+        LogPermit {
+            write,
+            dropped_before,
+            first_dropped: !write && window.dropped == 1,
+        }
+    }
+}
+
+/// Returns a plugin's log message cut to [`MAX_LOG_CHARS`] characters, with control characters,
+/// line and paragraph separators and bidirectional formatting characters replaced by spaces,
+/// so that a plugin can neither start a new log line nor reorder how one is displayed.
+pub fn clean_log_message(message: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    message
+        .chars()
+        .take(MAX_LOG_CHARS)
+        .map(|c| if hidden(c) { ' ' } else { c })
+        .collect()
 }
 
 /// The data of one plugin store.
@@ -412,12 +491,26 @@ impl Host for HostState {
             return Ok(());
         }
         let plugin = self.context.name.as_str();
-        // One line per call, without control characters, so a plugin cannot forge log lines.
-        let message: String = message
-            .chars()
-            .take(MAX_LOG_CHARS)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
+        let permit = self.context.log_budget.take(Instant::now());
+        if permit.dropped_before > 0 {
+            tracing::warn!(
+                plugin,
+                dropped = permit.dropped_before,
+                limit = MAX_LOG_LINES_PER_MINUTE,
+                "log lines of this plugin were dropped in the last minute, over the limit per minute"
+            );
+        }
+        if permit.first_dropped {
+            tracing::warn!(
+                plugin,
+                limit = MAX_LOG_LINES_PER_MINUTE,
+                "further log lines of this plugin are dropped until the minute ends"
+            );
+        }
+        if !permit.write {
+            return Ok(());
+        }
+        let message = clean_log_message(&message);
         if self.log_lines == MAX_LOG_LINES_PER_CALL {
             tracing::warn!(
                 plugin,

@@ -110,6 +110,7 @@ impl LoadedPlugin {
             states: Arc::new(PluginStates::in_memory()),
             history: Arc::new(NoHistory),
             fuel: (None, None),
+            log_budget: Default::default(),
             history_regions: Vec::new(),
         });
         let mut instance = Instance::new(engine, &pre, context).map_err(start_error)?;

@@ -95,6 +95,7 @@ fn host_for(
         states: Arc::new(super::PluginStates::in_memory()),
         history,
         fuel: (None, None),
+        log_budget: Default::default(),
         history_regions: regions,
     });
     let limits = StateLimits {
@@ -307,4 +308,40 @@ fn state_call(
     let mut state = host_with_one_meter();
     let error = call(&mut state).unwrap_err().to_string();
     (error, state.limit_hit.as_ref().map(|(cause, _)| *cause))
+}
+
+#[test]
+fn log_budget_drops_lines_past_minute_limit() {
+    use super::host::LogBudget;
+    use std::time::{Duration, Instant};
+
+    let budget = LogBudget::default();
+    let start = Instant::now();
+    for _ in 0..600 {
+        assert!(budget.take(start).write);
+    }
+    let first = budget.take(start + Duration::from_secs(30));
+    assert!(!first.write);
+    assert!(first.first_dropped);
+    let second = budget.take(start + Duration::from_secs(59));
+    assert!(!second.write);
+    assert!(!second.first_dropped);
+
+    // The next minute writes again and reports the two dropped lines once.
+    let next = budget.take(start + Duration::from_secs(60));
+    assert!(next.write);
+    assert_eq!(next.dropped_before, 2);
+    assert_eq!(
+        budget.take(start + Duration::from_secs(61)).dropped_before,
+        0
+    );
+}
+
+#[test]
+fn log_message_cannot_break_or_reorder_line() {
+    use super::host::clean_log_message;
+
+    let forged = "ok\nERROR fake\u{2028}line\u{202e}desrever\u{2066}x\u{2069}";
+    assert_eq!(clean_log_message(forged), "ok ERROR fake line desrever x ");
+    assert_eq!(clean_log_message(&"é".repeat(1_500)).chars().count(), 1_000);
 }
