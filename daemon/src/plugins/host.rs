@@ -443,6 +443,8 @@ impl Host for HostState {
         })
     }
 
+    // NOTE: the limits are per value and per call. The state a plugin keeps over many calls is
+    // not limited, so a plugin that writes new keys on every call grows the store without end.
     fn set_state(&mut self, meter: u32, key: String, value: Vec<u8>) -> Result<()> {
         let limits = &self.limits;
         if value.len() > limits.max_value_bytes {
