@@ -398,6 +398,18 @@ fn tools_inspect_and_test_mining() {
     assert!(out.contains("-{\"kind\":\"mining\""), "{out}");
     assert!(out.contains("\"severity\":\"critical\""), "{out}");
     assert!(out.contains("+{\"kind\":\"mining\""), "{out}");
+
+    // Three readings are too few for a finding: standard output stays empty, and standard
+    // error says so.
+    let input = repo_root().join("plugins/mining/tests/readings.jsonl");
+    let text = std::fs::read_to_string(&input).unwrap();
+    let first = dir.path().join("first.jsonl");
+    let lines: Vec<&str> = text.lines().take(3).collect();
+    std::fs::write(&first, lines.join("\n")).unwrap();
+    let (ok, out, err) = gridwatch(&["plugin", "test", wasm, "--input", first.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "");
+    assert!(err.contains("no findings from the 3 messages of"), "{err}");
 }
 
 #[test]

@@ -181,6 +181,14 @@ fn test(
         writeln!(out, "{text}").map_err(|source| io_error(Path::new("stdout"), source))
     };
     let Some(expect) = expect else {
+        // Standard output carries only findings, so that it can become an `--expect` file.
+        if actual.is_empty() {
+            eprintln!(
+                "no findings from the {} messages of {}",
+                messages.len(),
+                input.display()
+            );
+        }
         for finding in &actual {
             write(out, &finding.to_string())?;
         }
