@@ -131,7 +131,13 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), PluginError> {
         path: path.to_owned(),
         detail,
     };
-    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+    if bytes.len() < 8 {
+        return Err(not_component(format!(
+            "the file is {} bytes long, expected at least the 8 bytes of a WebAssembly header",
+            bytes.len()
+        )));
+    }
+    if &bytes[..4] != WASM_MAGIC {
         let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
         return Err(not_component(format!(
             "the file starts with bytes [{}], expected the WebAssembly magic 00 61 73 6d",

@@ -40,6 +40,20 @@ fn core_module_is_not_a_component() {
 }
 
 #[test]
+fn file_shorter_than_header_is_named_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.wasm");
+    std::fs::write(&path, b"\0as").unwrap();
+    let error = LoadedPlugin::load(&engine(dir.path()), &path).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the file is 3 bytes long, expected at least the 8 bytes"),
+        "{error}"
+    );
+}
+
+#[test]
 fn truncated_component_fails_to_compile() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cut.wasm");
