@@ -399,6 +399,31 @@ fn tools_inspect_and_test_mining() {
     assert!(out.contains("\"severity\":\"critical\""), "{out}");
     assert!(out.contains("+{\"kind\":\"mining\""), "{out}");
 
+    // A mistake in the expected file is reported as one, with its line, not as a difference.
+    for (line, problem) in [
+        (
+            "{\"score\": \"high\"}",
+            "field 'score' is \"high\", expected a number from 0 to 1",
+        ),
+        (
+            "{\"knd\": \"mining\"}",
+            "unknown field 'knd', expected one of region, meter",
+        ),
+        (
+            "{\"severity\": \"urgent\"}",
+            "field 'severity' is \"urgent\", expected one of info",
+        ),
+        ("[]", "expected a JSON object with any of region"),
+    ] {
+        std::fs::write(&wrong, format!("# a comment\n{line}\n")).unwrap();
+        let (ok, out, err) = plugin_test(&wasm_path, &["--expect", wrong.to_str().unwrap()]);
+        assert!(!ok, "{out}");
+        assert!(
+            err.contains(&format!("findings.jsonl:2: {problem}")),
+            "{err}"
+        );
+    }
+
     // Three readings are too few for a finding: standard output stays empty, and standard
     // error says so.
     let input = repo_root().join("plugins/mining/tests/readings.jsonl");

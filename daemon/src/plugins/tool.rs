@@ -196,6 +196,13 @@ fn test(
     };
 
     let expected = read_lines(expect)?;
+    for (line, value) in &expected {
+        check_expected(value).map_err(|detail| ToolError::Line {
+            path: expect.to_owned(),
+            line: *line,
+            detail,
+        })?;
+    }
     let (want, got) = project(&expected, &actual);
     if want == got {
         write(
@@ -369,6 +376,48 @@ fn decode_line(
 /// Renders both sides as lines, reducing each actual finding to the fields its expected line
 /// names, so a fixture checks only what it states. Numbers are compared to 6 decimals, which
 /// also hides the last-digit differences of JSON float parsing.
+/// Fields of a finding as `plugin test` prints it.
+const FINDING_FIELDS: [&str; 7] = [
+    "region", "meter", "kind", "severity", "score", "message", "evidence",
+];
+
+/// Checks that an expected finding is an object of finding fields with values of their types,
+/// so that a mistake in the file is reported as such instead of as a difference.
+fn check_expected(value: &Json) -> Result<(), String> {
+    let Some(fields) = value.as_object() else {
+        return Err(format!(
+            "expected a JSON object with any of {}, found {value}",
+            FINDING_FIELDS.join(", ")
+        ));
+    };
+    for (name, field) in fields {
+        let valid = match name.as_str() {
+            "region" | "meter" | "kind" | "message" => field.is_string(),
+            "severity" => field
+                .as_str()
+                .is_some_and(|text| crate::alerts::Severity::parse(text).is_ok()),
+            "score" => field.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)),
+            "evidence" => field.is_object(),
+            _ => {
+                return Err(format!(
+                    "unknown field '{name}', expected one of {}",
+                    FINDING_FIELDS.join(", ")
+                ));
+            }
+        };
+        if !valid {
+            let expected = match name.as_str() {
+                "severity" => "one of info, low, medium, high, critical",
+                "score" => "a number from 0 to 1",
+                "evidence" => "an object of evidence names and values",
+                _ => "a string",
+            };
+            return Err(format!("field '{name}' is {field}, expected {expected}"));
+        }
+    }
+    Ok(())
+}
+
 fn project(expected: &[(usize, Json)], actual: &[Json]) -> (String, String) {
     let mut want = String::new();
     let mut got = String::new();
