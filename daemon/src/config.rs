@@ -1402,12 +1402,27 @@ fn normalized(path: &Path) -> PathBuf {
     normal
 }
 
-/// Returns `path` as [`normalized`] returns it, with the symbolic links of its longest existing
-/// ancestor resolved, so that two spellings of one folder compare equal. The rest of the path
-/// does not exist yet, so it contains no link.
+/// Returns `path` made absolute with its symbolic links resolved and `.` and `..` removed, so
+/// that two spellings of one folder compare equal. A `..` applies after the links before it, as
+/// the operating system applies it. The part that does not exist yet contains no link.
 fn resolved(path: &Path) -> PathBuf {
-    let normal = normalized(path);
-    let mut existing = normal.as_path();
+    use std::path::Component;
+
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut walked = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if let Ok(real) = walked.canonicalize() {
+                    walked = real;
+                }
+                walked.pop();
+            }
+            other => walked.push(other),
+        }
+    }
+    let mut existing = walked.as_path();
     let mut missing = Vec::new();
     while !existing.exists() {
         let (Some(name), Some(parent)) = (existing.file_name(), existing.parent()) else {
@@ -1442,14 +1457,18 @@ mod tests {
     #[test]
     fn cache_dir_inside_plugins_dir_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("plugins")).unwrap();
+        std::fs::create_dir_all(dir.path().join("plugins/sub")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("plugins"), dir.path().join("link")).unwrap();
+        // `inner/..` is `plugins`, because the link is followed before the `..`.
+        let inner = dir.path().join("inner");
+        std::os::unix::fs::symlink(dir.path().join("plugins/sub"), inner).unwrap();
         let path = dir.path().join("gridwatch.toml");
         for cache_dir in [
             "plugins/cache",
             "./plugins/../plugins/c",
             "link/c",
             "other/../link",
+            "inner/../cache",
         ] {
             let text = format!("[plugins]\ndir = \"plugins\"\ncache_dir = \"{cache_dir}\"\n");
             std::fs::write(&path, text).unwrap();

@@ -103,6 +103,12 @@ async fn hostile_plugins_contained_rules_still_alert() {
     }
 
     let log = daemon.log();
+    for hidden in ['\r', '\u{1b}', '\u{2028}', '\u{202e}'] {
+        assert!(
+            !log.contains(hidden),
+            "log contains {hidden:?} from a plugin:\n{log}"
+        );
+    }
     for expected in [
         "fuel budget of",
         "memory limit of 33554432 bytes reached",

@@ -167,23 +167,33 @@ impl LogBudget {
     }
 }
 
-/// Returns a plugin's log message cut to [`MAX_LOG_CHARS`] characters, with control characters,
-/// line and paragraph separators and bidirectional formatting characters replaced by spaces,
-/// so that a plugin can neither start a new log line nor reorder how one is displayed.
+/// Returns true for the characters a plugin must not put into a log line: control characters,
+/// line and paragraph separators and bidirectional formatting characters. With them a plugin
+/// could start a new log line or reorder how one is displayed.
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// Returns text from a plugin with the characters of [`is_hidden`] replaced by spaces.
+pub fn clean_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if is_hidden(c) { ' ' } else { c })
+        .collect()
+}
+
+/// Returns a plugin's log message cut to [`MAX_LOG_CHARS`] characters and cleaned like
+/// [`clean_text`] cleans it.
 pub fn clean_log_message(message: &str) -> String {
-    let hidden = |c: char| {
-        c.is_control()
-            || matches!(
-                c,
-                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
-            )
-            || ('\u{202a}'..='\u{202e}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c)
-    };
     message
         .chars()
         .take(MAX_LOG_CHARS)
-        .map(|c| if hidden(c) { ' ' } else { c })
+        .map(|c| if is_hidden(c) { ' ' } else { c })
         .collect()
 }
 
@@ -200,6 +210,11 @@ pub struct HostState {
     memory_bytes: usize,
     /// Elements of all tables of the instance together.
     table_elements: usize,
+    /// Bytes the last accepted memory growth added, taken back when wasmtime reports that the
+    /// growth failed after all.
+    last_memory_growth: usize,
+    /// Elements the last accepted table growth added, taken back like `last_memory_growth`.
+    last_table_growth: usize,
     /// Set when the plugin tried to grow its memory past the cap.
     pub(super) memory_limit_hit: bool,
     /// State writes of the call in progress, by full key; kept only if the call succeeds.
@@ -242,6 +257,8 @@ impl HostState {
             memory_cap,
             memory_bytes: 0,
             table_elements: 0,
+            last_memory_growth: 0,
+            last_table_growth: 0,
             memory_limit_hit: false,
             writes: foldhash::HashMap::default(),
             limits,
@@ -389,8 +406,13 @@ impl ResourceLimiter for HostState {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> Result<bool> {
+        // Past the memory's own maximum `memory.grow` returns -1, so the request counts for
+        // nothing.
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
         let total = self
             .memory_bytes
             .saturating_sub(current)
@@ -402,16 +424,26 @@ impl ResourceLimiter for HostState {
                 self.memory_cap
             );
         }
+        self.last_memory_growth = desired.saturating_sub(current);
         self.memory_bytes = total;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> Result<()> {
+        self.memory_bytes = self.memory_bytes.saturating_sub(self.last_memory_growth);
+        self.last_memory_growth = 0;
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> Result<bool> {
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
         let total = self
             .table_elements
             .saturating_sub(current)
@@ -419,8 +451,15 @@ impl ResourceLimiter for HostState {
         if total > MAX_TABLE_ELEMENTS {
             return Ok(false);
         }
+        self.last_table_growth = desired.saturating_sub(current);
         self.table_elements = total;
         Ok(true)
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> Result<()> {
+        self.table_elements = self.table_elements.saturating_sub(self.last_table_growth);
+        self.last_table_growth = 0;
+        Ok(())
     }
 
     fn memories(&self) -> usize {

@@ -315,7 +315,7 @@ fn check_identity(raw: &types::Info) -> Vec<String> {
             raw.name.escape_debug()
         ));
     }
-    let printable = !raw.version.chars().any(char::is_control);
+    let printable = !raw.version.chars().any(super::host::is_hidden);
     if raw.version.trim().is_empty() || raw.version.len() > 64 || !printable {
         problems.push(format!(
             "version '{}' is invalid, expected 1 to 64 printable characters such as 1.0.0",

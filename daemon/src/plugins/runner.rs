@@ -187,6 +187,9 @@ impl Instance {
         } else {
             format!("{what}; plugin stderr: {stderr}")
         };
+        // The message contains text of the plugin's choosing: its standard error, and the function
+        // names of a wasm backtrace, which come from its name section.
+        let message = super::host::clean_text(&message);
         Failure { cause, message }
     }
 }

@@ -196,9 +196,10 @@ fn meter_history_reads_only_allowed_regions() {
     assert_eq!(own.energy_kwh, [1.0, 1.0]);
 }
 
-/// Builds a core module with two empty memories and a function `grow{i}` per memory that grows
-/// it by the pages given and returns the old size, or -1.
-fn two_memories_module() -> Vec<u8> {
+/// Builds a core module with two empty memories of the maximum sizes given, in pages, and a
+/// function `grow{i}` per memory that grows it by the pages given and returns the old size, or
+/// -1.
+fn two_memories_module(maximum: [Option<u64>; 2]) -> Vec<u8> {
     use wasm_encoder::{
         CodeSection, ExportKind, ExportSection, Function, FunctionSection, Instruction,
         MemorySection, MemoryType, Module, TypeSection, ValType,
@@ -214,7 +215,7 @@ fn two_memories_module() -> Vec<u8> {
         functions.function(0);
         memories.memory(MemoryType {
             minimum: 0,
-            maximum: None,
+            maximum: maximum[index as usize],
             memory64: false,
             shared: false,
             page_size_log2: None,
@@ -240,7 +241,7 @@ fn two_memories_module() -> Vec<u8> {
 fn memory_cap_covers_all_memories() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
-    let module = wasmtime::Module::new(&engine.engine, two_memories_module()).unwrap();
+    let module = wasmtime::Module::new(&engine.engine, two_memories_module([None, None])).unwrap();
     let mut store = wasmtime::Store::new(&engine.engine, host_with_one_meter());
     store.limiter(|state| state);
     store.set_fuel(1_000_000).unwrap();
@@ -262,6 +263,32 @@ fn memory_cap_covers_all_memories() {
         "{message}"
     );
     assert!(store.data().memory_limit_hit);
+}
+
+#[test]
+fn failed_memory_growth_counts_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path());
+    let bytes = two_memories_module([Some(1), None]);
+    let module = wasmtime::Module::new(&engine.engine, bytes).unwrap();
+    let mut store = wasmtime::Store::new(&engine.engine, host_with_one_meter());
+    store.limiter(|state| state);
+    store.set_fuel(1_000_000).unwrap();
+    store.set_epoch_deadline(1_000_000);
+    let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+    let grow0 = instance
+        .get_typed_func::<i32, i32>(&mut store, "grow0")
+        .unwrap();
+    let grow1 = instance
+        .get_typed_func::<i32, i32>(&mut store, "grow1")
+        .unwrap();
+
+    // Growing the first memory past its maximum of one page fails every time, and the 1 MiB
+    // cap still has room for 10 pages of the second one.
+    for _ in 0..100 {
+        assert_eq!(grow0.call(&mut store, 10).unwrap(), -1);
+    }
+    assert_eq!(grow1.call(&mut store, 10).unwrap(), 0);
 }
 
 #[test]

@@ -19,7 +19,8 @@ impl Detector for AlwaysTrap {
     }
 
     fn detect(_batch: Batch) -> Vec<Finding> {
-        panic!("always-trap fails on every call");
+        // The characters after the message would end or reorder a log line if they reached it.
+        panic!("always-trap fails on every call\r\u{1b}[31m\u{2028}\u{202e}");
     }
 }
 
