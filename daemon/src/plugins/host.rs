@@ -51,6 +51,9 @@ pub struct StateLimits {
     pub max_value_bytes: usize,
     /// Bytes of keys and values one call may write.
     pub max_bytes_per_call: usize,
+    /// Bytes of the plugin's writes that may wait for the commit of a batch, counted with the
+    /// full keys and an estimate of the memory each write takes besides them.
+    pub max_pending_bytes: usize,
 }
 
 /// Source of the meters' hourly energy for the `history` import.
@@ -222,6 +225,8 @@ pub struct HostState {
     limits: StateLimits,
     /// State bytes written by the call in progress.
     written_bytes: usize,
+    /// The same writes counted as [`StateLimits::max_pending_bytes`] counts them.
+    pending_bytes: usize,
     /// Log lines written by the call in progress.
     log_lines: usize,
     /// The limit a host function enforced by failing the call: cause and description.
@@ -263,6 +268,7 @@ impl HostState {
             writes: foldhash::HashMap::default(),
             limits,
             written_bytes: 0,
+            pending_bytes: 0,
             log_lines: 0,
             limit_hit: None,
             meter_key: String::new(),
@@ -274,8 +280,15 @@ impl HostState {
     pub fn begin_call(&mut self, batch: Option<Arc<Batch>>) {
         self.batch = batch;
         self.written_bytes = 0;
+        self.pending_bytes = 0;
         self.log_lines = 0;
         self.limit_hit = None;
+    }
+
+    /// Returns the batch of the call in progress.
+    #[cfg(test)]
+    pub fn batch(&self) -> Option<Arc<Batch>> {
+        self.batch.clone()
     }
 
     /// Releases the batch after a call.
@@ -290,15 +303,27 @@ impl HostState {
         Err(error)
     }
 
-    /// Adds a write or deletion of `bytes` to the call's state bytes, failing the call past
-    /// `max_bytes_per_call`.
-    fn count_state_bytes(&mut self, bytes: usize) -> Result<()> {
-        self.written_bytes += bytes;
+    /// Counts a write or deletion of `value` under `key`, whose full key is in `state_key`.
+    /// Fails the call past `max_bytes_per_call`, or when the plugin's writes that wait for the
+    /// batch's commit would pass `max_pending_bytes`.
+    fn count_state_bytes(&mut self, key: &str, value: &Option<Vec<u8>>) -> Result<()> {
+        let value_bytes = value.as_ref().map_or(0, Vec::len);
+        self.written_bytes += key.len() + value_bytes;
         let limit = self.limits.max_bytes_per_call;
         if self.written_bytes > limit {
             let detail = format!(
                 "state writes of {} bytes in one call are over the limit of {limit} bytes",
                 self.written_bytes
+            );
+            return self.fail_call("state", detail);
+        }
+        self.pending_bytes += super::state::entry_bytes(&self.state_key, value);
+        let pending = self.context.states.pending_bytes(&self.context.name) + self.pending_bytes;
+        let limit = self.limits.max_pending_bytes;
+        if pending > limit {
+            let detail = format!(
+                "state writes waiting for the batch's commit reached {pending} bytes, over the \
+                 limit of {limit} bytes"
             );
             return self.fail_call("state", detail);
         }
@@ -308,7 +333,8 @@ impl HostState {
     /// Hands the state writes of a successful call to the batch.
     pub fn keep_writes(&mut self) {
         if !self.writes.is_empty() {
-            self.context.states.apply(self.writes.drain());
+            let plugin = &self.context.name;
+            self.context.states.apply(plugin, self.writes.drain());
         }
     }
 
@@ -495,14 +521,15 @@ impl Host for HostState {
             return self.fail_call("state", detail);
         }
         self.set_state_key(meter, &key)?;
-        self.count_state_bytes(key.len() + value.len())?;
-        self.writes.insert(self.state_key.clone(), Some(value));
+        let value = Some(value);
+        self.count_state_bytes(&key, &value)?;
+        self.writes.insert(self.state_key.clone(), value);
         Ok(())
     }
 
     fn delete_state(&mut self, meter: u32, key: String) -> Result<()> {
         self.set_state_key(meter, &key)?;
-        self.count_state_bytes(key.len())?;
+        self.count_state_bytes(&key, &None)?;
         self.writes.insert(self.state_key.clone(), None);
         Ok(())
     }

@@ -24,6 +24,11 @@ const NAME_OVERHEAD_BYTES: usize = 8;
 /// Standard error bytes after which a healthy instance is rebuilt, to keep the pipe open.
 const STDERR_REBUILD_BYTES: usize = 8 * 1024;
 
+/// Bytes of one plugin's state writes that may wait for the commit of a batch. A batch of
+/// `store.commit_max_readings` readings can take thousands of calls, so the limit per call
+/// alone would let a plugin hold gigabytes until the commit.
+const MAX_PENDING_STATE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Cause of a failed call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
@@ -53,6 +58,7 @@ impl Instance {
         let limits = StateLimits {
             max_value_bytes: engine.limits.max_state_value_bytes,
             max_bytes_per_call: engine.limits.max_state_bytes_per_call,
+            max_pending_bytes: MAX_PENDING_STATE_BYTES,
         };
         let state = HostState::new(context, engine.limits.max_memory_bytes, limits);
         let mut store = Store::new(&engine.engine, state);

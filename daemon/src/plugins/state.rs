@@ -36,6 +36,8 @@ struct Inner {
     cached_bytes: usize,
     /// Values written since the last [`PluginStates::take_pending`].
     pending: HashMap<String, Option<Vec<u8>>>,
+    /// Bytes of the writes in `pending` by plugin name, counted by [`entry_bytes`].
+    pending_bytes: HashMap<String, usize>,
 }
 
 impl Inner {
@@ -55,8 +57,8 @@ impl Inner {
     }
 }
 
-/// Returns the bytes counted for a cache entry.
-fn entry_bytes(key: &str, value: &Option<Vec<u8>>) -> usize {
+/// Returns the bytes counted for a cache entry or a pending write.
+pub fn entry_bytes(key: &str, value: &Option<Vec<u8>>) -> usize {
     key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
 }
 
@@ -92,10 +94,33 @@ impl PluginStates {
         loaded
     }
 
-    /// Records the writes (`Some`) and deletions (`None`) of one successful call, by the key
-    /// that [`push_plugin_state_key`](crate::store::push_plugin_state_key) builds.
-    pub fn apply(&self, writes: impl Iterator<Item = (String, Option<Vec<u8>>)>) {
-        self.inner.lock().pending.extend(writes);
+    /// Records the writes (`Some`) and deletions (`None`) of one successful call of `plugin`,
+    /// by the key that [`push_plugin_state_key`](crate::store::push_plugin_state_key) builds.
+    pub fn apply(&self, plugin: &str, writes: impl Iterator<Item = (String, Option<Vec<u8>>)>) {
+        let mut inner = self.inner.lock();
+        let mut bytes = 0;
+        for (key, value) in writes {
+            bytes += entry_bytes(&key, &value);
+            inner.pending.insert(key, value);
+        }
+        // State held only in memory, as `plugin test` holds it, is never committed, so its
+        // writes stay pending and are not counted.
+        if self.store.is_none() {
+            return;
+        }
+        match inner.pending_bytes.get_mut(plugin) {
+            Some(total) => *total += bytes,
+            None => {
+                inner.pending_bytes.insert(plugin.to_owned(), bytes);
+            }
+        }
+    }
+
+    /// Returns the bytes of `plugin`'s writes that wait for the next
+    /// [`PluginStates::take_pending`], counted by [`entry_bytes`].
+    pub fn pending_bytes(&self, plugin: &str) -> usize {
+        let inner = self.inner.lock();
+        inner.pending_bytes.get(plugin).copied().unwrap_or(0)
     }
 
     /// Takes the writes made since the last call, to be committed with the batch. They stay
@@ -103,6 +128,7 @@ impl PluginStates {
     pub fn take_pending(&self) -> Vec<(String, Option<Vec<u8>>)> {
         let mut inner = self.inner.lock();
         let pending: Vec<_> = inner.pending.drain().collect();
+        inner.pending_bytes.clear();
         for (key, value) in &pending {
             inner.cache(key.clone(), value.clone(), self.cache_limit_bytes);
         }
@@ -144,7 +170,7 @@ mod tests {
             assert_eq!(states.get(&key), None);
             assert!(states.cached_bytes() <= 10_000, "{}", states.cached_bytes());
         }
-        states.apply([("w".to_owned(), Some(vec![0; 5_000]))].into_iter());
+        states.apply("test", [("w".to_owned(), Some(vec![0; 5_000]))].into_iter());
         states.take_pending();
         // The value's entry replaced earlier entries to stay under the limit.
         let cached = states.cached_bytes();

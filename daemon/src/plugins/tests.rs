@@ -67,13 +67,19 @@ fn truncated_component_fails_to_compile() {
 
 /// Builds a store's data whose call examines one reading of meter `north/m-1`.
 fn host_with_one_meter() -> super::host::HostState {
-    host_for(vec!["*".to_owned()], std::sync::Arc::new(super::NoHistory))
+    let states = std::sync::Arc::new(super::PluginStates::in_memory());
+    host_for(
+        vec!["*".to_owned()],
+        std::sync::Arc::new(super::NoHistory),
+        states,
+    )
 }
 
 /// Builds a store's data like [`host_with_one_meter`] for a plugin enabled in `regions`.
 fn host_for(
     regions: Vec<String>,
     history: std::sync::Arc<dyn super::HistorySource>,
+    states: std::sync::Arc<super::PluginStates>,
 ) -> super::host::HostState {
     use std::sync::Arc;
 
@@ -106,7 +112,7 @@ fn host_for(
     let context = Arc::new(PluginContext {
         name: "test".into(),
         settings: super::Settings::default(),
-        states: Arc::new(super::PluginStates::in_memory()),
+        states,
         history,
         fuel: (None, None),
         log_budget: Default::default(),
@@ -115,6 +121,7 @@ fn host_for(
     let limits = StateLimits {
         max_value_bytes: 1_024,
         max_bytes_per_call: 4_096,
+        max_pending_bytes: 100_000,
     };
     let mut state = HostState::new(context, 1 << 20, limits);
     let batch = super::convert::batch(
@@ -177,7 +184,12 @@ impl super::HistorySource for ThreeHours {
 fn meter_history_reads_only_allowed_regions() {
     use super::bindings::gridwatch::detector::host::Host;
 
-    let mut state = host_for(vec!["north".to_owned()], std::sync::Arc::new(ThreeHours));
+    let states = std::sync::Arc::new(super::PluginStates::in_memory());
+    let mut state = host_for(
+        vec!["north".to_owned()],
+        std::sync::Arc::new(ThreeHours),
+        states,
+    );
     let north = state
         .meter_history("north".into(), "m-2".into(), 24)
         .unwrap();
@@ -385,4 +397,52 @@ fn log_message_cannot_break_or_reorder_line() {
     let forged = "ok\nERROR fake\u{2028}line\u{202e}desrever\u{2066}x\u{2069}";
     assert_eq!(clean_log_message(forged), "ok ERROR fake line desrever x ");
     assert_eq!(clean_log_message(&"é".repeat(1_500)).chars().count(), 1_000);
+}
+
+#[test]
+fn pending_state_of_batch_is_limited() {
+    use super::bindings::gridwatch::detector::host::Host;
+
+    // Each call writes three values of 1,000 bytes, under the 4,096 bytes per call of
+    // `host_for`, and keeps them for the batch until the pending limit of 100,000 bytes is
+    // reached. Only state backed by a store counts pending writes.
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("store.redb")).unwrap();
+    let states = std::sync::Arc::new(super::PluginStates::new(std::sync::Arc::new(store)));
+    let history = std::sync::Arc::new(super::NoHistory);
+    let mut state = host_for(vec!["*".to_owned()], history, states);
+    let batch = state_batch(&state);
+    let mut calls = 0;
+    let error = loop {
+        state.begin_call(Some(batch.clone()));
+        let written =
+            (0..3).try_for_each(|i| state.set_state(0, format!("{calls}-{i}"), vec![0; 1_000]));
+        if let Err(error) = written {
+            break error.to_string();
+        }
+        state.keep_writes();
+        calls += 1;
+        assert!(calls < 100, "the pending limit never tripped");
+    };
+    assert!(
+        error.contains("state writes waiting for the batch's commit reached"),
+        "{error}"
+    );
+    assert!(error.contains("over the limit of 100000 bytes"), "{error}");
+    assert_eq!(calls, 30, "calls kept before the limit");
+    let cause = state.limit_hit.as_ref().map(|(cause, _)| *cause);
+    assert_eq!(cause, Some("state"));
+
+    // Committing the batch empties the pending writes, and the plugin may write again.
+    state.drop_writes();
+    state.context.states.take_pending();
+    state.begin_call(Some(batch));
+    state.set_state(0, "after".into(), vec![0; 1_000]).unwrap();
+}
+
+/// Returns the batch of the call that `host_for` began.
+fn state_batch(
+    state: &super::host::HostState,
+) -> std::sync::Arc<super::bindings::gridwatch::detector::types::Batch> {
+    state.batch().expect("host_for begins a call")
 }
