@@ -117,7 +117,8 @@ impl PluginStates {
     }
 
     /// Returns the bytes of `plugin`'s writes that wait for the next
-    /// [`PluginStates::take_pending`], counted by [`entry_bytes`].
+    /// [`PluginStates::take_pending`], each counted as its full key, its value and an estimate of
+    /// the memory it takes besides them.
     pub fn pending_bytes(&self, plugin: &str) -> usize {
         let inner = self.inner.lock();
         inner.pending_bytes.get(plugin).copied().unwrap_or(0)
