@@ -193,11 +193,11 @@ pub fn clean_text(text: &str) -> String {
 /// Returns a plugin's log message cut to [`MAX_LOG_CHARS`] characters and cleaned like
 /// [`clean_text`] cleans it.
 pub fn clean_log_message(message: &str) -> String {
-    message
-        .chars()
-        .take(MAX_LOG_CHARS)
-        .map(|c| if is_hidden(c) { ' ' } else { c })
-        .collect()
+    let end = message
+        .char_indices()
+        .nth(MAX_LOG_CHARS)
+        .map_or(message.len(), |(index, _)| index);
+    clean_text(&message[..end])
 }
 
 /// The data of one plugin store.

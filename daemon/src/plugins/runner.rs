@@ -202,8 +202,8 @@ impl Instance {
 
 /// Returns the most bytes the plugin may pass to the host in one transfer: the findings of a
 /// call or the arguments of a host function. Wasmtime copies them before the host can check
-/// them, so this bounds the copy; twice the larger of the output and state value caps, plus
-/// 1 MiB, leaves room for the parts the caps count less than their size.
+/// them, so this limit bounds the copy. Twice the larger of the output and state value caps,
+/// plus 1 MiB, leaves room for the parts that the caps count at less than their size.
 pub(super) fn copy_limit(limits: &crate::config::PluginsConfig) -> usize {
     const SLACK_BYTES: usize = 1 << 20;
     let largest = limits.max_output_bytes.max(limits.max_state_value_bytes);

@@ -103,7 +103,7 @@ impl PluginStates {
             bytes += entry_bytes(&key, &value);
             inner.pending.insert(key, value);
         }
-        // State held only in memory, as `plugin test` holds it, is never committed, so its
+        // State kept only in memory, as `plugin test` keeps it, is never committed, so its
         // writes stay pending and are not counted.
         if self.store.is_none() {
             return;

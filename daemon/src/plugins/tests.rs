@@ -249,22 +249,33 @@ fn two_memories_module(maximum: [Option<u64>; 2]) -> Vec<u8> {
     module.finish()
 }
 
-#[test]
-fn memory_cap_covers_all_memories() {
+/// A grow function of [`two_memories_module`]: pages to add, and the old size or -1.
+type Grow = wasmtime::TypedFunc<i32, i32>;
+
+/// Instantiates [`two_memories_module`] in a store of [`host_with_one_meter`] with the memory
+/// limiter installed, and returns the store and the grow functions of the two memories.
+fn two_memories_instance(
+    maximum: [Option<u64>; 2],
+) -> (wasmtime::Store<super::host::HostState>, [Grow; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
-    let module = wasmtime::Module::new(&engine.engine, two_memories_module([None, None])).unwrap();
+    let module = wasmtime::Module::new(&engine.engine, two_memories_module(maximum)).unwrap();
     let mut store = wasmtime::Store::new(&engine.engine, host_with_one_meter());
     store.limiter(|state| state);
     store.set_fuel(1_000_000).unwrap();
     store.set_epoch_deadline(1_000_000);
     let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
-    let grow0 = instance
-        .get_typed_func::<i32, i32>(&mut store, "grow0")
-        .unwrap();
-    let grow1 = instance
-        .get_typed_func::<i32, i32>(&mut store, "grow1")
-        .unwrap();
+    let grow = ["grow0", "grow1"].map(|name| {
+        instance
+            .get_typed_func::<i32, i32>(&mut store, name)
+            .unwrap()
+    });
+    (store, grow)
+}
+
+#[test]
+fn memory_cap_covers_all_memories() {
+    let (mut store, [grow0, grow1]) = two_memories_instance([None, None]);
 
     // The cap of `host_with_one_meter` is 1 MiB, 16 pages: 10 pages fit once, not twice.
     assert_eq!(grow0.call(&mut store, 10).unwrap(), 0);
@@ -279,21 +290,7 @@ fn memory_cap_covers_all_memories() {
 
 #[test]
 fn failed_memory_growth_counts_for_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = engine(dir.path());
-    let bytes = two_memories_module([Some(1), None]);
-    let module = wasmtime::Module::new(&engine.engine, bytes).unwrap();
-    let mut store = wasmtime::Store::new(&engine.engine, host_with_one_meter());
-    store.limiter(|state| state);
-    store.set_fuel(1_000_000).unwrap();
-    store.set_epoch_deadline(1_000_000);
-    let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
-    let grow0 = instance
-        .get_typed_func::<i32, i32>(&mut store, "grow0")
-        .unwrap();
-    let grow1 = instance
-        .get_typed_func::<i32, i32>(&mut store, "grow1")
-        .unwrap();
+    let (mut store, [grow0, grow1]) = two_memories_instance([Some(1), None]);
 
     // Growing the first memory past its maximum of one page fails every time, and the 1 MiB
     // cap still has room for 10 pages of the second one.
